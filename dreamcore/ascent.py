@@ -1,0 +1,170 @@
+"""Gradient ascent: the step, jitter, tiling and the octave loop.
+
+Images here are float32 arrays (H, W, 3) in the canonical range [-1, 1]. The step follows the seed:
+the gradient is divided by its mean absolute value, so ``step`` is the mean change per pixel per
+step. Each step rolls the image by a random offset (jitter) first; a frame larger than the tile is
+cut into tiles whose gradients are computed one at a time (bounded memory), and because the roll
+moves the tile borders every step, no seam stays in one place long enough to show (the TensorFlow
+tutorial's method).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .backbones.base import FeatureNet
+from .objective import dream_loss
+
+# progress(octave, octaves, iteration, iterations, loss): octave and iteration count from 1.
+Progress = Callable[[int, int, int, int, float], None]
+
+
+@dataclass(frozen=True)
+class AscentParams:
+    step: float
+    iterations: int
+    max_loss: float | None
+    jitter: int
+    tile: int
+
+
+def octave_shapes(
+    height: int, width: int, octaves: int, scale: float, min_side: int, max_side: int | None
+) -> list[tuple[int, int]]:
+    """Octave sizes, small to large. The largest is the image's (capped at ``max_side``); octaves
+    smaller than the network accepts are dropped; an image too small for the network even at full
+    size is dreamt upscaled to the smallest size it accepts."""
+    top = 1.0
+    if max_side and max(height, width) > max_side:
+        top = max_side / max(height, width)
+    base = (max(1, round(height * top)), max(1, round(width * top)))
+    shapes = []
+    for i in range(octaves):
+        shape = (int(base[0] / scale**i), int(base[1] / scale**i))
+        if min(shape) >= min_side:
+            shapes.append(shape)
+    if not shapes:
+        up = min_side / min(base)
+        shapes = [(max(min_side, math.ceil(base[0] * up)), max(min_side, math.ceil(base[1] * up)))]
+    return shapes[::-1]
+
+
+def tile_bounds(length: int, tile: int) -> list[tuple[int, int]]:
+    """Split [0, length) into near-equal parts no longer than ``tile``."""
+    n = max(1, math.ceil(length / tile))
+    cuts = [round(i * length / n) for i in range(n + 1)]
+    return list(zip(cuts[:-1], cuts[1:], strict=True))
+
+
+def resize(img: Any, shape: tuple[int, int]) -> Any:
+    import tensorflow as tf
+
+    if tuple(img.shape[:2]) == tuple(shape):
+        return img
+    return tf.image.resize(img, shape, method="bilinear", antialias=True).numpy()
+
+
+class Dreamer:
+    """A feature network with its compiled gradient step; reuse one for many images."""
+
+    def __init__(self, net: FeatureNet, layer_weights: Sequence[float]):
+        import tensorflow as tf
+
+        self.net = net
+        self._weights = [float(w) for w in layer_weights]
+
+        # One trace for every image size: the spatial dimensions are left unknown.
+        @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.float32)])
+        def loss_and_grad(img: Any) -> tuple[Any, Any]:
+            with tf.GradientTape() as tape:
+                tape.watch(img)
+                loss = dream_loss(self.net(img[None]), self._weights, self.net.loss_scale)
+            return loss, tape.gradient(loss, img)
+
+        self._loss_and_grad = loss_and_grad
+
+    def gradient(self, img: np.ndarray, tile: int) -> tuple[float, np.ndarray]:
+        """Loss and gradient of the whole image, tile by tile when it is larger than ``tile``."""
+        h, w = img.shape[:2]
+        # A tile must be big enough for the network; edge tiles are at least half a tile.
+        tile = max(tile, 2 * self.net.min_side) if tile else max(h, w)
+        if h <= tile and w <= tile:
+            loss, grad = self._loss_and_grad(img)
+            return float(loss), grad.numpy()
+        grad = np.empty_like(img)
+        total = 0.0
+        for y0, y1 in tile_bounds(h, tile):
+            for x0, x1 in tile_bounds(w, tile):
+                loss, g = self._loss_and_grad(np.ascontiguousarray(img[y0:y1, x0:x1]))
+                grad[y0:y1, x0:x1] = g.numpy()
+                total += float(loss) * (y1 - y0) * (x1 - x0)
+        return total / (h * w), grad
+
+    def ascend(
+        self,
+        img: np.ndarray,
+        params: AscentParams,
+        rng: np.random.Generator,
+        on_step: Callable[[int, float], None] | None = None,
+    ) -> np.ndarray:
+        """Run up to ``params.iterations`` steps; a loss above ``max_loss`` ends the octave."""
+        img = img.copy()
+        h, w = img.shape[:2]
+        tiled = params.tile and max(h, w) > max(params.tile, 2 * self.net.min_side)
+        # When tiled, the roll must reach across a tile for the borders to wander everywhere.
+        reach = max(params.jitter, params.tile // 2) if tiled else params.jitter
+        for i in range(params.iterations):
+            dy, dx = (int(v) for v in rng.integers(-reach, reach + 1, size=2)) if reach else (0, 0)
+            rolled = np.roll(img, (dy, dx), axis=(0, 1)) if (dy or dx) else img
+            loss, grad = self.gradient(rolled, params.tile)
+            if dy or dx:
+                grad = np.roll(grad, (-dy, -dx), axis=(0, 1))
+            grad /= max(float(np.mean(np.abs(grad))), 1e-6)
+            img += params.step * grad
+            if on_step is not None:
+                on_step(i + 1, loss)
+            if params.max_loss is not None and loss > params.max_loss:
+                break
+        return img
+
+    def dream(
+        self,
+        image: np.ndarray,
+        params: AscentParams,
+        octaves: int,
+        octave_scale: float,
+        max_side: int | None,
+        seed: int | None,
+        progress: Progress | None = None,
+    ) -> np.ndarray:
+        """Dream a canonical image (H, W, 3) in [-1, 1]; returns the same shape, clipped to [-1, 1].
+
+        Octaves run small to large; after each, the detail that shrinking lost is added back
+        (the keras.io example's scheme). When the largest octave is smaller than the image
+        (``max_side``), the same re-injection brings the dream back to full resolution.
+        """
+        original = np.asarray(image, dtype=np.float32)
+        h, w = original.shape[:2]
+        shapes = octave_shapes(h, w, octaves, octave_scale, self.net.min_side, max_side)
+        rng = np.random.default_rng(seed)
+        shrunk = resize(original, shapes[0])
+        img = shrunk
+        for o, shape in enumerate(shapes, start=1):
+            img = resize(img, shape)
+
+            def on_step(i: int, loss: float, o: int = o) -> None:
+                if progress is not None:
+                    progress(o, len(shapes), i, params.iterations, loss)
+
+            img = self.ascend(img, params, rng, on_step)
+            same_size = resize(original, shape)
+            img += same_size - resize(shrunk, shape)
+            shrunk = same_size
+        if shapes[-1] != (h, w):
+            img = resize(img, (h, w)) + (original - resize(shrunk, (h, w)))
+        return np.clip(img, -1.0, 1.0)

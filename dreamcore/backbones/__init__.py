@@ -1,0 +1,86 @@
+"""The registry of networks, and the rule that picks one.
+
+``model: auto`` (the default) means InceptionV3 with ImageNet weights when they are cached or can
+be downloaded, and otherwise ``vgg16_hed`` with one line saying so. Naming a model (or asking for
+``weights: imagenet``) forces that choice: then a missing file is an error, never a fallback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError, LayerError
+from .base import Backbone, FeatureNet
+from .inception import InceptionV3
+from .vgg16_hed import VGG16HED
+
+REGISTRY: dict[str, Backbone] = {b.name: b for b in (InceptionV3(), VGG16HED())}
+
+__all__ = ["REGISTRY", "Backbone", "FeatureNet", "Resolution", "get", "resolve"]
+
+
+def get(name: str) -> Backbone:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"model: {name!r} is not allowed; allowed: auto, {', '.join(REGISTRY)}") from None
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What a config resolved to: the backbone, the weights and layers it will really use."""
+
+    backbone: Backbone
+    weights: str | None
+    layers: dict[str, float]
+    notes: list[str] = field(default_factory=list)  # one-line warnings for the user
+
+
+def resolve(model: str, weights: str | None, layers: Mapping[str, float]) -> Resolution:
+    """Pick the backbone and layers; raises WeightsError/LayerError where the user forced a choice."""
+    notes: list[str] = []
+    fell_back = False
+    if model != "auto":
+        backbone = get(model)
+    elif weights == "hed":
+        backbone = REGISTRY["vgg16_hed"]
+    elif weights is None and not REGISTRY["inception_v3"].weights_ready(None):
+        backbone = REGISTRY["vgg16_hed"]
+        fell_back = True
+    else:
+        backbone = REGISTRY["inception_v3"]
+
+    names = list(layers)
+    try:
+        backbone.check_layers(names)
+    except LayerError:
+        others = [b for b in REGISTRY.values() if b is not backbone]
+        owner = next((b for b in others if _all_valid(b, names)), None)
+        if owner is None:
+            raise
+        layers = backbone.default_layers
+        if not fell_back:
+            notes.append(
+                f"layers {', '.join(names)} belong to {owner.name}: using {backbone.name}'s default layers "
+                f"({_fmt(layers)})"
+            )
+    if fell_back:
+        # One line for the whole fallback, layers included.
+        notes.append(
+            "InceptionV3 ImageNet weights are not cached and cannot be downloaded: dreaming with vgg16_hed "
+            f"({_fmt(layers)}) instead; --model inception_v3 insists (README: 'Offline use')"
+        )
+    return Resolution(backbone, weights, dict(layers), notes)
+
+
+def _fmt(layers: Mapping[str, float]) -> str:
+    return ", ".join(f"{k}={v:g}" for k, v in layers.items())
+
+
+def _all_valid(backbone: Backbone, names: list[str]) -> bool:
+    try:
+        backbone.check_layers(names)
+    except LayerError:
+        return False
+    return True

@@ -1,0 +1,130 @@
+"""The small interface every backbone implements, and the feature network it builds.
+
+A backbone turns (weights, layer names) into a :class:`FeatureNet`: a callable that maps a batch of
+images in the canonical range [-1, 1] (RGB) to the activations of those layers. Converting to the
+network's own input range happens inside the FeatureNet, so ``step`` means the same on every
+backbone. ``loss_scale`` does the same for loss values (and so for ``max_loss``).
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import LayerError
+
+# The border the objective crops off each activation (as the keras.io example does); a layer
+# must be larger than twice this for the cropped loss to see anything.
+LOSS_BORDER = 2
+
+
+@dataclass
+class FeatureNet:
+    """Canonical image batch -> list of activations, one per requested layer, in order."""
+
+    backbone: str
+    weights: str  # what the weights resolved to: "imagenet", "hed", "untrained" or a path
+    layers: tuple[str, ...]
+    model: Any  # keras.Model from network input to the activations
+    preprocess: Callable[[Any], Any]  # canonical [-1, 1] RGB -> network input
+    loss_scale: float
+    min_side: int  # smallest input side for which every layer keeps a cropped activation
+
+    def __call__(self, images: Any) -> list[Any]:
+        out = self.model(self.preprocess(images), training=False)
+        return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
+class Backbone(ABC):
+    """One network the engine can dream with."""
+
+    name: str
+    description: str
+    trained_weights: str  # the name of its trained weights, e.g. "imagenet"
+    default_layers: dict[str, float]
+    loss_scale: float = 1.0
+
+    @abstractmethod
+    def dream_layers(self) -> list[str]:
+        """The names worth dreaming with, shallow to deep (no model is built)."""
+
+    @abstractmethod
+    def layer_names(self) -> list[str]:
+        """Every valid layer name, in network order (builds the architecture, no weights)."""
+
+    @abstractmethod
+    def weights_ready(self, weights: str | None) -> bool:
+        """Whether these weights can be had now (cached, bundled, a file, or downloadable)."""
+
+    @abstractmethod
+    def build(self, weights: str | None, layers: Sequence[str]) -> FeatureNet:
+        """The feature network for these layers, truncated at the deepest one."""
+
+    def weights_name(self, weights: str | None) -> str:
+        return self.trained_weights if weights is None else weights
+
+    def check_layers(self, layers: Sequence[str]) -> None:
+        """Raise LayerError naming the first unknown layer and listing the valid ones."""
+        cheap = set(self.dream_layers())
+        unknown = [n for n in layers if n not in cheap]
+        if unknown:
+            known = set(self.layer_names())
+            unknown = [n for n in unknown if n not in known]
+        if unknown:
+            raise LayerError(
+                f"unknown layer {unknown[0]!r} for {self.name}; valid dream layers: "
+                f"{', '.join(self.dream_layers())} (and any layer `dreamreel layers --model {self.name} --all` lists)"
+            )
+
+
+def stable_layer_names(model: Any) -> dict[str, Any]:
+    """Map stable names to layers.
+
+    Keras numbers auto-named layers with a process-wide counter, so the second InceptionV3 built
+    in a process calls its first convolution ``conv2d_94``. Renumbering auto names by their order
+    within the model gives every layer the name a fresh process would give it, on every build.
+    """
+    counts: dict[str, int] = {}
+    out: dict[str, Any] = {}
+    for layer in model.layers:
+        base = to_snake_case(type(layer).__name__)
+        if re.fullmatch(rf"{re.escape(base)}(_\d+)?", layer.name):
+            n = counts.get(base, 0)
+            counts[base] = n + 1
+            out[base if n == 0 else f"{base}_{n}"] = layer
+        else:
+            out[layer.name] = layer
+    return out
+
+
+def to_snake_case(name: str) -> str:
+    """Keras' rule for turning a layer class name into its auto name (Conv2D -> conv2d)."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def min_input_side(model: Any, lo: int = 8, hi: int = 4096) -> int:
+    """Smallest square input side for which every output keeps > 2*LOSS_BORDER rows and columns."""
+
+    def ok(side: int) -> bool:
+        try:
+            shapes = model.compute_output_shape((1, side, side, 3))
+        except Exception:  # Keras raises assorted errors when a layer's output would be empty
+            return False
+        if isinstance(shapes, tuple) and shapes and isinstance(shapes[0], int | None):
+            shapes = [shapes]
+        return all(s[1] is not None and s[1] > 2 * LOSS_BORDER and s[2] > 2 * LOSS_BORDER for s in shapes)
+
+    if not ok(hi):
+        return hi
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo

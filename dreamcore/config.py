@@ -1,0 +1,206 @@
+"""DreamConfig: the one typed, frozen, validated description of a dream.
+
+One schema serves the YAML presets, ``--config FILE`` and ``--set key=value``: every source is a
+plain mapping that :func:`merge` layers in precedence order and :meth:`DreamConfig.from_mapping`
+checks once. An error names the source, the field, the value and what is allowed; unknown keys are
+errors, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from .errors import ConfigError
+
+MODELS = ("auto", "inception_v3", "vgg16_hed")
+
+
+@dataclass(frozen=True)
+class _Field:
+    kind: str  # "int" | "float" | "str" | "layers"
+    nullable: bool
+    allowed: str  # human text for error messages
+    check: Callable[[Any], bool] = lambda v: True
+
+
+def _in(lo: float, hi: float) -> Callable[[Any], bool]:
+    return lambda v: lo <= v <= hi
+
+
+def _valid_layers(v: Mapping[str, float]) -> bool:
+    return (
+        len(v) > 0
+        and all(isinstance(k, str) and k for k in v)
+        and all(math.isfinite(w) for w in v.values())
+        and any(w != 0 for w in v.values())
+    )
+
+
+# The schema. Ranges are generous but finite: each bound stops a typo from turning into an
+# hours-long or out-of-memory run.
+SCHEMA: dict[str, _Field] = {
+    "model": _Field("str", False, "one of " + ", ".join(MODELS), lambda v: v in MODELS),
+    "weights": _Field("str", True, "null (the network's trained weights), imagenet, hed, untrained or a file path",
+                      lambda v: bool(v)),
+    "layers": _Field("layers", False, "a non-empty mapping of layer name to a finite weight, not all zero",
+                     _valid_layers),
+    "step": _Field("float", False, "a number in (0, 1]", lambda v: 0 < v <= 1),
+    "octaves": _Field("int", False, "an integer from 1 to 12", _in(1, 12)),
+    "octave_scale": _Field("float", False, "a number from 1.05 to 4", _in(1.05, 4)),
+    "iterations": _Field("int", False, "an integer from 1 to 10000", _in(1, 10000)),
+    "max_loss": _Field("float", True, "null (no limit) or a number > 0", lambda v: v > 0),
+    "jitter": _Field("int", False, "an integer from 0 to 2048 (pixels)", _in(0, 2048)),
+    "tile": _Field("int", False, "0 (never tile) or an integer from 128 to 8192 (pixels)",
+                   lambda v: v == 0 or 128 <= v <= 8192),
+    "max_side": _Field("int", True, "null (full size) or an integer from 64 to 65536 (pixels)", _in(64, 65536)),
+    "seed": _Field("int", True, "null (random) or an integer from 0 to 2**32-1", _in(0, 2**32 - 1)),
+}
+
+
+@dataclass(frozen=True)
+class DreamConfig:
+    """Everything that decides how an image is dreamt.
+
+    ``step`` is in units of the [-1, 1] image range and ``jitter``/``tile``/``max_side`` in pixels,
+    so a value means the same on every backbone (the backbone converts to its own input range).
+    """
+
+    model: str = "auto"
+    weights: str | None = None
+    layers: Mapping[str, float] = field(
+        default_factory=lambda: {"mixed4": 1.0, "mixed5": 1.5, "mixed6": 2.0, "mixed7": 2.5}
+    )
+    step: float = 0.01
+    octaves: int = 3
+    octave_scale: float = 1.4
+    iterations: int = 20
+    max_loss: float | None = 15.0
+    jitter: int = 32
+    tile: int = 512
+    max_side: int | None = None
+    seed: int | None = 0
+
+    def __post_init__(self) -> None:
+        # Checked here too, so a DreamConfig built in Python is as safe as one loaded from YAML.
+        for name in SCHEMA:
+            value = _coerce("DreamConfig", name, getattr(self, name))
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], source: str = "config") -> DreamConfig:
+        """Build from a (merged) mapping; unknown keys and bad values raise ConfigError."""
+        unknown = sorted(set(data) - set(SCHEMA))
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown key {unknown[0]!r} (known keys: {', '.join(SCHEMA)})"
+            )
+        values = {name: _coerce(source, name, value) for name, value in data.items()}
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["layers"] = dict(self.layers)
+        return d
+
+    def replace(self, **changes: Any) -> DreamConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(source: str, name: str, value: Any) -> Any:
+    spec = SCHEMA[name]
+
+    def bad(why: str = "") -> ConfigError:
+        extra = f" ({why})" if why else ""
+        return ConfigError(f"{source}: {name}: {value!r} is not allowed{extra}; allowed: {spec.allowed}")
+
+    if value is None:
+        if spec.nullable:
+            return None
+        raise bad("it may not be null")
+    if spec.kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            else:
+                raise bad("not an integer")
+    elif spec.kind == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("not a number")
+        value = float(value)
+        if not math.isfinite(value):
+            raise bad("not finite")
+    elif spec.kind == "str":
+        if not isinstance(value, str):
+            raise bad("not a string")
+    elif spec.kind == "layers":
+        if not isinstance(value, Mapping):
+            raise bad("not a mapping")
+        try:
+            value = {str(k): float(w) for k, w in value.items()}
+        except (TypeError, ValueError):
+            raise bad("every weight must be a number") from None
+        if any(isinstance(w, bool) for w in value.values()):
+            raise bad("weights must be numbers")
+    if not spec.check(value):
+        raise bad()
+    return value
+
+
+def merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge mappings, later ones winning. ``layers`` is replaced whole, never merged key by key:
+    a preset's layer list and the user's are different dreams, not one to be patched."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        out.update(layer)
+    return out
+
+
+# --- presets ---------------------------------------------------------------------------------
+
+def preset_names() -> list[str]:
+    root = resources.files("dreamcore.presets")
+    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def preset_text(name: str) -> str:
+    names = preset_names()
+    if name not in names:
+        raise ConfigError(f"unknown preset {name!r} (presets: {', '.join(names)})")
+    return resources.files("dreamcore.presets").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
+
+
+def parse_yaml(text: str, source: str) -> dict[str, Any]:
+    """Parse a YAML mapping; a preset's optional ``description`` key is dropped here."""
+    import yaml  # local: keep `import dreamcore` light
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        raise ConfigError(f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: must be a mapping of keys to values, not {type(data).__name__}")
+    data.pop("description", None)
+    return data
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The preset's raw mapping (validated when merged into a DreamConfig)."""
+    return parse_yaml(preset_text(name), f"preset {name!r}")
+
+
+def preset_description(name: str) -> str:
+    import yaml
+
+    data = yaml.safe_load(preset_text(name)) or {}
+    return str(data.get("description", "")).strip()

@@ -1,0 +1,118 @@
+"""The engine: a config resolved to a loaded network, and the easy ``dream_image`` over it.
+
+:class:`Engine` is what the pipeline holds on to (one per process, many images); ``dream_image``
+is the one-call function for notebooks. Both take and return arrays only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .ascent import AscentParams, Dreamer, Progress
+from .backbones import Resolution, resolve
+from .config import DreamConfig
+
+log = logging.getLogger("dreamcore")
+
+_cache_lock = threading.Lock()
+_dreamers: dict[tuple[Any, ...], tuple[Resolution, Dreamer]] = {}
+
+
+def _load(config: DreamConfig) -> tuple[Resolution, Dreamer]:
+    """Resolve and build once per process for each (model, weights, layers)."""
+    key = (config.model, config.weights, tuple(sorted(config.layers.items())))
+    with _cache_lock:
+        if key not in _dreamers:
+            res = resolve(config.model, config.weights, config.layers)
+            for note in res.notes:
+                log.warning(note)
+            net = res.backbone.build(res.weights, list(res.layers))
+            _dreamers[key] = (res, Dreamer(net, list(res.layers.values())))
+        return _dreamers[key]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What the engine really runs with, for job records and messages."""
+
+    model: str
+    weights: str
+    layers: dict[str, float]
+
+
+class Engine:
+    """A DreamConfig with its network loaded."""
+
+    def __init__(self, config: DreamConfig):
+        self.config = config
+        resolution, self.dreamer = _load(config)
+        net = self.dreamer.net
+        self.resolved = Resolved(net.backbone, net.weights, dict(resolution.layers))
+        self.params = AscentParams(
+            step=config.step,
+            iterations=config.iterations,
+            max_loss=config.max_loss,
+            jitter=config.jitter,
+            tile=config.tile,
+        )
+
+    def dream_rgb(self, rgb: np.ndarray, progress: Progress | None = None) -> np.ndarray:
+        """Dream an RGB float image (H, W, 3) in [0, 1]; returns float32 (H, W, 3) in [0, 1]."""
+        c = self.config
+        canonical = np.asarray(rgb, dtype=np.float32) * 2.0 - 1.0
+        out = self.dreamer.dream(canonical, self.params, c.octaves, c.octave_scale, c.max_side, c.seed, progress)
+        return (out + 1.0) * 0.5
+
+
+def to_float_rgb(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Split an array image into float RGB in [0, 1] and its alpha (or None).
+
+    Accepts (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), as uint8, uint16 or float in [0, 1].
+    """
+    a = np.asarray(image)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4) or a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(f"expected an image of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {a.shape}")
+    if a.dtype == np.uint8:
+        f = a.astype(np.float32) / 255.0
+    elif a.dtype == np.uint16:
+        f = a.astype(np.float32) / 65535.0
+    elif np.issubdtype(a.dtype, np.floating):
+        f = np.clip(a.astype(np.float32), 0.0, 1.0)
+    else:
+        raise ValueError(f"expected uint8, uint16 or float pixels, got {a.dtype}")
+    alpha = f[..., 3] if f.shape[2] == 4 else None
+    rgb = np.repeat(f, 3, axis=2) if f.shape[2] == 1 else f[..., :3]
+    return np.ascontiguousarray(rgb), alpha
+
+
+def from_float_rgb(rgb: np.ndarray, alpha: np.ndarray | None, dtype: np.dtype) -> np.ndarray:
+    """Inverse of :func:`to_float_rgb` (gray inputs come back as RGB: the dream adds colour)."""
+    out = rgb if alpha is None else np.concatenate([rgb, alpha[..., None]], axis=2)
+    if dtype == np.uint8:
+        return np.round(np.clip(out, 0, 1) * 255.0).astype(np.uint8)
+    if dtype == np.uint16:
+        return np.round(np.clip(out, 0, 1) * 65535.0).astype(np.uint16)
+    return out.astype(dtype)
+
+
+def dream_image(
+    image: np.ndarray,
+    config: DreamConfig | None = None,
+    progress: Progress | None = None,
+    **overrides: Any,
+) -> np.ndarray:
+    """Dream one image array and return one of the same dtype (alpha kept, gray becomes RGB).
+
+    >>> out = dream_image(img, iterations=10, layers={"mixed3": 1.0})   # doctest: +SKIP
+    """
+    cfg = (config or DreamConfig()).replace(**overrides) if overrides else (config or DreamConfig())
+    rgb, alpha = to_float_rgb(image)
+    out = Engine(cfg).dream_rgb(rgb, progress)
+    return from_float_rgb(out, alpha, np.asarray(image).dtype)

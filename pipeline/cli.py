@@ -1,0 +1,219 @@
+"""`dreamreel ...`: parse the command line, run the pipeline, turn typed errors into one line.
+
+Exit codes (DESIGN.md): 0 done; 1 failed; 2 bad usage or input; 3 done but some items failed;
+130 stopped. Set DREAMREEL_DEBUG=1 to get the traceback behind any error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from dreamcore.errors import DreamError
+
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PipelineError
+
+PROG = "dreamreel"
+
+EPILOG_IMAGE = """examples:
+  dreamreel image photo.jpg -o dream.png
+  dreamreel image photo.jpg -o dream.jpg --preset seed --seed 7
+  dreamreel image photo.jpg -o dream.png --model vgg16_hed --preset hed
+  dreamreel image photo.jpg -o dream.png --layers mixed3=1,mixed5=1.5 --set iterations=30
+  dreamreel image huge.tif -o dream.tif --max-side 1600     (dream at 1600 px, keep full size)
+"""
+
+
+def _engine_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("dream options (precedence: flags > --set > --config > --preset)")
+    g.add_argument("--preset", metavar="P", help="start from preset P (see `dreamreel presets`; default: default)")
+    g.add_argument("--config", metavar="FILE", help="YAML file with config keys (same schema as the presets)")
+    g.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="sets",
+                   help="set one config key, e.g. --set iterations=30 --set max_loss=null (repeatable)")
+    g.add_argument("--layers", metavar="NAME=W,...", help="layers to dream with and their weights")
+    g.add_argument("--model", metavar="M",
+                   help="auto (default), inception_v3 or vgg16_hed; naming one disables the fallback")
+    g.add_argument("--weights", metavar="W", help="imagenet, hed, untrained or a weights file")
+    g.add_argument("--seed", metavar="N", type=int, help="random seed of the jitter (default 0: repeatable)")
+    g.add_argument("--max-side", metavar="PX", type=int,
+                   help="dream at most PX pixels on the long side; the output keeps the input's size")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Deep-dream images, folders of images and video clips.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run `dreamreel COMMAND --help` for each command's options and examples.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("image", help="dream one image", epilog=EPILOG_IMAGE,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", metavar="IN", help="image file (PNG, JPEG, TIFF, WebP, GIF, BMP, ...)")
+    p.add_argument("-o", "--output", metavar="OUT", required=True, help="output image; format from its extension")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _engine_options(p)
+
+    p = sub.add_parser("layers", help="list the layers a model can dream with")
+    p.add_argument("--model", default="inception_v3", metavar="M", help="inception_v3 (default) or vgg16_hed")
+    p.add_argument("--all", action="store_true", help="every layer name, not just the usual dream layers")
+
+    sub.add_parser("presets", help="list the built-in presets")
+    return parser
+
+
+class _TqdmLogHandler(logging.Handler):
+    """Warnings as `dreamreel: warning: ...` lines that don't tear a progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(f"{PROG}: {record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
+
+
+def _setup_logging() -> None:
+    log = logging.getLogger("dreamcore")
+    if not any(isinstance(h, _TqdmLogHandler) for h in log.handlers):
+        log.addHandler(_TqdmLogHandler())
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+def _config_from_args(args: argparse.Namespace) -> Any:
+    from .settings import build_config, parse_layers
+
+    flags = {
+        "layers": parse_layers(args.layers) if args.layers else None,
+        "model": args.model,
+        "weights": args.weights,
+        "seed": args.seed,
+        "max_side": args.max_side,
+    }
+    return build_config(args.preset, args.config, args.sets, flags)
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    from dreamcore.engine import Engine, from_float_rgb, to_float_rgb
+
+    from .imagefile import check_output_path, read_image, write_image
+    from .runtime import load_tensorflow
+
+    cfg = _config_from_args(args)
+    out = check_output_path(args.output, args.overwrite)
+    picture = read_image(args.input)
+
+    start = time.monotonic()
+    load_tensorflow()
+    engine = Engine(cfg)
+    rgb, alpha = to_float_rgb(picture.pixels)
+    with _DreamBar(disable=args.quiet, desc=os.path.basename(args.input)) as bar:
+        dreamt = engine.dream_rgb(rgb, progress=bar.update)
+    pixels = from_float_rgb(dreamt, alpha, picture.pixels.dtype)
+    check_output_path(out, args.overwrite)  # it may have appeared while we dreamt
+    write_image(out, pixels)
+    r = engine.resolved
+    print(f"{PROG}: wrote {out} ({pixels.shape[1]}x{pixels.shape[0]}, {r.model}/{os.path.basename(r.weights)}, "
+          f"{time.monotonic() - start:.1f} s)", file=sys.stderr)
+    return EXIT_OK
+
+
+class _DreamBar:
+    """A tqdm bar over every gradient step of every octave, showing octave and loss."""
+
+    def __init__(self, disable: bool, desc: str):
+        self.disable = disable
+        self.desc = desc
+        self.bar: Any = None
+
+    def __enter__(self) -> _DreamBar:
+        return self
+
+    def update(self, octave: int, octaves: int, iteration: int, iterations: int, loss: float) -> None:
+        if self.disable:
+            return
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=octaves * iterations, desc=self.desc, unit="step", file=sys.stderr,
+                            dynamic_ncols=True, leave=False)
+        # max_loss may end an octave early: jump to where this step really is.
+        self.bar.n = (octave - 1) * iterations + iteration
+        self.bar.set_postfix_str(f"octave {octave}/{octaves} loss {loss:.3g}", refresh=False)
+        self.bar.refresh()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from dreamcore import backbones
+
+    backbone = backbones.get(args.model)
+    if args.all:
+        from .runtime import load_tensorflow
+
+        load_tensorflow()
+        names = backbone.layer_names()
+    else:
+        names = backbone.dream_layers()
+    print("\n".join(names))
+    if not args.all:
+        default = ", ".join(f"{k}={v:g}" for k, v in backbone.default_layers.items())
+        print(f"# {backbone.name} default: {default}; --all lists every layer", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from dreamcore.config import preset_description, preset_names
+
+    names = preset_names()
+    width = max(len(n) for n in names)
+    for name in names:
+        print(f"{name:<{width}}  {preset_description(name)}")
+    return EXIT_OK
+
+
+COMMANDS = {"image": cmd_image, "layers": cmd_layers, "presets": cmd_presets}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging()
+    debug = bool(os.environ.get("DREAMREEL_DEBUG"))
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (DreamError, PipelineError) as exc:
+        if debug:
+            raise
+        code = exc.exit_code if isinstance(exc, PipelineError) else EXIT_USAGE
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return code
+    except MemoryError:
+        if debug:
+            raise
+        print(f"{PROG}: error: out of memory (try --max-side or a smaller --set tile=...)", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:  # the last line of defence: one line, no traceback
+        if debug:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"{PROG}: error: {type(exc).__name__}: {first} (DREAMREEL_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

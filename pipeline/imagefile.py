@@ -1,0 +1,219 @@
+"""Reading and writing still images.
+
+Reading: Pillow identifies the file from its header (so absurd dimensions are refused before a
+single pixel is decoded), applies the EXIF orientation, takes the first frame of an animation and
+converts CMYK and palettes; 16-bit files are decoded by OpenCV, which keeps all 16 bits where
+Pillow would cut RGB to 8. Formats Pillow does not know go to OpenCV. Writing: by the output's
+extension, through OpenCV's encoders, under a temporary name renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError, UsageError
+from .fsutil import write_atomic
+
+# A ceiling on what is decoded: 100 megapixels (e.g. 12000 x 8000) is a 1.2 GB float image, and
+# more than that is a decompression bomb or a mistake, not a dream anyone waits for on a CPU.
+MAX_PIXELS = 100_000_000
+# OpenCV reads this once, at its first decode: the same ceiling for the formats it handles.
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
+
+WRITE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
+_KEEPS_16BIT = {".png", ".tif", ".tiff"}
+_KEEPS_ALPHA = {".png", ".tif", ".tiff", ".webp"}
+
+# EXIF orientation -> (rotations by 90 degrees counter-clockwise, then flip left-right)
+_ORIENT = {2: (0, True), 3: (2, False), 4: (2, True), 5: (3, True), 6: (3, False), 7: (1, True), 8: (1, False)}
+
+
+@dataclass
+class Picture:
+    """Decoded pixels: uint8 or uint16, (H, W), (H, W, 3) RGB or (H, W, 4) RGBA."""
+
+    pixels: np.ndarray
+    source_format: str
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.pixels.shape[1], self.pixels.shape[0]
+
+
+def read_image(path: str | os.PathLike[str]) -> Picture:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder, not an image (use `dreamreel images` for folders)")
+    try:
+        size = p.stat().st_size
+        with open(p, "rb") as f:
+            f.read(1)
+    except PermissionError:
+        raise InputError(f"{p}: permission denied") from None
+    if size == 0:
+        raise InputError(f"{p}: empty file")
+
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    Image.MAX_IMAGE_PIXELS = None  # we check dimensions ourselves, with our own message
+    try:
+        im = Image.open(p)
+    except UnidentifiedImageError:
+        return _read_with_opencv(p)
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read image header ({exc})") from None
+    with im:
+        w, h = im.size
+        _check_dimensions(p, w, h)
+        fmt = im.format or "image"
+        try:
+            if getattr(im, "n_frames", 1) > 1:
+                im.seek(0)  # an animation: its first frame
+            if _is_16bit(im):
+                orientation = im.getexif().get(0x0112, 1)
+                return Picture(_apply_orientation(_decode_16bit(p), orientation), fmt)
+            im = ImageOps.exif_transpose(im)
+            im.load()
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise InputError(f"{p}: truncated or corrupt {fmt} data ({exc})") from None
+        return Picture(_to_array(im), fmt)
+
+
+def _check_dimensions(p: Path, w: int, h: int) -> None:
+    if w < 1 or h < 1:
+        raise InputError(f"{p}: the header claims {w}x{h} pixels")
+    if w * h > MAX_PIXELS:
+        raise InputError(
+            f"{p}: {w}x{h} pixels is larger than the {MAX_PIXELS // 1_000_000} megapixel limit "
+            "(a decompression bomb or a mistake; scale it down first)"
+        )
+
+
+def _is_16bit(im: object) -> bool:
+    mode = getattr(im, "mode", "")
+    if mode.startswith("I;16") or mode == "I":
+        return True
+    tile = getattr(im, "tile", None) or []
+    return bool(tile) and "16" in str(tile[0].args if hasattr(tile[0], "args") else tile[0])
+
+
+def _decode_16bit(p: Path) -> np.ndarray:
+    import cv2
+
+    data = np.fromfile(p, dtype=np.uint8)  # not cv2.imread: any path, unicode included
+    arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise InputError(f"{p}: truncated or corrupt 16-bit image data")
+    return _bgr_to_rgb(arr)
+
+
+def _read_with_opencv(p: Path) -> Picture:
+    import cv2
+
+    data = np.fromfile(p, dtype=np.uint8)
+    try:
+        arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        raise InputError(f"{p}: cannot decode ({str(exc).strip().splitlines()[-1]})") from None
+    if arr is None:
+        raise InputError(f"{p}: not an image (no known image format)")
+    _check_dimensions(p, arr.shape[1], arr.shape[0])
+    if arr.dtype not in (np.uint8, np.uint16):
+        # float formats (EXR, HDR): tone-map by clipping into [0, 1], as 16-bit
+        arr = np.round(np.clip(arr.astype(np.float32), 0, 1) * 65535).astype(np.uint16)
+    return Picture(_bgr_to_rgb(arr), "image")
+
+
+def _bgr_to_rgb(arr: np.ndarray) -> np.ndarray:
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        return arr[..., 0]
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        return np.ascontiguousarray(arr[..., ::-1])
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        return np.ascontiguousarray(arr[..., [2, 1, 0, 3]])
+    return arr
+
+
+def _apply_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
+    rot, flip = _ORIENT.get(int(orientation), (0, False))
+    if flip:
+        arr = arr[:, ::-1]
+    if rot:
+        arr = np.rot90(arr, rot)
+    return np.ascontiguousarray(arr)
+
+
+def _to_array(im: object) -> np.ndarray:
+    from PIL import Image
+
+    assert isinstance(im, Image.Image)
+    mode = im.mode
+    if mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    elif mode in ("LA", "PA", "La"):
+        im = im.convert("RGBA")
+    elif mode == "RGBa":
+        im = im.convert("RGBA")
+    elif mode in ("1", "L"):
+        im = im.convert("L")
+    elif mode == "F":
+        arr = np.asarray(im, dtype=np.float32)
+        return np.round(np.clip(arr, 0, 1) * 65535).astype(np.uint16)
+    elif mode not in ("RGB", "RGBA"):
+        im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX
+    return np.asarray(im).copy()
+
+
+def check_output_path(path: str | os.PathLike[str], overwrite: bool) -> Path:
+    """Refuse, before any work, an output we could not or should not write."""
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext not in WRITE_EXTENSIONS:
+        raise UsageError(
+            f"{p}: cannot tell the image format from {ext or 'no extension'!r}; "
+            f"use one of {', '.join(sorted(WRITE_EXTENSIONS))}"
+        )
+    if p.is_dir():
+        raise UsageError(f"{p}: is a folder; give a file name")
+    if p.exists() and not overwrite:
+        raise UsageError(f"{p}: already exists (pass --overwrite to replace it)")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{parent}: output folder does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"{parent}: output folder is not writable")
+    return p
+
+
+def encode_image(pixels: np.ndarray, ext: str) -> bytes:
+    """Encode (H, W[, 3|4]) RGB(A) uint8/uint16 pixels in the format the extension names."""
+    import cv2
+
+    ext = ext.lower()
+    arr = pixels
+    if arr.ndim == 3 and arr.shape[2] == 4 and ext not in _KEEPS_ALPHA:
+        arr = arr[..., :3]
+    if arr.dtype == np.uint16 and ext not in _KEEPS_16BIT:
+        arr = np.round(arr / 257.0).astype(np.uint8)
+    if arr.ndim == 3:
+        arr = arr[..., [2, 1, 0, 3]] if arr.shape[2] == 4 else arr[..., ::-1]
+    params: list[int] = []
+    if ext in (".jpg", ".jpeg"):
+        params = [cv2.IMWRITE_JPEG_QUALITY, 95]
+    elif ext == ".webp":
+        params = [cv2.IMWRITE_WEBP_QUALITY, 95]
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(arr), params)
+    if not ok:
+        raise UsageError(f"OpenCV cannot encode {ext} images of shape {pixels.shape}")
+    return buf.tobytes()
+
+
+def write_image(path: str | os.PathLike[str], pixels: np.ndarray) -> None:
+    p = Path(path)
+    write_atomic(p, encode_image(pixels, p.suffix))

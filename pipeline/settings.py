@@ -1,0 +1,84 @@
+"""From command-line options to a DreamConfig: preset < --config FILE < --set k=v < flags."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dreamcore.config import DreamConfig, load_preset, merge, parse_yaml
+from dreamcore.errors import ConfigError
+
+
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """``--set key=value``: the value is read as YAML (numbers, null, {a: 1}), the key as-is."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        if key.startswith("layers."):
+            layers = dict(out.get("layers") or {})
+            layers[key[len("layers."):]] = value
+            out["layers"] = layers
+        else:
+            out[key] = value
+    return out
+
+
+def parse_layers(text: str) -> dict[str, float]:
+    """``--layers mixed3=1,mixed5=1.5`` (a bare name weighs 1)."""
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, weight = part.partition("=")
+        try:
+            out[name.strip()] = float(weight) if sep else 1.0
+        except ValueError:
+            raise ConfigError(f"--layers: {part!r}: the weight must be a number (name=weight)") from None
+    if not out:
+        raise ConfigError("--layers: give at least one layer, e.g. --layers mixed3=1,mixed5=1.5")
+    return out
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--config {path}: cannot read ({exc})") from None
+    return parse_yaml(text, str(p))
+
+
+def build_config(
+    preset: str | None,
+    config_file: str | None,
+    sets: Sequence[str],
+    flags: Mapping[str, Any],
+) -> DreamConfig:
+    """Merge every source and validate once. Errors name the source that gave the bad value."""
+    sources: list[tuple[str, dict[str, Any]]] = [
+        (f"preset {preset or 'default'!r}", load_preset(preset or "default")),
+    ]
+    if config_file:
+        sources.append((config_file, read_config_file(config_file)))
+    if sets:
+        sources.append(("--set", parse_set(sets)))
+    given = {k: v for k, v in flags.items() if v is not None}
+    if given:
+        sources.append(("command line", given))
+    # Validate each source on its own first, so a bad value is blamed on where it came from.
+    for name, data in sources:
+        DreamConfig.from_mapping(merge(DreamConfig().to_dict(), data), source=name)
+    return DreamConfig.from_mapping(merge(*(d for _, d in sources)), source="config")
