@@ -124,7 +124,9 @@ class Dreamer:
             loss, grad = self.gradient(rolled, params.tile)
             if dy or dx:
                 grad = np.roll(grad, (-dy, -dx), axis=(0, 1))
-            grad /= max(float(np.mean(np.abs(grad))), 1e-6)
+            # The floor only guards against 0/0: untrained networks have gradients far below
+            # the keras example's 1e-6, and they still point somewhere worth going.
+            grad /= max(float(np.mean(np.abs(grad))), 1e-20)
             img += params.step * grad
             if on_step is not None:
                 on_step(i + 1, loss)

@@ -52,6 +52,10 @@ def resolve(model: str, weights: str | None, layers: Mapping[str, float]) -> Res
         backbone = REGISTRY["inception_v3"]
 
     names = list(layers)
+    if fell_back:
+        # Judge the names against the network the user meant (InceptionV3), so a typo like
+        # `mixed27` is reported with InceptionV3's layer list, not the fallback's.
+        _check_known(REGISTRY["inception_v3"], names)
     try:
         backbone.check_layers(names)
     except LayerError:
@@ -76,6 +80,12 @@ def resolve(model: str, weights: str | None, layers: Mapping[str, float]) -> Res
 
 def _fmt(layers: Mapping[str, float]) -> str:
     return ", ".join(f"{k}={v:g}" for k, v in layers.items())
+
+
+def _check_known(intended: Backbone, names: list[str]) -> None:
+    """Raise the intended backbone's LayerError when some name belongs to no backbone at all."""
+    if not any(_all_valid(b, names) for b in REGISTRY.values()):
+        intended.check_layers(names)
 
 
 def _all_valid(backbone: Backbone, names: list[str]) -> bool:

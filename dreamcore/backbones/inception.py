@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import socket
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,9 @@ def _fetch_imagenet() -> str:
     try:
         # get_file prints to stdout, which belongs to the user's data (e.g. `dreamreel layers`)
         with contextlib.redirect_stdout(io.StringIO()):
-            return keras.utils.get_file(WEIGHTS_FILE, url, cache_subdir="models", file_hash=WEIGHTS_MD5)
+            return keras.utils.get_file(
+                WEIGHTS_FILE, url, cache_dir=str(cached.parent.parent), cache_subdir="models", file_hash=WEIGHTS_MD5
+            )
     except Exception as exc:
         reason = str(exc).split(" -- ")[-1].strip() or type(exc).__name__
         raise WeightsError(
@@ -101,7 +104,11 @@ class InceptionV3(Backbone):
             path = _fetch_imagenet() if w == "imagenet" else _check_file(w)
             full = self._architecture()
             try:
-                full.load_weights(path)
+                with warnings.catch_warnings():
+                    # Keras only warns when a file lacks some layers and leaves them at random
+                    # init: for a dream that is a wrong network, so an error.
+                    warnings.simplefilter("error")
+                    full.load_weights(path)
             except Exception as exc:
                 raise WeightsError(
                     f"{path}: not InceptionV3 (include_top=False) weights: {str(exc).splitlines()[0][:200]}"

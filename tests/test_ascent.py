@@ -1,0 +1,114 @@
+"""Octaves, tiles, jitter and the step, on untrained InceptionV3 at small sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dreamcore import DreamConfig
+from dreamcore.ascent import AscentParams, octave_shapes, tile_bounds
+from dreamcore.engine import Engine, dream_image
+from tests.media import synthetic_image
+
+SMALL = dict(model="inception_v3", weights="untrained", layers={"mixed3": 1.0}, iterations=3, octaves=2, jitter=8)
+
+
+def test_octaves_run_small_to_large_and_end_at_full_size() -> None:
+    shapes = octave_shapes(480, 640, 3, 1.4, min_side=75, max_side=None)
+    assert shapes == [(244, 326), (342, 457), (480, 640)]
+
+
+def test_octaves_too_small_for_the_network_are_dropped() -> None:
+    assert octave_shapes(100, 200, 5, 1.4, min_side=75, max_side=None) == [(100, 200)]
+
+
+def test_an_image_smaller_than_the_network_accepts_is_dreamt_upscaled() -> None:
+    assert octave_shapes(20, 40, 3, 1.4, min_side=75, max_side=None) == [(75, 150)]
+
+
+def test_max_side_caps_the_largest_octave() -> None:
+    assert octave_shapes(2160, 3840, 2, 2.0, min_side=75, max_side=1000) == [(281, 500), (562, 1000)]
+
+
+def test_tile_bounds_cover_exactly_with_near_equal_parts() -> None:
+    for length, tile in [(1000, 512), (512, 512), (513, 512), (3840, 512), (100, 512)]:
+        bounds = tile_bounds(length, tile)
+        assert bounds[0][0] == 0 and bounds[-1][1] == length
+        assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:], strict=False))
+        sizes = [b - a for a, b in bounds]
+        assert max(sizes) <= tile and max(sizes) - min(sizes) <= 1
+
+
+def test_progress_reports_every_step_of_every_octave() -> None:
+    seen: list[tuple[int, int, int, int]] = []
+    img = synthetic_image(160, 200)
+    dream_image(img, DreamConfig(**SMALL, max_loss=None), progress=lambda o, n, i, m, loss: seen.append((o, n, i, m)))
+    assert seen == [(1, 2, 1, 3), (1, 2, 2, 3), (1, 2, 3, 3), (2, 2, 1, 3), (2, 2, 2, 3), (2, 2, 3, 3)]
+
+
+def test_max_loss_ends_the_octave() -> None:
+    seen: list[tuple[int, int]] = []
+    img = synthetic_image(160, 200)
+    dream_image(img, DreamConfig(**SMALL, max_loss=1e-9), progress=lambda o, n, i, m, loss: seen.append((o, i)))
+    assert seen == [(1, 1), (2, 1)]
+
+
+def test_a_step_moves_pixels_by_step_on_average() -> None:
+    engine = Engine(DreamConfig(**SMALL))
+    img = synthetic_image(150, 150).astype(np.float32) / 127.5 - 1
+    params = AscentParams(step=0.01, iterations=1, max_loss=None, jitter=0, tile=512)
+    out = engine.dreamer.ascend(img, params, np.random.default_rng(0))
+    assert np.mean(np.abs(out - img)) == pytest.approx(0.01, rel=1e-3)  # normalised by mean |grad|
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 300), (75, 75), (33, 20, 4), (64, 64, 1)])
+def test_any_input_size_dreams_without_error(shape: tuple[int, ...]) -> None:
+    img = np.full(shape, 128, dtype=np.uint8)
+    out = dream_image(img, DreamConfig(**SMALL))
+    channels = 4 if len(shape) == 3 and shape[2] == 4 else 3
+    assert out.shape == shape[:2] + (channels,)
+
+
+def test_alpha_passes_through_and_dtype_is_kept() -> None:
+    rgba = np.dstack([synthetic_image(90, 120), np.linspace(0, 255, 90 * 120).reshape(90, 120).astype(np.uint8)])
+    out = dream_image(rgba, DreamConfig(**SMALL))
+    assert out.dtype == np.uint8 and out.shape == rgba.shape
+    assert np.array_equal(out[..., 3], rgba[..., 3])
+    out16 = dream_image(rgba.astype(np.uint16) * 257, DreamConfig(**SMALL))
+    assert out16.dtype == np.uint16
+
+
+def test_tiled_gradient_is_assembled_from_tiles_of_the_same_image() -> None:
+    """Tiling must cover every pixel once: each tile's gradient equals the gradient of that tile alone."""
+    engine = Engine(DreamConfig(**SMALL))
+    d = engine.dreamer
+    img = synthetic_image(300, 520).astype(np.float32) / 127.5 - 1
+    tile = 2 * d.net.min_side
+    loss, grad = d.gradient(img, tile)
+    (y0, y1), (x0, x1) = tile_bounds(300, tile)[0], tile_bounds(520, tile)[-1]
+    _, g_tile = d.gradient(np.ascontiguousarray(img[y0:y1, x0:x1]), 0)
+    np.testing.assert_allclose(grad[y0:y1, x0:x1], g_tile, rtol=1e-5, atol=1e-8)
+    assert np.isfinite(loss) and np.all(np.isfinite(grad)) and np.count_nonzero(grad) > 0.5 * grad.size
+
+
+def test_tiled_dream_has_no_seam_at_tile_borders() -> None:
+    """With the roll, the dream's strength at tile borders matches its strength elsewhere."""
+    cfg = DreamConfig(**{**SMALL, "iterations": 6, "octaves": 1, "step": 0.02})
+    engine = Engine(cfg)
+    tile = max(128, 2 * engine.dreamer.net.min_side)
+    cfg = cfg.replace(tile=tile)
+    img = synthetic_image(2 * tile, 2 * tile, seed=3)
+    out = dream_image(img, cfg)
+    change = np.abs(out.astype(np.float32) - img.astype(np.float32)).mean(axis=2)
+    border = change[tile - 2 : tile + 2, 8:-8].mean()
+    elsewhere = change[8:-8, 8:-8].mean()
+    assert 0.6 < border / elsewhere < 1.6
+
+
+def test_same_seed_same_pixels_other_seed_other_pixels() -> None:
+    img = synthetic_image(120, 160)
+    a = dream_image(img, DreamConfig(**SMALL, seed=11))
+    b = dream_image(img, DreamConfig(**SMALL, seed=11))
+    c = dream_image(img, DreamConfig(**SMALL, seed=12))
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
