@@ -141,7 +141,7 @@ class Dreamer:
         octaves: int,
         octave_scale: float,
         max_side: int | None,
-        seed: int | None,
+        seed: int | Sequence[int] | None,
         progress: Progress | None = None,
     ) -> np.ndarray:
         """Dream a canonical image (H, W, 3) in [-1, 1]; returns the same shape, clipped to [-1, 1].

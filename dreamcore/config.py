@@ -94,13 +94,7 @@ class DreamConfig:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "config") -> DreamConfig:
         """Build from a (merged) mapping; unknown keys and bad values raise ConfigError."""
-        unknown = sorted(set(data) - set(SCHEMA))
-        if unknown:
-            raise ConfigError(
-                f"{source}: unknown key {unknown[0]!r} (known keys: {', '.join(SCHEMA)})"
-            )
-        values = {name: _coerce(source, name, value) for name, value in data.items()}
-        return cls(**values)
+        return cls(**_checked(data, SCHEMA, source, known_elsewhere=("video",)))
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -111,8 +105,8 @@ class DreamConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _coerce(source: str, name: str, value: Any) -> Any:
-    spec = SCHEMA[name]
+def _coerce(source: str, name: str, value: Any, schema: Mapping[str, _Field] = SCHEMA) -> Any:
+    spec = schema[name]
 
     def bad(why: str = "") -> ConfigError:
         extra = f" ({why})" if why else ""
@@ -151,13 +145,74 @@ def _coerce(source: str, name: str, value: Any) -> Any:
     return value
 
 
+def _checked(data: Mapping[str, Any], schema: Mapping[str, _Field], source: str,
+             known_elsewhere: tuple[str, ...] = ()) -> dict[str, Any]:
+    unknown = sorted(set(data) - set(schema) - set(known_elsewhere))
+    if unknown:
+        prefix = "video." if schema is VIDEO_SCHEMA else ""
+        raise ConfigError(f"{source}: unknown key {prefix}{unknown[0]!r} (known keys: {', '.join(schema)}"
+                          + (f", {', '.join(known_elsewhere)}" if known_elsewhere else "") + ")")
+    return {name: _coerce(source, name, value, schema) for name, value in data.items() if name in schema}
+
+
 def merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
     """Merge mappings, later ones winning. ``layers`` is replaced whole, never merged key by key:
-    a preset's layer list and the user's are different dreams, not one to be patched."""
+    a preset's layer list and the user's are different dreams, not one to be patched. The
+    ``video`` section merges key by key."""
     out: dict[str, Any] = {}
     for layer in layers:
-        out.update(layer)
+        for key, value in layer.items():
+            if key == "video" and isinstance(value, Mapping) and isinstance(out.get("video"), Mapping):
+                out["video"] = {**out["video"], **value}
+            else:
+                out[key] = value
     return out
+
+
+# --- video -----------------------------------------------------------------------------------
+
+COHERENCE = ("flow", "blend", "none")
+
+VIDEO_SCHEMA: dict[str, _Field] = {
+    "coherence": _Field("str", False, "flow, blend or none", lambda v: v in COHERENCE),
+    "blend": _Field("float", False, "a number from 0 to 1 (share of the previous dreamt frame)", _in(0, 1)),
+    "carry": _Field("float", False, "a number from 0 to 1 (share of the warped dream kept by flow)", _in(0, 1)),
+    "followup_iterations": _Field("int", False, "an integer from 1 to 10000", _in(1, 10000)),
+    "scene_threshold": _Field("float", False, "a number from 1 to 255 (mean HSV difference)", _in(1, 255)),
+    "min_scene_frames": _Field("int", False, "an integer from 1 to 100000", _in(1, 100000)),
+    "chunk_frames": _Field("int", False, "0 (never split a shot) or an integer from 8 to 100000",
+                           lambda v: v == 0 or 8 <= v <= 100000),
+    "warmup_frames": _Field("int", False, "an integer from 0 to 1000", _in(0, 1000)),
+}
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """How frames of a clip are chained: coherence, follow-up effort, shots and chunks."""
+
+    coherence: str = "flow"
+    blend: float = 0.5
+    carry: float = 0.9
+    followup_iterations: int = 5
+    scene_threshold: float = 27.0
+    min_scene_frames: int = 8
+    chunk_frames: int = 120
+    warmup_frames: int = 6
+
+    def __post_init__(self) -> None:
+        for name in VIDEO_SCHEMA:
+            object.__setattr__(self, name, _coerce("VideoConfig", name, getattr(self, name), VIDEO_SCHEMA))
+
+    @classmethod
+    def from_mapping(cls, data: Any, source: str = "config") -> VideoConfig:
+        if data is None:
+            return cls()
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: video: {data!r} is not allowed; allowed: a mapping of video keys")
+        return cls(**_checked(data, VIDEO_SCHEMA, f"{source}: video"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 # --- presets ---------------------------------------------------------------------------------

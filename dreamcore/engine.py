@@ -6,8 +6,10 @@ is the one-call function for notebooks. Both take and return arrays only.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,14 +25,32 @@ _cache_lock = threading.Lock()
 _dreamers: dict[tuple[Any, ...], tuple[Resolution, Dreamer]] = {}
 
 
-def _load(config: DreamConfig) -> tuple[Resolution, Dreamer]:
-    """Resolve and build once per process for each (model, weights, layers)."""
-    key = (config.model, config.weights, tuple(sorted(config.layers.items())))
+_resolutions: dict[tuple[Any, ...], Resolution] = {}
+
+
+def _key(config: DreamConfig) -> tuple[Any, ...]:
+    return (config.model, config.weights, tuple(sorted(config.layers.items())))
+
+
+def resolve_config(config: DreamConfig) -> Resolution:
+    """Which network, weights and layers this config will really use (cheap: builds nothing).
+    Its notes (e.g. the offline fallback) are logged once per process."""
+    key = _key(config)
     with _cache_lock:
-        if key not in _dreamers:
+        if key not in _resolutions:
             res = resolve(config.model, config.weights, config.layers)
             for note in res.notes:
                 log.warning(note)
+            _resolutions[key] = res
+        return _resolutions[key]
+
+
+def _load(config: DreamConfig) -> tuple[Resolution, Dreamer]:
+    """Resolve and build once per process for each (model, weights, layers)."""
+    res = resolve_config(config)
+    key = _key(config)
+    with _cache_lock:
+        if key not in _dreamers:
             net = res.backbone.build(res.weights, list(res.layers))
             _dreamers[key] = (res, Dreamer(net, list(res.layers.values())))
         return _dreamers[key]
@@ -61,11 +81,25 @@ class Engine:
             tile=config.tile,
         )
 
-    def dream_rgb(self, rgb: np.ndarray, progress: Progress | None = None) -> np.ndarray:
-        """Dream an RGB float image (H, W, 3) in [0, 1]; returns float32 (H, W, 3) in [0, 1]."""
+    def dream_rgb(
+        self,
+        rgb: np.ndarray,
+        progress: Progress | None = None,
+        *,
+        iterations: int | None = None,
+        seed_key: Sequence[int] = (),
+    ) -> np.ndarray:
+        """Dream an RGB float image (H, W, 3) in [0, 1]; returns float32 (H, W, 3) in [0, 1].
+
+        ``iterations`` overrides the config's (a video's follow-up frames run fewer);
+        ``seed_key`` extends the seed (a frame's index), so every frame of a clip has its own
+        repeatable jitter, whatever order or process it is dreamt in.
+        """
         c = self.config
+        params = self.params if iterations is None else dataclasses.replace(self.params, iterations=iterations)
+        seed = None if c.seed is None else [c.seed, *seed_key]
         canonical = np.asarray(rgb, dtype=np.float32) * 2.0 - 1.0
-        out = self.dreamer.dream(canonical, self.params, c.octaves, c.octave_scale, c.max_side, c.seed, progress)
+        out = self.dreamer.dream(canonical, params, c.octaves, c.octave_scale, c.max_side, seed, progress)
         return (out + 1.0) * 0.5
 
 

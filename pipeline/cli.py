@@ -62,12 +62,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _engine_options(p)
 
+    p = sub.add_parser("video", help="dream a video clip (resumable; Ctrl-C and run again)", epilog=EPILOG_VIDEO,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", metavar="IN", help="video file (mp4, mkv, avi, mov, webm, ...)")
+    p.add_argument("-o", "--output", metavar="OUT", required=True, help="output clip: .mp4, .mkv, .mov or .m4v")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--coherence", choices=["flow", "blend", "none"],
+                   help="how a frame starts from the previous dream (default flow)")
+    p.add_argument("--blend", type=float, metavar="B", help="blend: share of the previous dreamt frame (0..1)")
+    p.add_argument("--workdir", metavar="DIR", help="work folder (default: .OUT.dreamreel-work beside OUT)")
+    p.add_argument("--restart", action="store_true", help="discard the work folder's previous job")
+    p.add_argument("--keep-work", action="store_true", help="keep the work folder after success")
+    p.add_argument("--start", metavar="T", type=_time, help="start at T (seconds or [HH:]MM:SS[.ms])")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--duration", metavar="T", type=_time, help="dream only T of the clip")
+    g.add_argument("--frames", metavar="N", type=int, help="dream only the first N frames")
+    p.add_argument("--workers", metavar="N", type=int, help="local Dask worker processes (default: 1, in-process)")
+    _engine_options(p)
+
     p = sub.add_parser("layers", help="list the layers a model can dream with")
     p.add_argument("--model", default="inception_v3", metavar="M", help="inception_v3 (default) or vgg16_hed")
     p.add_argument("--all", action="store_true", help="every layer name, not just the usual dream layers")
 
     sub.add_parser("presets", help="list the built-in presets")
     return parser
+
+
+EPILOG_VIDEO = """examples:
+  dreamreel video clip.mp4 -o dream.mp4
+  dreamreel video clip.mp4 -o dream.mp4 --preset quick --frames 48        (a short test)
+  dreamreel video clip.mp4 -o dream.mp4 --coherence blend --blend 0.5
+  dreamreel video film.mkv -o dream.mkv --start 1:30 --duration 20
+
+Killed or stopped? Run the same command again: it resumes where it stopped.
+"""
+
+
+def _time(text: str) -> float:
+    """Seconds from '12.5', '1:30' or '01:02:03.5'."""
+    try:
+        parts = [float(p) for p in text.split(":")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time (seconds or [HH:]MM:SS[.ms])") from None
+    if len(parts) > 3 or any(p < 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time (seconds or [HH:]MM:SS[.ms])")
+    seconds = 0.0
+    for p in parts:
+        seconds = seconds * 60 + p
+    return seconds
 
 
 class _TqdmLogHandler(logging.Handler):
@@ -88,16 +131,21 @@ def _setup_logging() -> None:
 
 
 def _config_from_args(args: argparse.Namespace) -> Any:
-    from .settings import build_config, parse_layers
+    from .settings import build_config
 
-    flags = {
+    return build_config(args.preset, args.config, args.sets, _flags(args))
+
+
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    from .settings import parse_layers
+
+    return {
         "layers": parse_layers(args.layers) if args.layers else None,
         "model": args.model,
         "weights": args.weights,
         "seed": args.seed,
         "max_side": args.max_side,
     }
-    return build_config(args.preset, args.config, args.sets, flags)
 
 
 def cmd_image(args: argparse.Namespace) -> int:
@@ -154,6 +202,44 @@ class _DreamBar:
             self.bar.close()
 
 
+def cmd_video(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .errors import UsageError
+    from .media import check_video_output
+    from .runtime import load_tensorflow
+    from .settings import build_settings
+    from .video import VideoRequest, default_workdir, run_video
+
+    cfg, vcfg = build_settings(args.preset, args.config, args.sets, _flags(args),
+                               {"coherence": args.coherence, "blend": args.blend})
+    out = check_video_output(args.output, args.overwrite)
+    src = Path(args.input)
+    if args.frames is not None and args.frames < 1:
+        raise UsageError(f"--frames {args.frames}: give at least 1")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: give at least 1")
+    if args.duration is not None and args.duration <= 0:
+        raise UsageError(f"--duration {args.duration}: give a positive time")
+    req = VideoRequest(input=src, output=out, config=cfg, video=vcfg,
+                       workdir=Path(args.workdir) if args.workdir else None, restart=args.restart,
+                       keep_work=args.keep_work, start=args.start, duration=args.duration, frames=args.frames,
+                       workers=args.workers, quiet=args.quiet)
+    start = time.monotonic()
+    load_tensorflow()
+    try:
+        stats = run_video(req)
+    except KeyboardInterrupt:
+        work = req.workdir or default_workdir(out)
+        print(f"\n{PROG}: stopped; finished frames are kept in {work}. Run the same command again to resume.",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    check_video_output(out, True)
+    print(f"{PROG}: wrote {out} ({stats['frames']} frames, {len(stats['cuts'])} shots, {stats['dreamt']} dreamt now, "
+          f"{stats['resumed']} resumed, {time.monotonic() - start:.1f} s)", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_layers(args: argparse.Namespace) -> int:
     from dreamcore import backbones
 
@@ -182,7 +268,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"image": cmd_image, "layers": cmd_layers, "presets": cmd_presets}
+COMMANDS = {"image": cmd_image, "video": cmd_video, "layers": cmd_layers, "presets": cmd_presets}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from dreamcore.config import DreamConfig, load_preset, merge, parse_yaml
+from dreamcore.config import DreamConfig, VideoConfig, load_preset, merge, parse_yaml
 from dreamcore.errors import ConfigError
 
 
@@ -24,10 +24,11 @@ def parse_set(items: Sequence[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw
-        if key.startswith("layers."):
-            layers = dict(out.get("layers") or {})
-            layers[key[len("layers."):]] = value
-            out["layers"] = layers
+        section, dot, sub = key.partition(".")
+        if dot and section in ("layers", "video"):
+            inner = dict(out.get(section) or {})
+            inner[sub] = value
+            out[section] = inner
         else:
             out[key] = value
     return out
@@ -67,6 +68,17 @@ def build_config(
     sets: Sequence[str],
     flags: Mapping[str, Any],
 ) -> DreamConfig:
+    """The engine config alone (for commands that have no video section)."""
+    return build_settings(preset, config_file, sets, flags)[0]
+
+
+def build_settings(
+    preset: str | None,
+    config_file: str | None,
+    sets: Sequence[str],
+    flags: Mapping[str, Any],
+    video_flags: Mapping[str, Any] | None = None,
+) -> tuple[DreamConfig, VideoConfig]:
     """Merge every source and validate once. Errors name the source that gave the bad value."""
     sources: list[tuple[str, dict[str, Any]]] = [
         (f"preset {preset or 'default'!r}", load_preset(preset or "default")),
@@ -76,9 +88,15 @@ def build_config(
     if sets:
         sources.append(("--set", parse_set(sets)))
     given = {k: v for k, v in flags.items() if v is not None}
+    video_given = {k: v for k, v in (video_flags or {}).items() if v is not None}
+    if video_given:
+        given["video"] = video_given
     if given:
         sources.append(("command line", given))
     # Validate each source on its own first, so a bad value is blamed on where it came from.
     for name, data in sources:
         DreamConfig.from_mapping(merge(DreamConfig().to_dict(), data), source=name)
-    return DreamConfig.from_mapping(merge(*(d for _, d in sources)), source="config")
+        VideoConfig.from_mapping(data.get("video"), source=name)
+    merged = merge(*(d for _, d in sources))
+    return (DreamConfig.from_mapping(merged, source="config"),
+            VideoConfig.from_mapping(merged.get("video"), source="config"))

@@ -1,0 +1,132 @@
+"""How a video frame starts from the previous dream, and where shots begin.
+
+Pure array functions (OpenCV is used as an array library here): scene-cut scores on source frames,
+optical flow between source frames with an occlusion mask, and the three ways a follow-up frame is
+prepared before dreaming:
+
+- ``none``: the source frame alone;
+- ``blend``: the source mixed with the previous dreamt frame (the DeepDreamVideo way);
+- ``flow``: the previous dream's residual (dream - source) warped along the optical flow onto the
+  current frame, occluded pixels masked out, added to the current source frame.
+
+Frames are float32 RGB in [0, 1], shape (H, W, 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import COHERENCE as COHERENCE_MODES
+
+# Scene-cut scores are computed on frames scaled to this width: cuts are global changes.
+CUT_WIDTH = 256
+
+
+def cut_features(rgb_u8: np.ndarray) -> np.ndarray:
+    """HSV of a downscaled frame, as float32: what :func:`cut_score` compares."""
+    import cv2
+
+    h, w = rgb_u8.shape[:2]
+    if w > CUT_WIDTH:
+        rgb_u8 = cv2.resize(rgb_u8, (CUT_WIDTH, max(1, round(h * CUT_WIDTH / w))), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(np.ascontiguousarray(rgb_u8), cv2.COLOR_RGB2HSV).astype(np.float32)
+
+
+def cut_score(prev_hsv: np.ndarray, cur_hsv: np.ndarray) -> float:
+    """Mean absolute HSV difference averaged over the three channels, on 0..255 (PySceneDetect's
+    ContentDetector score)."""
+    return float(np.mean(np.abs(cur_hsv - prev_hsv)))
+
+
+def find_cuts(scores: list[float], threshold: float, min_scene: int) -> list[int]:
+    """Indices of frames that start a shot (always 0). ``scores[i]`` compares frame i to i - 1
+    (``scores[0]`` is ignored). A cut closer than ``min_scene`` frames to the last is ignored."""
+    starts = [0]
+    for i in range(1, len(scores)):
+        if scores[i] >= threshold and i - starts[-1] >= min_scene:
+            starts.append(i)
+    return starts
+
+
+@dataclass(frozen=True)
+class Flow:
+    """Backward flow (current -> previous) and the mask of pixels visible in both frames."""
+
+    backward: np.ndarray  # (H, W, 2): where each current pixel was in the previous frame
+    visible: np.ndarray  # (H, W) float32 in [0, 1]
+
+
+def _gray(rgb: np.ndarray) -> np.ndarray:
+    import cv2
+
+    u8 = rgb if rgb.dtype == np.uint8 else np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+    return cv2.cvtColor(np.ascontiguousarray(u8), cv2.COLOR_RGB2GRAY)
+
+
+def optical_flow(prev_rgb: np.ndarray, cur_rgb: np.ndarray) -> Flow:
+    """DIS optical flow both ways on the source frames; a forward-backward consistency check
+    (Sundaram et al. 2010) marks the pixels that the previous frame cannot explain."""
+    import cv2
+
+    prev_g, cur_g = _gray(prev_rgb), _gray(cur_rgb)
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    backward = dis.calc(cur_g, prev_g, None)
+    forward = dis.calc(prev_g, cur_g, None)
+    # The forward flow, read where each current pixel came from, should cancel the backward flow.
+    fw_at = warp(forward, backward)
+    err = np.sum((backward + fw_at) ** 2, axis=2)
+    bound = 0.01 * (np.sum(backward**2, axis=2) + np.sum(fw_at**2, axis=2)) + 0.5
+    visible = (err <= bound).astype(np.float32)
+    # Pixels that came from outside the previous frame are not visible either.
+    h, w = backward.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    src_x, src_y = xs + backward[..., 0], ys + backward[..., 1]
+    visible *= (src_x >= 0) & (src_x <= w - 1) & (src_y >= 0) & (src_y <= h - 1)
+    # Soften the mask's edges a little so a masked region does not leave a hard outline.
+    visible = cv2.GaussianBlur(visible, (0, 0), 1.0)
+    return Flow(backward=backward, visible=visible)
+
+
+def warp(image: np.ndarray, backward: np.ndarray) -> np.ndarray:
+    """Sample ``image`` (the previous frame's) at x + backward(x): it lands on the current frame."""
+    import cv2
+
+    h, w = backward.shape[:2]
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    map_x = xs + backward[..., 0]
+    map_y = ys + backward[..., 1]
+    return cv2.remap(np.ascontiguousarray(image, dtype=np.float32), map_x, map_y, interpolation=cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)
+
+
+def start_frame(
+    mode: str,
+    cur_src: np.ndarray,
+    prev_src: np.ndarray | None,
+    prev_dream: np.ndarray | None,
+    blend: float,
+    carry: float,
+    flow: Flow | None = None,
+) -> np.ndarray:
+    """The image a frame's dream starts from. With no previous frame (a shot's first), the source."""
+    if mode == "none" or prev_dream is None or prev_src is None:
+        return cur_src
+    if mode == "blend":
+        return (1.0 - blend) * cur_src + blend * prev_dream
+    if mode == "flow":
+        flow = flow or optical_flow(prev_src, cur_src)
+        residual = warp(prev_dream - prev_src, flow.backward)
+        return np.clip(cur_src + carry * flow.visible[..., None] * residual, 0.0, 1.0)
+    raise ValueError(f"unknown coherence mode {mode!r}; allowed: {', '.join(COHERENCE_MODES)}")
+
+
+def warping_error(prev_residual: np.ndarray, residual: np.ndarray, flow: Flow) -> tuple[float, float]:
+    """(masked mean squared difference between the residual and the previous residual warped onto
+    this frame, mean power of the residual): their ratio is the dream's instability."""
+    warped = warp(prev_residual, flow.backward)
+    m = flow.visible[..., None]
+    err = float(np.sum(m * (residual - warped) ** 2) / max(np.sum(m) * residual.shape[2], 1.0))
+    power = float(np.mean(residual**2))
+    return err, power

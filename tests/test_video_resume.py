@@ -1,0 +1,113 @@
+"""Kill `dreamreel video` for real (SIGKILL, SIGINT) and resume: the result must equal an
+uninterrupted run's, and finished frames must not be dreamt again."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pipeline import media
+from tests.clips import make_clip
+from tests.test_video import FAST
+
+ARGS = [*FAST, "--set", "iterations=3", "--set", "video.chunk_frames=8", "--set", "video.warmup_frames=2"]
+
+
+def start(clip: Path, out: Path, work: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "video", str(clip), "-o", str(out),
+                             "--workdir", str(work), "--keep-work", *ARGS],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def events(work: Path) -> list[str]:
+    try:
+        return (work / "events.log").read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def wait_for_events(work: Path, more_than: int, proc: subprocess.Popen[str], timeout: float = 120) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(events(work)) > more_than:
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.05)
+    raise AssertionError("no progress")
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("resume") / "clip.mp4", cut_at=0.6, seconds=1.4)
+
+
+def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(clip: Path, tmp_path: Path) -> None:
+    ref_work = tmp_path / "ref-work"
+    ref = start(clip, tmp_path / "ref.mp4", ref_work)
+    assert ref.wait(timeout=600) == 0, ref.stderr.read() if ref.stderr else ""
+
+    rng = random.Random(20261125)
+    work = tmp_path / "work"
+    out = tmp_path / "out.mp4"
+    kills = 0
+    # First kill: anywhere in start-up (imports, probe, decode) or early dreaming.
+    proc = start(clip, out, work)
+    time.sleep(rng.uniform(0.5, 4.0))
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    # Then kills while frames are being dreamt, each at a random delay after some progress.
+    while kills < 4:
+        seen = len(events(work))
+        proc = start(clip, out, work)
+        if not wait_for_events(work, seen, proc):
+            break  # it finished before we could kill it
+        time.sleep(rng.uniform(0.0, 0.6))
+        if proc.poll() is not None:
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        assert not out.exists()
+    assert kills >= 3
+    final = start(clip, out, work)
+    assert final.wait(timeout=600) == 0, final.stderr.read() if final.stderr else ""
+    resumed_line = final.stderr.read() if final.stderr else ""
+    assert "resumed" in resumed_line
+
+    frames = sorted(p.name for p in (ref_work / "dream").glob("*.png"))
+    assert frames and frames == sorted(p.name for p in (work / "dream").glob("*.png"))
+    for name in frames:
+        assert (work / "dream" / name).read_bytes() == (ref_work / "dream" / name).read_bytes(), name
+    assert media.read_frames(out)[-1].tobytes() == media.read_frames(tmp_path / "ref.mp4")[-1].tobytes()
+    # Nothing finished was dreamt twice: every frame's "dreamt" event appears at most once.
+    counts = Counter(line for line in events(work))
+    assert max(counts.values()) == 1, [k for k, v in counts.items() if v > 1]
+    assert sum(1 for k in counts if k.endswith(" keep")) <= len(frames)
+
+
+def test_ctrl_c_exits_130_with_a_resume_hint_then_resumes(clip: Path, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    out = tmp_path / "out.mp4"
+    proc = start(clip, out, work)
+    assert wait_for_events(work, 0, proc)
+    proc.send_signal(signal.SIGINT)
+    code = proc.wait(timeout=60)
+    err = proc.stderr.read() if proc.stderr else ""
+    assert code == 130, err
+    assert "Run the same command again to resume" in err and "Traceback" not in err
+    assert not out.exists()
+    done_before = {line for line in events(work) if line.endswith(" keep")}
+    again = start(clip, out, work)
+    assert again.wait(timeout=600) == 0
+    after = Counter(line for line in events(work))
+    assert all(after[line] == 1 for line in done_before)
