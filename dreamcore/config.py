@@ -192,10 +192,10 @@ class VideoConfig:
 
     coherence: str = "flow"
     blend: float = 0.5
-    carry: float = 0.9
-    followup_iterations: int = 5
+    carry: float = 0.85
+    followup_iterations: int = 2
     scene_threshold: float = 27.0
-    min_scene_frames: int = 8
+    min_scene_frames: int = 1
     chunk_frames: int = 120
     warmup_frames: int = 6
 

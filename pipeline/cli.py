@@ -79,7 +79,33 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--duration", metavar="T", type=_time, help="dream only T of the clip")
     g.add_argument("--frames", metavar="N", type=int, help="dream only the first N frames")
     p.add_argument("--workers", metavar="N", type=int, help="local Dask worker processes (default: 1, in-process)")
+    p.add_argument("--scheduler", metavar="ADDR", help="run on an existing Dask cluster, e.g. tcp://host:8786 "
+                   "(its workers must see the same paths)")
     _engine_options(p)
+
+    p = sub.add_parser("images", help="dream every image in a folder tree (resumable)", epilog=EPILOG_IMAGES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", metavar="IN_DIR", help="folder of images (walked recursively; hidden files skipped)")
+    p.add_argument("-o", "--output", metavar="OUT_DIR", required=True, help="folder for the dreams (mirrors IN_DIR)")
+    p.add_argument("--format", choices=["same", "png", "jpg"], default="same",
+                   help="output format: same as the input where writable (default), png or jpg")
+    p.add_argument("--workers", metavar="N", type=int, help="local Dask worker processes (default: 1, in-process)")
+    p.add_argument("--scheduler", metavar="ADDR", help="run on an existing Dask cluster, e.g. tcp://host:8786 "
+                   "(its workers must see the same paths)")
+    p.add_argument("--restart", action="store_true", help="discard OUT_DIR's previous job record")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _engine_options(p)
+
+    p = sub.add_parser("bench", help="measure: coherence modes on a clip (seconds, instability, strength)")
+    bench = p.add_subparsers(dest="target", metavar="TARGET")
+    bench.required = True
+    b = bench.add_parser("video", help="none vs blend vs flow on the same frames of CLIP")
+    b.add_argument("clip", metavar="CLIP")
+    b.add_argument("--frames", type=int, default=24, metavar="N", help="frames to dream per mode (default 24)")
+    b.add_argument("--start", metavar="T", type=_time, help="start at T")
+    b.add_argument("--modes", default="none,blend,flow", help="comma-separated modes (default none,blend,flow)")
+    b.add_argument("--blend", type=float, metavar="B")
+    _engine_options(b)
 
     p = sub.add_parser("layers", help="list the layers a model can dream with")
     p.add_argument("--model", default="inception_v3", metavar="M", help="inception_v3 (default) or vgg16_hed")
@@ -96,6 +122,15 @@ EPILOG_VIDEO = """examples:
   dreamreel video film.mkv -o dream.mkv --start 1:30 --duration 20
 
 Killed or stopped? Run the same command again: it resumes where it stopped.
+"""
+
+
+EPILOG_IMAGES = """examples:
+  dreamreel images photos/ -o dreams/
+  dreamreel images photos/ -o dreams/ --format jpg --preset quick --workers 2
+
+Files that are not images (or are broken) are listed with their reason at the end, and the exit
+code is 3; everything else is dreamt. Run the same command again to finish an interrupted batch.
 """
 
 
@@ -224,7 +259,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     req = VideoRequest(input=src, output=out, config=cfg, video=vcfg,
                        workdir=Path(args.workdir) if args.workdir else None, restart=args.restart,
                        keep_work=args.keep_work, start=args.start, duration=args.duration, frames=args.frames,
-                       workers=args.workers, quiet=args.quiet)
+                       workers=args.workers, scheduler=args.scheduler, quiet=args.quiet)
     start = time.monotonic()
     load_tensorflow()
     try:
@@ -237,6 +272,49 @@ def cmd_video(args: argparse.Namespace) -> int:
     check_video_output(out, True)
     print(f"{PROG}: wrote {out} ({stats['frames']} frames, {len(stats['cuts'])} shots, {stats['dreamt']} dreamt now, "
           f"{stats['resumed']} resumed, {time.monotonic() - start:.1f} s)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .batch import BatchRequest, run_batch, summary
+    from .errors import EXIT_PARTIAL, UsageError
+    from .runtime import load_tensorflow
+
+    cfg = _config_from_args(args)
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: give at least 1")
+    load_tensorflow()
+    req = BatchRequest(in_dir=Path(args.input), out_dir=Path(args.output), config=cfg, fmt=args.format,
+                       restart=args.restart, workers=args.workers, scheduler=args.scheduler, quiet=args.quiet)
+    try:
+        report = run_batch(req)
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: stopped; finished images are kept in {args.output}. Run the same command again to "
+              "resume.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(summary(report), file=sys.stderr)
+    return EXIT_PARTIAL if report.failed else EXIT_OK
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .bench import bench_video, report
+    from .runtime import load_tensorflow
+    from .settings import build_settings
+
+    cfg, vcfg = build_settings(args.preset, args.config, args.sets, _flags(args), {"blend": args.blend})
+    load_tensorflow()
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    results = bench_video(Path(args.clip), cfg, vcfg, args.frames, modes, args.start)
+    from dreamcore.engine import resolve_config
+
+    res = resolve_config(cfg)
+    print(f"# {args.clip}: {results[0].frames} frames; {res.backbone.name}/{res.backbone.weights_name(res.weights)} "
+          f"layers {res.layers}; config {cfg.to_dict()}; video {vcfg.to_dict()}")
+    print(report(results))
     return EXIT_OK
 
 
@@ -268,7 +346,14 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"image": cmd_image, "video": cmd_video, "layers": cmd_layers, "presets": cmd_presets}
+COMMANDS = {
+    "image": cmd_image,
+    "images": cmd_images,
+    "video": cmd_video,
+    "bench": cmd_bench,
+    "layers": cmd_layers,
+    "presets": cmd_presets,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,10 +31,26 @@ def load_tensorflow() -> None:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if os.environ.get("DREAMREEL_DEBUG"):
-        import tensorflow  # noqa: F401  (show everything when debugging)
+        import tensorflow as tf  # show everything when debugging
 
+        _limit_threads(tf)
+        tf.config.experimental.enable_op_determinism()
         return
     with _stderr_silenced():
         import tensorflow as tf
 
+        _limit_threads(tf)
+        # Same input, same pixels, whatever else the machine is doing: without this, a few CPU
+        # kernels (gradient accumulations) add up partial sums in the order threads finish, and
+        # two busy workers give two slightly different dreams of one frame.
+        tf.config.experimental.enable_op_determinism()
         tf.config.list_physical_devices()  # device discovery logs its failures here, not mid-bar
+
+
+def _limit_threads(tf: object) -> None:
+    """A Dask worker that shares the machine with others gets its share of the cores
+    (DREAMREEL_TF_THREADS, set by the local cluster): N workers x all cores would thrash."""
+    threads = os.environ.get("DREAMREEL_TF_THREADS")
+    if threads and threads.isdigit() and int(threads) > 0:
+        tf.config.threading.set_intra_op_parallelism_threads(int(threads))  # type: ignore[attr-defined]
+        tf.config.threading.set_inter_op_parallelism_threads(1)  # type: ignore[attr-defined]

@@ -156,6 +156,7 @@ class VideoRequest:
     duration: float | None = None
     frames: int | None = None
     workers: int | None = None
+    scheduler: str | None = None
     quiet: bool = False
 
 
@@ -289,7 +290,7 @@ def _chains(work: WorkFolder, job: dict[str, Any], coherence: str) -> tuple[list
 def _dream_frames(req: VideoRequest, work: WorkFolder, job: dict[str, Any]) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from .schedule import dask_client, run_chains
+    from .schedule import check_shared_paths, dask_client, run_chains
 
     total = job["decoded"]["frames"]
     chains, already = _chains(work, job, req.video.coherence)
@@ -312,7 +313,9 @@ def _dream_frames(req: VideoRequest, work: WorkFolder, job: dict[str, Any]) -> d
     STOP.clear()
     try:
         if chains:
-            with dask_client(req.workers) as client:
+            with dask_client(req.workers, req.scheduler) as client:
+                if req.scheduler:
+                    check_shared_paths(client, req.input.resolve(), work.path)
                 run_chains(client, chains, on_result)
     except KeyboardInterrupt:
         STOP.set()

@@ -19,5 +19,5 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 def test_the_main_command_uses_a_file_in_samples() -> None:
     main_cmd = _bash_blocks()[0]
-    sample = re.search(r"dreamreel image (\S+)", main_cmd).group(1)
+    sample = re.search(r"dreamreel (?:image|video) (\S+)", main_cmd).group(1)
     assert sample.startswith("samples/") and (REPO / sample).is_file()

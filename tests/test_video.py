@@ -154,6 +154,18 @@ def test_awkward_clips_are_dreamt_with_their_frame_count(kind: str, tmp_path: Pa
         assert abs(total["audio"] - media.stream_durations(src)["audio"]) <= 0.1
 
 
+def test_damaged_avi_dreams_what_decodes(tmp_path: Path, capsys) -> None:
+    good = make_clip(tmp_path / "good.avi", seconds=1.0, vcodec="mpeg4", audio=False)
+    data = good.read_bytes()
+    damaged = tmp_path / "damaged.avi"
+    damaged.write_bytes(data[: int(len(data) * 0.7)])  # the index (idx1) and the last frames are gone
+    out = tmp_path / "o.mp4"
+    code, err = run(["video", str(damaged), "-o", str(out), *FAST], capsys)
+    assert code == 0, err
+    frames = decoded(out, tmp_path).frames
+    assert 0 < frames == decoded(damaged, tmp_path).frames < decoded(good, tmp_path).frames
+
+
 def test_changed_config_on_same_workdir_is_refused_unless_restart(cut_clip: Path, tmp_path: Path, capsys) -> None:
     work = tmp_path / "work"
     base = ["video", str(cut_clip), "--workdir", str(work), "--frames", "3", *FAST]

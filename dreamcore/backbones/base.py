@@ -100,6 +100,30 @@ def stable_layer_names(model: Any) -> dict[str, Any]:
     return out
 
 
+def seeded_init(model: Any, seed: int) -> None:
+    """Give every convolution kernel fresh Glorot-uniform values from our own seeded generator
+    (and zero its bias), in layer order.
+
+    ``keras.utils.set_random_seed`` is not enough: Keras keeps its global seed generator per
+    thread and does not reset one that exists, so the second untrained build in a Dask worker's
+    thread would be another network. This makes ``untrained`` one network everywhere."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None:
+            continue
+        shape = tuple(kernel.shape)
+        receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+        fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        kernel.assign(rng.uniform(-limit, limit, size=shape).astype(np.float32))
+        bias = getattr(layer, "bias", None)
+        if bias is not None:
+            bias.assign(np.zeros(tuple(bias.shape), np.float32))
+
+
 def to_snake_case(name: str) -> str:
     """Keras' rule for turning a layer class name into its auto name (Conv2D -> conv2d)."""
     name = re.sub(r"\W+", "", name)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WeightsError
-from .base import Backbone, FeatureNet, min_input_side, stable_layer_names
+from .base import Backbone, FeatureNet, min_input_side, seeded_init, stable_layer_names
 
 log = logging.getLogger("dreamcore")
 
@@ -98,8 +98,8 @@ class InceptionV3(Backbone):
 
         w = self.weights_name(weights)
         if w == "untrained":
-            keras.utils.set_random_seed(UNTRAINED_SEED)
             full = self._architecture()
+            seeded_init(full, UNTRAINED_SEED)
         else:
             path = _fetch_imagenet() if w == "imagenet" else _check_file(w)
             full = self._architecture()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import WeightsError
-from .base import Backbone, FeatureNet, min_input_side
+from .base import Backbone, FeatureNet, min_input_side, seeded_init
 from .inception import UNTRAINED_SEED, _check_file
 
 _BLOCKS = {1: 2, 2: 2, 3: 3, 4: 3, 5: 3}  # convolutions per block
@@ -64,8 +64,9 @@ class VGG16HED(Backbone):
         if w == "imagenet":
             raise WeightsError("vgg16_hed has no imagenet weights here; use hed (bundled), untrained or a file")
         if w == "untrained":
-            keras.utils.set_random_seed(UNTRAINED_SEED)
             hed = HED(pretrained=False, weights=None)
+            for n, block in enumerate((hed.block1, hed.block2, hed.block3, hed.block4, hed.block5)):
+                seeded_init(block, UNTRAINED_SEED + n)
         else:
             path = "bsds500" if w == "hed" else _check_file(w)
             try:

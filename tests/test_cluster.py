@@ -1,0 +1,144 @@
+"""A real Dask cluster on 127.0.0.1 (a `dask scheduler` and two `dask worker` processes, no mocks):
+batches and videos run on it, survive losing a worker, and equal a local run."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.cli import main
+from pipeline.imagefile import read_image
+from tests.clips import make_clip
+from tests.media import synthetic_image
+from tests.test_video import FAST as VIDEO_FAST
+
+FAST = ["--model", "inception_v3", "--weights", "untrained", "--layers", "mixed2=1", "--set", "iterations=6",
+        "--set", "octaves=1", "--max-side", "160", "-q"]
+DASK = str(Path(sys.executable).with_name("dask"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cluster:
+    def __init__(self, tmp: Path):
+        self.port = free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.tmp = tmp
+        self.scheduler = subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(self.port),
+                                           "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    def add_worker(self) -> subprocess.Popen[bytes]:
+        w = subprocess.Popen([DASK, "worker", self.address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                              "--local-directory", str(self.tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.workers.append(w)
+        return w
+
+    def wait_for_workers(self, n: int) -> None:
+        from distributed import Client
+
+        with Client(self.address, timeout="30s") as c:
+            c.wait_for_workers(n, timeout=60)
+
+    def close(self) -> None:
+        for p in [*self.workers, self.scheduler]:
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+                p.wait()
+
+
+@pytest.fixture()
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path / "dask")
+    try:
+        c.add_worker()
+        c.add_worker()
+        c.wait_for_workers(2)
+        yield c
+    finally:
+        c.close()
+
+
+def kill_one_worker_when(cluster: Cluster, ready, timeout: float = 180) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            cluster.workers[0].send_signal(signal.SIGKILL)
+            cluster.workers[0].wait()
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_image_batch_on_cluster_survives_a_lost_worker_and_equals_local(cluster: Cluster, tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(10):
+        Image.fromarray(synthetic_image(120, 160, seed=i)).save(src / f"{i}.png")
+    local = tmp_path / "local"
+    assert main(["images", str(src), "-o", str(local), *FAST]) == 0
+    remote = tmp_path / "remote"
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "images", str(src), "-o", str(remote), *FAST,
+                             "--scheduler", cluster.address], stderr=subprocess.PIPE, text=True)
+    events = remote / ".dreamreel-work" / "events.log"
+    killed = kill_one_worker_when(cluster, lambda: events.exists() and len(events.read_text().splitlines()) >= 2)
+    assert proc.wait(timeout=600) == 0, proc.stderr.read() if proc.stderr else ""
+    assert killed
+    for i in range(10):
+        assert np.array_equal(read_image(local / f"{i}.png").pixels, read_image(remote / f"{i}.png").pixels)
+
+
+def test_video_on_cluster_survives_a_lost_worker_and_equals_local(cluster: Cluster, tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "clip.mp4", cut_at=0.5, seconds=1.2)
+    args = [*VIDEO_FAST, "--set", "iterations=4", "--set", "video.chunk_frames=8", "--keep-work"]
+    assert main(["video", str(clip), "-o", str(tmp_path / "local.mp4"), "--workdir", str(tmp_path / "wl"),
+                 *args]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "video", str(clip), "-o", str(tmp_path / "r.mp4"),
+                             "--workdir", str(tmp_path / "wr"), *args, "--scheduler", cluster.address],
+                            stderr=subprocess.PIPE, text=True)
+    events = tmp_path / "wr" / "events.log"
+    killed = kill_one_worker_when(cluster, lambda: events.exists() and len(events.read_text().splitlines()) >= 3)
+    assert proc.wait(timeout=600) == 0, proc.stderr.read() if proc.stderr else ""
+    assert killed
+    names = sorted(p.name for p in (tmp_path / "wl" / "dream").glob("*.png"))
+    assert names == sorted(p.name for p in (tmp_path / "wr" / "dream").glob("*.png"))
+    for n in names:
+        assert (tmp_path / "wl" / "dream" / n).read_bytes() == (tmp_path / "wr" / "dream" / n).read_bytes(), n
+
+
+def test_unreachable_scheduler_is_one_line(tmp_path: Path, capsys) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(synthetic_image(40, 40)).save(src / "a.png")
+    code = main(["images", str(src), "-o", str(tmp_path / "out"), *FAST, "--scheduler",
+                 f"tcp://127.0.0.1:{free_port()}"])
+    err = capsys.readouterr().err
+    assert code == 1 and "cannot reach the Dask scheduler" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_workers_that_cannot_see_the_paths_are_refused(cluster: Cluster, tmp_path: Path) -> None:
+    """The start-up probe really runs on the cluster's workers: a path they can't read stops the job."""
+    from distributed import Client
+
+    from pipeline.schedule import SchedulerError, check_shared_paths
+
+    with Client(cluster.address, timeout="10s") as client:
+        check_shared_paths(client, tmp_path, tmp_path)  # both visible: passes
+        with pytest.raises(SchedulerError, match="same paths.*cannot read .*elsewhere"):
+            check_shared_paths(client, tmp_path / "elsewhere", tmp_path)
+        with pytest.raises(SchedulerError, match="cannot write in"):
+            check_shared_paths(client, tmp_path, tmp_path / "no-such-folder")
