@@ -91,3 +91,88 @@ def report(results: list[ModeResult]) -> str:
                      f"{r.instability:>11.3f} {r.instability / base.instability:>8.2f} {r.strength:>9.4f} "
                      f"{r.strength / base.strength:>8.2f}")
     return "\n".join(lines)
+
+
+# --- images -------------------------------------------------------------------------------------
+
+def make_bench_images(folder: Path, count: int, size: int, source: Path) -> None:
+    """``count`` different images of about ``size`` px: crops, flips and hue turns of ``source``."""
+    import cv2
+
+    base = cv2.imread(str(source))
+    if base is None:
+        raise ValueError(f"{source}: not an image")
+    h, w = base.shape[:2]
+    scale = size / min(h, w) * 1.25
+    base = cv2.resize(base, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        y = int(rng.integers(0, base.shape[0] - size + 1))
+        x = int(rng.integers(0, base.shape[1] - size + 1))
+        img = base[y:y + size, x:x + size].copy()
+        if i % 2:
+            img = img[:, ::-1]
+        hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+        hsv[..., 0] = (hsv[..., 0].astype(int) + i * 7) % 180
+        out = cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+        cv2.imwrite(str(folder / f"img{i:03d}.jpg"), out, [cv2.IMWRITE_JPEG_QUALITY, 92])
+
+
+def bench_images(count: int, size: int, engine_args: list[str], workers: tuple[int, ...] = (1, 2)) -> str:
+    """`dreamreel images` (one model load) against a shell-style loop of `dreamreel image` per file
+    (a model load each), on the same generated images; then the batch with more local workers."""
+    import subprocess
+    import sys
+
+    exe = [sys.executable, "-m", "pipeline.cli"]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="dreamreel-bench-images-") as tmp:
+        src = Path(tmp) / "in"
+        make_bench_images(src, count, size, Path(__file__).resolve().parent.parent / "samples" / "fruits.jpg")
+        timings: dict[str, float] = {}
+        for n in workers:
+            t0 = time.perf_counter()
+            subprocess.run([*exe, "images", str(src), "-o", str(Path(tmp) / f"batch{n}"), "-q", "--workers", str(n),
+                            *engine_args], check=True, capture_output=True)
+            timings[f"images --workers {n}"] = time.perf_counter() - t0
+        loop_out = Path(tmp) / "loop"
+        loop_out.mkdir()
+        t0 = time.perf_counter()
+        for f in sorted(src.iterdir()):
+            subprocess.run([*exe, "image", str(f), "-o", str(loop_out / f.name), "-q", *engine_args], check=True,
+                           capture_output=True)
+        timings["loop of `image`"] = time.perf_counter() - t0
+    loop = timings["loop of `image`"]
+    rows.append(f"{'how':<20} {'seconds':>8} {'images/s':>9} {'vs loop':>8}")
+    for name, sec in timings.items():
+        rows.append(f"{name:<20} {sec:>8.1f} {count / sec:>9.3f} {loop / sec:>7.2f}x")
+    return "\n".join(rows)
+
+
+# --- scheduling overhead ------------------------------------------------------------------------
+
+def _noop(i: int, after: Any = None) -> int:
+    return i
+
+
+def bench_dask(tasks: int, workers: tuple[int, ...] = (1, 2)) -> str:
+    """Seconds of scheduling per task: ``tasks`` empty tasks, chained like a video's frames and
+    independent like a batch's images, through the same client set-up the commands use."""
+    from .schedule import Task, dask_client, run_chains
+
+    rows = [f"{'cluster':<22} {'shape':<12} {'ms/task':>8}"]
+    for n in workers:
+        with dask_client(n) as client:
+            run_chains(client, [[Task(f"warm-{n}-{i}", _noop, (i,))] for i in range(8)], lambda r: None)
+            for shape in ("chain", "independent"):
+                if shape == "chain":
+                    chains = [[Task(f"c-{n}-{i}", _noop, (i,)) for i in range(tasks)]]
+                else:
+                    chains = [[Task(f"i-{n}-{i}", _noop, (i,))] for i in range(tasks)]
+                t0 = time.perf_counter()
+                run_chains(client, chains, lambda r: None)
+                ms = (time.perf_counter() - t0) / tasks * 1000
+                label = "in-process, 1 worker" if n == 1 else f"{n} worker processes"
+                rows.append(f"{label:<22} {shape:<12} {ms:>8.2f}")
+    return "\n".join(rows)

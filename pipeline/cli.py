@@ -107,6 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--blend", type=float, metavar="B")
     _engine_options(b)
 
+    b = bench.add_parser("images", help="`images` batch vs a loop of `image` per file, on generated images")
+    b.add_argument("--count", type=int, default=50, metavar="N", help="images (default 50)")
+    b.add_argument("--size", type=int, default=512, metavar="PX", help="their side (default 512)")
+    b.add_argument("--workers", default="1,2", help="batch worker counts to try (default 1,2)")
+    b.add_argument("engine_args", nargs=argparse.REMAINDER, help="engine options after --, for both sides")
+
+    b = bench.add_parser("dask", help="scheduling overhead per task (empty tasks, chained and independent)")
+    b.add_argument("--tasks", type=int, default=300, metavar="N")
+
     p = sub.add_parser("layers", help="list the layers a model can dream with")
     p.add_argument("--model", default="inception_v3", metavar="M", help="inception_v3 (default) or vgg16_hed")
     p.add_argument("--all", action="store_true", help="every layer name, not just the usual dream layers")
@@ -305,6 +314,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .runtime import load_tensorflow
     from .settings import build_settings
 
+    if args.target == "dask":
+        from .bench import bench_dask
+
+        print(f"# {args.tasks} empty tasks per row")
+        print(bench_dask(args.tasks))
+        return EXIT_OK
+    if args.target == "images":
+        from .bench import bench_images
+
+        extra = [a for a in args.engine_args if a != "--"]
+        workers = tuple(int(w) for w in args.workers.split(",") if w.strip())
+        print(f"# {args.count} images of {args.size} px; engine options: {' '.join(extra) or '(defaults)'}")
+        print(bench_images(args.count, args.size, extra, workers))
+        return EXIT_OK
     cfg, vcfg = build_settings(args.preset, args.config, args.sets, _flags(args), {"blend": args.blend})
     load_tensorflow()
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())

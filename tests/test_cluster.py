@@ -142,3 +142,38 @@ def test_workers_that_cannot_see_the_paths_are_refused(cluster: Cluster, tmp_pat
             check_shared_paths(client, tmp_path / "elsewhere", tmp_path)
         with pytest.raises(SchedulerError, match="cannot write in"):
             check_shared_paths(client, tmp_path, tmp_path / "no-such-folder")
+
+
+def test_lost_scheduler_is_one_line_and_a_new_one_resumes(tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(12):
+        Image.fromarray(synthetic_image(120, 160, seed=i)).save(src / f"{i}.png")
+    out = tmp_path / "out"
+    events = out / ".dreamreel-work" / "events.log"
+    first = Cluster(tmp_path / "d1")
+    try:
+        first.add_worker()
+        first.wait_for_workers(1)
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "images", str(src), "-o", str(out), *FAST,
+                                 "--scheduler", first.address], stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not (events.exists() and len(events.read_text().splitlines()) >= 2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        first.scheduler.send_signal(signal.SIGKILL)
+        code = proc.wait(timeout=120)
+        err = proc.stderr.read() if proc.stderr else ""
+    finally:
+        first.close()
+    assert code == 1 and "lost the Dask scheduler" in err and "Traceback" not in err, err
+    done_before = set(events.read_text().splitlines())
+    second = Cluster(tmp_path / "d2")
+    try:
+        second.add_worker()
+        second.wait_for_workers(1)
+        assert main(["images", str(src), "-o", str(out), *FAST, "--scheduler", second.address]) == 0
+    finally:
+        second.close()
+    lines = events.read_text().splitlines()
+    assert len(lines) == len(set(lines)) and done_before <= set(lines)  # nothing dreamt twice
+    assert sorted(p.name for p in out.glob("*.png")) == sorted(p.name for p in src.glob("*.png"))
