@@ -44,6 +44,13 @@ def _engine_options(p: argparse.ArgumentParser) -> None:
                    help="dream at most PX pixels on the long side; the output keeps the input's size")
 
 
+def _in_out(p: argparse.ArgumentParser, input_help: str, output_help: str) -> None:
+    p.add_argument("input", metavar="IN", help=input_help)
+    p.add_argument("-o", "--output", metavar="OUT", required=True, help=output_help)
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -56,18 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("image", help="dream one image", epilog=EPILOG_IMAGE,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", metavar="IN", help="image file (PNG, JPEG, TIFF, WebP, GIF, BMP, ...)")
-    p.add_argument("-o", "--output", metavar="OUT", required=True, help="output image; format from its extension")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _in_out(p, "image file (PNG, JPEG, TIFF, WebP, GIF, BMP, ...)", "output image; format from its extension")
     _engine_options(p)
 
     p = sub.add_parser("video", help="dream a video clip (resumable; Ctrl-C and run again)", epilog=EPILOG_VIDEO,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("input", metavar="IN", help="video file (mp4, mkv, avi, mov, webm, ...)")
-    p.add_argument("-o", "--output", metavar="OUT", required=True, help="output clip: .mp4, .mkv, .mov or .m4v")
-    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _in_out(p, "video file (mp4, mkv, avi, mov, webm, ...)", "output clip: .mp4, .mkv, .mov or .m4v")
     p.add_argument("--coherence", choices=["flow", "blend", "none"],
                    help="how a frame starts from the previous dream (default flow)")
     p.add_argument("--blend", type=float, metavar="B", help="blend: share of the previous dreamt frame (0..1)")

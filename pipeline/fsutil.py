@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import UsageError
+
 
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it into place.
@@ -34,3 +36,17 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def check_output_file(p: Path, overwrite: bool) -> Path:
+    """Refuse, before any work, an output file we could not or should not write."""
+    if p.is_dir():
+        raise UsageError(f"{p}: is a folder; give a file name")
+    if p.exists() and not overwrite:
+        raise UsageError(f"{p}: already exists (pass --overwrite to replace it)")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{parent}: output folder does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"{parent}: output folder is not writable")
+    return p

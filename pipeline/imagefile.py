@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, UsageError
-from .fsutil import write_atomic
+from .fsutil import check_output_file, write_atomic
 
 # A ceiling on what is decoded: 100 megapixels (e.g. 12000 x 8000) is a 1.2 GB float image, and
 # more than that is a decompression bomb or a mistake, not a dream anyone waits for on a CPU.
@@ -179,16 +179,7 @@ def check_output_path(path: str | os.PathLike[str], overwrite: bool) -> Path:
             f"{p}: cannot tell the image format from {ext or 'no extension'!r}; "
             f"use one of {', '.join(sorted(WRITE_EXTENSIONS))}"
         )
-    if p.is_dir():
-        raise UsageError(f"{p}: is a folder; give a file name")
-    if p.exists() and not overwrite:
-        raise UsageError(f"{p}: already exists (pass --overwrite to replace it)")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise UsageError(f"{parent}: output folder does not exist")
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"{parent}: output folder is not writable")
-    return p
+    return check_output_file(p, overwrite)
 
 
 def encode_image(pixels: np.ndarray, ext: str) -> bytes:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError, PipelineError, UsageError
+from .fsutil import check_output_file
 
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv"}
 FRAME_PATTERN = "%06d.png"
@@ -241,16 +242,7 @@ def check_video_output(path: str | os.PathLike[str], overwrite: bool) -> Path:
     if ext not in VIDEO_EXTENSIONS:
         allowed = ", ".join(sorted(VIDEO_EXTENSIONS))
         raise UsageError(f"{p}: H.264 output goes in {allowed}, not {ext or 'no extension'!r}")
-    if p.is_dir():
-        raise UsageError(f"{p}: is a folder; give a file name")
-    if p.exists() and not overwrite:
-        raise UsageError(f"{p}: already exists (pass --overwrite to replace it)")
-    parent = p.parent
-    if not parent.is_dir():
-        raise UsageError(f"{parent}: output folder does not exist")
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"{parent}: output folder is not writable")
-    return p
+    return check_output_file(p, overwrite)
 
 
 def encode(
