@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _engine_options(p)
 
-    p = sub.add_parser("bench", help="measure: coherence modes on a clip (seconds, instability, strength)")
+    p = sub.add_parser("bench", help="benchmarks: video coherence modes, image batches, Dask overhead")
     bench = p.add_subparsers(dest="target", metavar="TARGET")
     bench.required = True
     b = bench.add_parser("video", help="none vs blend vs flow on the same frames of CLIP")
