@@ -31,6 +31,7 @@ class ModeResult:
     dream_seconds: float
     instability: float
     strength: float
+    split: dict[str, float] | None = None
 
     @property
     def per_frame(self) -> float:
@@ -72,7 +73,15 @@ def bench_video(clip: Path, config: DreamConfig, video: VideoConfig, frames: int
             stats = run_video(req)
             seconds = time.perf_counter() - t0
             instability, strength, n = measure(work)
-            results.append(ModeResult(mode, n, seconds, sum(stats["task_seconds"]), instability, strength))
+            t = stats["timings"]
+            tasks = sum(stats["task_seconds"])
+            flow = sum(stats["flow_seconds"])
+            dream = sum(stats["dream_seconds"])
+            split = {"decode": t.get("decode", 0.0), "cuts": t.get("cuts", 0.0), "flow": flow, "dream": dream,
+                     "frame I/O": tasks - flow - dream, "scheduling": t["frames"] - tasks,
+                     "encode": t["encode"]}
+            split["other"] = seconds - sum(split.values())
+            results.append(ModeResult(mode, n, seconds, tasks, instability, strength, split))
     return results
 
 
@@ -90,6 +99,11 @@ def report(results: list[ModeResult]) -> str:
         lines.append(f"{r.mode:<6} {r.frames:>6} {r.per_frame:>8.2f} {r.per_frame / base.per_frame:>8.2f} "
                      f"{r.instability:>11.3f} {r.instability / base.instability:>8.2f} {r.strength:>9.4f} "
                      f"{r.strength / base.strength:>8.2f}")
+    lines.append("where the time goes (seconds, share of wall):")
+    for r in results:
+        if r.split:
+            parts = ", ".join(f"{k} {v:.1f} ({v / r.seconds:.1%})" for k, v in r.split.items())
+            lines.append(f"  {r.mode}: {parts}")
     return "\n".join(lines)
 
 
@@ -176,3 +190,125 @@ def bench_dask(tasks: int, workers: tuple[int, ...] = (1, 2)) -> str:
                 label = "in-process, 1 worker" if n == 1 else f"{n} worker processes"
                 rows.append(f"{label:<22} {shape:<12} {ms:>8.2f}")
     return "\n".join(rows)
+
+
+# --- engine: ceiling, achieved GFLOP/s, reference -----------------------------------------------
+
+def matmul_ceiling(n: int = 2048, repeats: int = 10) -> float:
+    """fp32 matrix-multiply GFLOP/s of TensorFlow on every core: the ceiling a step can approach."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    a = tf.constant(rng.uniform(size=(n, n)).astype(np.float32))
+    b = tf.constant(rng.uniform(size=(n, n)).astype(np.float32))
+
+    @tf.function
+    def mm(x: Any, y: Any) -> Any:
+        return tf.reduce_sum(tf.matmul(x, y))
+
+    mm(a, b).numpy()
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        mm(a, b).numpy()
+    return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
+
+
+def conv_flops(model: Any, height: int, width: int) -> float:
+    """FLOPs of one forward pass of ``model``'s convolutions at this input size, counted layer by
+    layer from their real output shapes (2 x multiply-adds). A dream step's backward pass needs
+    only the input gradient, whose convolutions cost the same again: a step is twice this."""
+    import keras
+
+    total = 0.0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            kh, kw, cin, cout = layer.kernel.shape
+            sub = keras.Model(model.input, layer.output)
+            _, h, w, _ = sub.compute_output_shape((1, height, width, 3))
+            total += 2.0 * h * w * cout * kh * kw * cin
+    return total
+
+
+def bench_engine(image: Path, sizes: tuple[tuple[int, int], ...] = ((512, 512), (720, 1280))) -> str:
+    """The ceiling, the engine's achieved GFLOP/s per gradient step, and seconds per image for the
+    keras-example settings against a keras.io-style reference written here (untrained InceptionV3
+    on both sides: speed does not depend on the weights)."""
+    import cv2
+
+    from dreamcore.config import DreamConfig
+    from dreamcore.engine import Engine
+
+    lines = [f"fp32 matmul ceiling: {matmul_ceiling():.1f} GFLOP/s"]
+    layers = {"mixed4": 1.0, "mixed5": 1.5, "mixed6": 2.0, "mixed7": 2.5}
+    cfg = DreamConfig(model="inception_v3", weights="untrained", layers=layers, step=0.01, octaves=3,
+                      octave_scale=1.4, iterations=20, max_loss=None, jitter=0, tile=0, seed=0)
+    engine = Engine(cfg)
+    d = engine.dreamer
+    for h, w in sizes:
+        img = np.random.default_rng(0).uniform(-1, 1, (h, w, 3)).astype(np.float32)
+        d.gradient(img, 0)
+        t0 = time.perf_counter()
+        steps = 5
+        for _ in range(steps):
+            d.gradient(img, 0)
+        sec = (time.perf_counter() - t0) / steps
+        flops = 2 * conv_flops(d.net.model, h, w)
+        lines.append(f"gradient step {w}x{h}: {sec * 1000:.0f} ms, {flops / 1e9:.1f} GFLOP counted, "
+                     f"{flops / sec / 1e9:.1f} GFLOP/s achieved")
+
+    rgb = cv2.imread(str(image))[..., ::-1].astype(np.float32) / 255.0
+    engine.dream_rgb(rgb[:200, :200])
+    t0 = time.perf_counter()
+    engine.dream_rgb(rgb)
+    ours = time.perf_counter() - t0
+    ref_sec = _reference_keras_dream(d.net.model, rgb * 2 - 1, 3, 1.4, 20, 0.01)
+    lines.append(f"keras-example settings on {image.name} ({rgb.shape[1]}x{rgb.shape[0]}): dreamreel {ours:.2f} s, "
+                 f"reference {ref_sec:.2f} s, ratio {ours / ref_sec:.2f}")
+    return "\n".join(lines)
+
+
+def _reference_keras_dream(feature_model: Any, img: np.ndarray, octaves: int, scale: float, iterations: int,
+                           step: float) -> float:
+    """The keras.io deep_dream loop (same feature model, tf.function step, octaves with detail
+    re-injection), timed; the first call's tracing is done beforehand on a small image."""
+    import tensorflow as tf
+
+    weights = [1.0, 1.5, 2.0, 2.5]
+
+    def compute_loss(x: Any) -> Any:
+        feats = feature_model(x)
+        loss = tf.zeros(shape=())
+        for coeff, act in zip(weights, feats, strict=True):
+            scaling = tf.reduce_prod(tf.cast(tf.shape(act), "float32"))
+            loss += coeff * tf.reduce_sum(tf.square(act[:, 2:-2, 2:-2, :])) / scaling
+        return loss
+
+    @tf.function
+    def gradient_ascent_step(x: Any, lr: Any) -> Any:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = compute_loss(x)
+        grads = tape.gradient(loss, x)
+        grads /= tf.maximum(tf.reduce_mean(tf.abs(grads)), 1e-6)
+        return loss, x + lr * grads
+
+    def run(original: Any) -> Any:
+        shape0 = original.shape[1:3]
+        shapes = [tuple(int(d / (scale**i)) for d in shape0) for i in range(octaves)][::-1]
+        shrunk = tf.image.resize(original, shapes[0])
+        x = tf.identity(original)
+        for shape in shapes:
+            x = tf.image.resize(x, shape)
+            for _ in range(iterations):
+                _, x = gradient_ascent_step(x, step)
+            up = tf.image.resize(shrunk, shape)
+            same = tf.image.resize(original, shape)
+            x += same - up
+            shrunk = tf.image.resize(original, shape)
+        return x
+
+    small = tf.constant(img[None, :200, :200])
+    run(small)
+    t0 = time.perf_counter()
+    run(tf.constant(img[None]))
+    return time.perf_counter() - t0

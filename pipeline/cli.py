@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--workers", default="1,2", help="batch worker counts to try (default 1,2)")
     b.add_argument("engine_args", nargs=argparse.REMAINDER, help="engine options after --, for both sides")
 
+    b = bench.add_parser("engine", help="matmul ceiling, GFLOP/s per gradient step, vs a keras.io reference")
+    b.add_argument("--image", default=None, metavar="FILE", help="image for the per-image timing "
+                   "(default samples/fruits.jpg)")
+
     b = bench.add_parser("dask", help="scheduling overhead per task (empty tasks, chained and independent)")
     b.add_argument("--tasks", type=int, default=300, metavar="N")
 
@@ -315,6 +319,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .runtime import load_tensorflow
     from .settings import build_settings
 
+    if args.target == "engine":
+        from .bench import bench_engine
+        from .runtime import load_tensorflow
+
+        load_tensorflow()
+        image = Path(args.image) if args.image else Path(__file__).resolve().parent.parent / "samples" / "fruits.jpg"
+        print(bench_engine(image))
+        return EXIT_OK
     if args.target == "dask":
         from .bench import bench_dask
 

@@ -184,19 +184,28 @@ def run_video(req: VideoRequest) -> dict[str, Any]:
             check_disk_space(work.path, info, req)
             job = {"version": JOB_VERSION, "identity": identity, "probe": _probe_dict(info)}
             work.write_job(job)
+        timings: dict[str, float] = {}
         if "decoded" not in job:
+            t0 = time.perf_counter()
             job["decoded"] = _decode(req, work)
+            timings["decode"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
             job["plan"] = _plan(work, job["decoded"]["frames"], req.video)
+            timings["cuts"] = time.perf_counter() - t0
             work.write_job(job)
         dec = job["decoded"]
         if dec["errors"]:
             log.warning("%s: %d decode errors (a damaged file?): dreaming the %d frames that decode",
                         req.input, dec["errors"], dec["frames"])
+        t0 = time.perf_counter()
         stats = _dream_frames(req, work, job)
+        timings["frames"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         _encode(req, work, job, info)
+        timings["encode"] = time.perf_counter() - t0
         if not req.keep_work:
             work.remove()
-    return {"frames": dec["frames"], "cuts": job["plan"]["shots"], **stats}
+    return {"frames": dec["frames"], "cuts": job["plan"]["shots"], "timings": timings, **stats}
 
 
 def _probe_dict(info: media.SourceInfo) -> dict[str, Any]:
@@ -296,6 +305,8 @@ def _dream_frames(req: VideoRequest, work: WorkFolder, job: dict[str, Any]) -> d
     chains, already = _chains(work, job, req.video.coherence)
     dreamt = 0
     seconds: list[float] = []
+    flow_s: list[float] = []
+    dream_s: list[float] = []
     bar = tqdm(total=total, initial=already, unit="frame", desc=req.input.name, disable=req.quiet,
                file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
     if already:
@@ -306,6 +317,8 @@ def _dream_frames(req: VideoRequest, work: WorkFolder, job: dict[str, Any]) -> d
         if r.get("skipped"):
             return
         seconds.append(r["seconds"])
+        flow_s.append(r["flow_s"])
+        dream_s.append(r["dream_s"])
         if r["keep"]:
             dreamt += 1
             bar.update(1)
@@ -322,7 +335,8 @@ def _dream_frames(req: VideoRequest, work: WorkFolder, job: dict[str, Any]) -> d
         bar.close()
         raise
     bar.close()
-    return {"resumed": already, "dreamt": dreamt, "task_seconds": seconds}
+    return {"resumed": already, "dreamt": dreamt, "task_seconds": seconds, "flow_seconds": flow_s,
+            "dream_seconds": dream_s}
 
 
 def _encode(req: VideoRequest, work: WorkFolder, job: dict[str, Any], info: media.SourceInfo) -> None:

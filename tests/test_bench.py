@@ -25,3 +25,15 @@ def test_bench_images_and_dask_run(capsys) -> None:
     assert "loop of `image`" in capsys.readouterr().out
     assert main(["bench", "dask", "--tasks", "5"]) == 0
     assert "ms/task" in capsys.readouterr().out
+
+
+def test_bench_engine_ceiling_and_flop_count() -> None:
+    from pipeline import bench
+
+    bench.matmul_ceiling(n=128, repeats=1)
+    import keras
+
+    inp = keras.Input((None, None, 3))
+    model = keras.Model(inp, keras.layers.Conv2D(4, 3)(inp))
+    # 2 x out_h x out_w x cout x kh x kw x cin: the count is exact for a plain convolution
+    assert bench.conv_flops(model, 10, 12) == 2 * 8 * 10 * 4 * 3 * 3 * 3
