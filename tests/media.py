@@ -63,3 +63,13 @@ def run_cli_measuring_peak(argv: list[str], report: Path) -> tuple[int, int]:
 
     proc = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(report), *argv], capture_output=True, text=True)
     return proc.returncode, int(report.read_text())
+
+
+def image_folder(folder: Path, count: int, height: int = 120, width: int = 160, name: str = "{i}.png") -> Path:
+    """A folder of ``count`` different synthetic PNGs."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        Image.fromarray(synthetic_image(height, width, seed=i)).save(folder / name.format(i=i))
+    return folder

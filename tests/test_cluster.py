@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from pipeline.cli import main
 from pipeline.imagefile import read_image
 from tests.clips import make_clip
-from tests.media import synthetic_image
+from tests.media import image_folder
 from tests.test_video import FAST as VIDEO_FAST
 
 FAST = ["--model", "inception_v3", "--weights", "untrained", "--layers", "mixed2=1", "--set", "iterations=6",
@@ -84,10 +83,7 @@ def kill_one_worker_when(cluster: Cluster, ready, timeout: float = 180) -> bool:
 
 
 def test_image_batch_on_cluster_survives_a_lost_worker_and_equals_local(cluster: Cluster, tmp_path: Path) -> None:
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(10):
-        Image.fromarray(synthetic_image(120, 160, seed=i)).save(src / f"{i}.png")
+    src = image_folder(tmp_path / "in", 10)
     local = tmp_path / "local"
     assert main(["images", str(src), "-o", str(local), *FAST]) == 0
     remote = tmp_path / "remote"
@@ -120,9 +116,7 @@ def test_video_on_cluster_survives_a_lost_worker_and_equals_local(cluster: Clust
 
 
 def test_unreachable_scheduler_is_one_line(tmp_path: Path, capsys) -> None:
-    src = tmp_path / "in"
-    src.mkdir()
-    Image.fromarray(synthetic_image(40, 40)).save(src / "a.png")
+    src = image_folder(tmp_path / "in", 1, 40, 40)
     code = main(["images", str(src), "-o", str(tmp_path / "out"), *FAST, "--scheduler",
                  f"tcp://127.0.0.1:{free_port()}"])
     err = capsys.readouterr().err
@@ -145,10 +139,7 @@ def test_workers_that_cannot_see_the_paths_are_refused(cluster: Cluster, tmp_pat
 
 
 def test_lost_scheduler_is_one_line_and_a_new_one_resumes(tmp_path: Path) -> None:
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(12):
-        Image.fromarray(synthetic_image(120, 160, seed=i)).save(src / f"{i}.png")
+    src = image_folder(tmp_path / "in", 12)
     out = tmp_path / "out"
     events = out / ".dreamreel-work" / "events.log"
     first = Cluster(tmp_path / "d1")
