@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import InputError, UsageError
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
@@ -50,3 +50,18 @@ def check_output_file(p: Path, overwrite: bool) -> Path:
     if not os.access(parent, os.W_OK):
         raise UsageError(f"{parent}: output folder is not writable")
     return p
+
+
+def check_input_file(p: Path, folder_hint: str) -> None:
+    """An input must exist, be a file, be readable and not be empty; each fault is one line."""
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder, {folder_hint}")
+    try:
+        with open(p, "rb") as f:  # os.access says yes to root: really open it
+            empty = not f.read(1)
+    except PermissionError:
+        raise InputError(f"{p}: permission denied") from None
+    if empty:
+        raise InputError(f"{p}: empty file")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError, UsageError
-from .fsutil import check_output_file, write_atomic
+from .fsutil import check_input_file, check_output_file, write_atomic
 
 # A ceiling on what is decoded: 100 megapixels (e.g. 12000 x 8000) is a 1.2 GB float image, and
 # more than that is a decompression bomb or a mistake, not a dream anyone waits for on a CPU.
@@ -46,18 +46,7 @@ class Picture:
 
 def read_image(path: str | os.PathLike[str]) -> Picture:
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: no such file")
-    if p.is_dir():
-        raise InputError(f"{p}: is a folder, not an image (use `dreamreel images` for folders)")
-    try:
-        size = p.stat().st_size
-        with open(p, "rb") as f:
-            f.read(1)
-    except PermissionError:
-        raise InputError(f"{p}: permission denied") from None
-    if size == 0:
-        raise InputError(f"{p}: empty file")
+    check_input_file(p, "not an image (use `dreamreel images` for folders)")
 
     from PIL import Image, ImageOps, UnidentifiedImageError
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError, PipelineError, UsageError
-from .fsutil import check_output_file
+from .fsutil import check_input_file, check_output_file
 
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv"}
 FRAME_PATTERN = "%06d.png"
@@ -101,14 +101,7 @@ _STREAM = re.compile(r"^\s*Stream #\d+:\d+(?:\[\w+\])?(?:\(\w+\))?: (Video|Audio
 
 def probe(path: str | os.PathLike[str]) -> SourceInfo:
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: no such file")
-    if p.is_dir():
-        raise InputError(f"{p}: is a folder, not a video")
-    if p.stat().st_size == 0:
-        raise InputError(f"{p}: empty file")
-    if not os.access(p, os.R_OK):
-        raise InputError(f"{p}: permission denied")
+    check_input_file(p, "not a video")
     proc = _run(["-hide_banner", "-nostdin", "-i", _url(p)], check=False)
     return parse_header(p, proc.stderr)
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import imagefile
+from pipeline import fsutil
 from pipeline.errors import InputError, UsageError
 from pipeline.imagefile import check_output_path, read_image, write_image
 from tests.media import REPO, png_header_only, run_cli_measuring_peak, synthetic_image
@@ -128,7 +128,7 @@ def test_unreadable_file(tmp_path: Path, rgb: np.ndarray, monkeypatch: pytest.Mo
         def denied(*args: object, **kwargs: object) -> None:
             raise PermissionError(13, "Permission denied")
 
-        monkeypatch.setattr(imagefile, "open", denied, raising=False)
+        monkeypatch.setattr(fsutil, "open", denied, raising=False)
     with pytest.raises(InputError, match="permission denied"):
         read_image(tmp_path / "a.png")
 
