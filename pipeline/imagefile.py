@@ -39,10 +39,6 @@ class Picture:
     pixels: np.ndarray
     source_format: str
 
-    @property
-    def size(self) -> tuple[int, int]:
-        return self.pixels.shape[1], self.pixels.shape[0]
-
 
 def read_image(path: str | os.PathLike[str]) -> Picture:
     p = Path(path)

@@ -150,9 +150,3 @@ class WorkFolder:
             os.write(fd, (text.rstrip("\n") + "\n").encode())
         finally:
             os.close(fd)
-
-    def read_events(self) -> list[str]:
-        try:
-            return self.events.read_text().splitlines()
-        except FileNotFoundError:
-            return []
