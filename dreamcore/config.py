@@ -18,6 +18,7 @@ from typing import Any
 from .errors import ConfigError
 
 MODELS = ("auto", "inception_v3", "vgg16_hed")
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ SCHEMA: dict[str, _Field] = {
                    lambda v: v == 0 or 128 <= v <= 8192),
     "max_side": _Field("int", True, "null (full size) or an integer from 64 to 65536 (pixels)", _in(64, 65536)),
     "seed": _Field("int", True, "null (random) or an integer from 0 to 2**32-1", _in(0, 2**32 - 1)),
+    "precision": _Field("str", False, "float32 (exact) or bfloat16 (faster, other pixels)", lambda v: v in PRECISIONS),
 }
 
 
@@ -84,6 +86,9 @@ class DreamConfig:
     tile: int = 512
     max_side: int | None = None
     seed: int | None = 0
+    # bfloat16 runs the network's convolutions in bfloat16 (float32 sums): 1.5-1.9x faster on CPUs
+    # with AVX512_BF16, and as strong a dream, but not the same pixels (README: "Speed").
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         # Checked here too, so a DreamConfig built in Python is as safe as one loaded from YAML.

@@ -17,6 +17,7 @@ import numpy as np
 
 from .ascent import AscentParams, Dreamer, Progress
 from .backbones import Resolution, resolve
+from .backbones.base import with_precision
 from .config import DreamConfig
 
 log = logging.getLogger("dreamcore")
@@ -29,7 +30,7 @@ _resolutions: dict[tuple[Any, ...], Resolution] = {}
 
 
 def _key(config: DreamConfig) -> tuple[Any, ...]:
-    return (config.model, config.weights, tuple(sorted(config.layers.items())))
+    return (config.model, config.weights, tuple(sorted(config.layers.items())), config.precision)
 
 
 def resolve_config(config: DreamConfig) -> Resolution:
@@ -52,6 +53,8 @@ def _load(config: DreamConfig) -> tuple[Resolution, Dreamer]:
     with _cache_lock:
         if key not in _dreamers:
             net = res.backbone.build(res.weights, list(res.layers))
+            if config.precision != "float32":
+                net = with_precision(net, config.precision)
             _dreamers[key] = (res, Dreamer(net, list(res.layers.values())))
         return _dreamers[key]
 

@@ -19,6 +19,7 @@ def dream_loss(activations: Sequence[Any], weights: Sequence[float], loss_scale:
     loss = tf.constant(0.0, tf.float32)
     b = LOSS_BORDER
     for weight, act in zip(weights, activations, strict=True):
+        act = tf.cast(act, tf.float32)  # a bfloat16 network's activations are summed in float32
         size = tf.cast(tf.reduce_prod(tf.shape(act)), tf.float32)
         loss += weight * tf.reduce_sum(tf.square(act[:, b:-b, b:-b, :])) / size
     return loss * loss_scale

@@ -112,3 +112,19 @@ def test_same_seed_same_pixels_other_seed_other_pixels() -> None:
     c = dream_image(img, DreamConfig(**SMALL, seed=12))
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
+
+
+def test_bfloat16_is_the_same_kind_of_dream_with_other_pixels() -> None:
+    """The opt-in bfloat16 network: a dream of the same strength, not the float32 pixels, and
+    repeatable; the float32 default is untouched by its existence (separate cached networks)."""
+    cfg = DreamConfig(model="vgg16_hed", layers={"block4_conv3": 1.0}, iterations=4, octaves=2, jitter=8)
+    img = synthetic_image(128, 160, seed=5)
+    exact = dream_image(img, cfg)
+    fast = dream_image(img, cfg.replace(precision="bfloat16"))
+    again = dream_image(img, cfg.replace(precision="bfloat16"))
+    assert np.array_equal(fast, again)
+    assert np.array_equal(exact, dream_image(img, cfg))
+    assert not np.array_equal(exact, fast)
+    strength = [np.abs(o.astype(np.float32) - img.astype(np.float32)).mean() for o in (exact, fast)]
+    assert strength[0] > 1.0 and 0.7 < strength[1] / strength[0] < 1.4
+    assert Engine(cfg.replace(precision="bfloat16")).dreamer.net.model.layers[1].compute_dtype == "bfloat16"

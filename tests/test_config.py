@@ -55,6 +55,7 @@ def test_layers_are_replaced_whole_not_merged() -> None:
         (["layers={}"], ["layers", "non-empty"]),
         (["layers={mixed3: 0}"], ["layers", "not all zero"]),
         (["model=resnet"], ["model", "resnet", "inception_v3"]),
+        (["precision=float16"], ["precision", "float16", "bfloat16"]),
     ],
 )
 def test_bad_values_name_source_field_value_and_range(sets: list[str], words: list[str]) -> None:

@@ -124,6 +124,28 @@ def seeded_init(model: Any, seed: int) -> None:
             bias.assign(np.zeros(tuple(bias.shape), np.float32))
 
 
+def with_precision(net: FeatureNet, precision: str) -> FeatureNet:
+    """The same network computing in ``precision``: ``bfloat16`` clones every layer under Keras'
+    mixed_bfloat16 policy (bfloat16 compute, float32 weights and input) and copies the weights.
+    The input gradient comes back in float32; the objective sums activations in float32."""
+    import dataclasses
+
+    import keras
+
+    if precision == "float32":
+        return net
+    policy = {"bfloat16": "mixed_bfloat16"}[precision]
+
+    def clone(layer: Any) -> Any:
+        config = layer.get_config()
+        config["dtype"] = policy
+        return layer.__class__.from_config(config)
+
+    model = keras.models.clone_model(net.model, clone_function=clone)
+    model.set_weights(net.model.get_weights())
+    return dataclasses.replace(net, model=model)
+
+
 def to_snake_case(name: str) -> str:
     """Keras' rule for turning a layer class name into its auto name (Conv2D -> conv2d)."""
     name = re.sub(r"\W+", "", name)
