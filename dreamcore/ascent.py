@@ -69,24 +69,41 @@ def resize(img: Any, shape: tuple[int, int]) -> Any:
     return tf.image.resize(img, shape, method="bilinear", antialias=True).numpy()
 
 
+def gradient_step(
+    net: FeatureNet, layer_weights: Sequence[float], *, jit_compile: bool = False, retrace: bool = False
+) -> Callable[[Any], tuple[Any, Any]]:
+    """The compiled step: a batch (N, H, W, 3) -> (loss, d loss / d batch).
+
+    By default it is traced once for every image size (the spatial dimensions are left unknown);
+    ``retrace=True`` is the keras.io example's plain ``tf.function``, traced again for each new
+    shape, and ``jit_compile`` asks for XLA. Both exist for ``dreamreel bench trials``, which
+    measured them slower (README: "Speed")."""
+    import tensorflow as tf
+
+    weights = [float(w) for w in layer_weights]
+
+    def loss_and_grad(img: Any) -> tuple[Any, Any]:
+        with tf.GradientTape() as tape:
+            tape.watch(img)
+            loss = dream_loss(net(img), weights, net.loss_scale)
+        return loss, tape.gradient(loss, img)
+
+    if retrace:
+        return tf.function(loss_and_grad, jit_compile=jit_compile)
+    signature = [tf.TensorSpec([None, None, None, 3], tf.float32)]
+    return tf.function(loss_and_grad, input_signature=signature, jit_compile=jit_compile)
+
+
 class Dreamer:
     """A feature network with its compiled gradient step; reuse one for many images."""
 
     def __init__(self, net: FeatureNet, layer_weights: Sequence[float]):
-        import tensorflow as tf
-
         self.net = net
-        self._weights = [float(w) for w in layer_weights]
+        self._step = gradient_step(net, layer_weights)
 
-        # One trace for every image size: the spatial dimensions are left unknown.
-        @tf.function(input_signature=[tf.TensorSpec([None, None, 3], tf.float32)])
-        def loss_and_grad(img: Any) -> tuple[Any, Any]:
-            with tf.GradientTape() as tape:
-                tape.watch(img)
-                loss = dream_loss(self.net(img[None]), self._weights, self.net.loss_scale)
-            return loss, tape.gradient(loss, img)
-
-        self._loss_and_grad = loss_and_grad
+    def _loss_and_grad(self, img: np.ndarray) -> tuple[Any, Any]:
+        loss, grad = self._step(img[None])
+        return loss, grad[0]
 
     def gradient(self, img: np.ndarray, tile: int) -> tuple[float, np.ndarray]:
         """Loss and gradient of the whole image, tile by tile when it is larger than ``tile``."""

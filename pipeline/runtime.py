@@ -25,8 +25,9 @@ def _stderr_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
-def load_tensorflow() -> None:
-    """Import TensorFlow and initialise its devices once, quietly. Errors still raise."""
+def load_tensorflow(deterministic: bool = True) -> None:
+    """Import TensorFlow and initialise its devices once, quietly. Errors still raise.
+    ``deterministic=False`` exists for `dreamreel bench trials`, which measures what it costs."""
     if "tensorflow" in sys.modules:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -34,7 +35,8 @@ def load_tensorflow() -> None:
         import tensorflow as tf  # show everything when debugging
 
         _limit_threads(tf)
-        tf.config.experimental.enable_op_determinism()
+        if deterministic:
+            tf.config.experimental.enable_op_determinism()
         return
     with _stderr_silenced():
         import tensorflow as tf
@@ -43,7 +45,8 @@ def load_tensorflow() -> None:
         # Same input, same pixels, whatever else the machine is doing: without this, a few CPU
         # kernels (gradient accumulations) add up partial sums in the order threads finish, and
         # two busy workers give two slightly different dreams of one frame.
-        tf.config.experimental.enable_op_determinism()
+        if deterministic:
+            tf.config.experimental.enable_op_determinism()
         tf.config.list_physical_devices()  # device discovery logs its failures here, not mid-bar
 
 
