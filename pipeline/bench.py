@@ -61,9 +61,17 @@ def measure(work: Path) -> tuple[float, float, int]:
 
 
 def bench_video(clip: Path, config: DreamConfig, video: VideoConfig, frames: int | None,
-                modes: tuple[str, ...] = ("none", "blend", "flow"), start: float | None = None) -> list[ModeResult]:
+                modes: tuple[str, ...] = ("none", "blend", "flow"), start: float | None = None,
+                size: tuple[int, int] | None = None, reference_frames: int = 3) -> list[ModeResult]:
+    """Each mode through the whole `dreamreel video` path; then, on the first ``reference_frames``
+    source frames, the keras.io reference dreaming every frame in full at equal settings (its
+    step traced on a frame beforehand: every frame of a clip has one size)."""
     results = []
     with tempfile.TemporaryDirectory(prefix="dreamreel-bench-") as tmp:
+        if size:
+            scaled = Path(tmp) / "scaled.mp4"
+            media.scaled_copy(clip, scaled, size[0], size[1], start, frames)
+            clip, start = scaled, None
         for mode in modes:
             out = Path(tmp) / f"{mode}.mp4"
             work = Path(tmp) / f"work-{mode}"
@@ -82,7 +90,24 @@ def bench_video(clip: Path, config: DreamConfig, video: VideoConfig, frames: int
                      "encode": t["encode"]}
             split["other"] = seconds - sum(split.values())
             results.append(ModeResult(mode, n, seconds, tasks, instability, strength, split))
+        if reference_frames > 0:
+            results.append(_reference_frames(Path(tmp) / f"work-{modes[0]}", config, reference_frames))
     return results
+
+
+def _reference_frames(work: Path, config: DreamConfig, count: int) -> ModeResult:
+    from dreamcore.engine import Engine
+
+    engine = Engine(config)
+    ref = make_reference(engine.dreamer.net, list(engine.resolved.layers.values()))
+    paths = sorted((work / "src").glob("*.png"))
+    ref(read_rgb(paths[0]) * 2 - 1, config)  # traces the step at the clip's octave shapes
+    picked = paths[1:count + 1] or paths[:1]
+    t0 = time.perf_counter()
+    for p in picked:
+        ref(read_rgb(p) * 2 - 1, config)
+    seconds = time.perf_counter() - t0
+    return ModeResult("reference", len(picked), seconds, seconds, float("nan"), float("nan"))
 
 
 def _with(video: VideoConfig, **changes: Any) -> VideoConfig:
@@ -92,18 +117,26 @@ def _with(video: VideoConfig, **changes: Any) -> VideoConfig:
 
 
 def report(results: list[ModeResult]) -> str:
-    base = next((r for r in results if r.mode == "none"), results[0])
-    lines = [f"{'mode':<6} {'frames':>6} {'s/frame':>8} {'vs none':>8} {'instability':>11} {'vs none':>8} "
-             f"{'strength':>9} {'vs none':>8}"]
+    modes = [r for r in results if r.mode != "reference"]
+    base = next((r for r in modes if r.mode == "none"), modes[0])
+    ref = next((r for r in results if r.mode == "reference"), None)
+    lines = [f"{'mode':<9} {'frames':>6} {'s/frame':>8} {'vs none':>8} {'vs ref':>7} {'instability':>11} "
+             f"{'vs none':>8} {'strength':>9} {'vs none':>8}"]
     for r in results:
-        lines.append(f"{r.mode:<6} {r.frames:>6} {r.per_frame:>8.2f} {r.per_frame / base.per_frame:>8.2f} "
+        vs_ref = f"{r.per_frame / ref.per_frame:>7.2f}" if ref else f"{'-':>7}"
+        if r.mode == "reference":
+            lines.append(f"{r.mode:<9} {r.frames:>6} {r.per_frame:>8.2f} {r.per_frame / base.per_frame:>8.2f} "
+                         f"{vs_ref}   (the keras.io loop dreaming every frame in full)")
+            continue
+        lines.append(f"{r.mode:<9} {r.frames:>6} {r.per_frame:>8.2f} {r.per_frame / base.per_frame:>8.2f} {vs_ref} "
                      f"{r.instability:>11.3f} {r.instability / base.instability:>8.2f} {r.strength:>9.4f} "
                      f"{r.strength / base.strength:>8.2f}")
     lines.append("where the time goes (seconds, share of wall):")
-    for r in results:
+    for r in modes:
         if r.split:
             parts = ", ".join(f"{k} {v:.1f} ({v / r.seconds:.1%})" for k, v in r.split.items())
-            lines.append(f"  {r.mode}: {parts}")
+            io = sum(v for k, v in r.split.items() if k not in ("dream", "flow"))
+            lines.append(f"  {r.mode}: {parts}; all but dream and flow: {io / r.seconds:.1%}")
     return "\n".join(lines)
 
 
@@ -229,23 +262,30 @@ def conv_flops(model: Any, height: int, width: int) -> float:
     return total
 
 
+def _random_image(h: int, w: int) -> np.ndarray:
+    return np.random.default_rng(0).uniform(-1, 1, (h, w, 3)).astype(np.float32)
+
+
 def bench_engine(image: Path, sizes: tuple[tuple[int, int], ...] = ((512, 512), (720, 1280))) -> str:
-    """The ceiling, the engine's achieved GFLOP/s per gradient step, and seconds per image for the
-    keras-example settings against a keras.io-style reference written here (untrained InceptionV3
-    on both sides: speed does not depend on the weights)."""
+    """The ceiling; the engine's achieved GFLOP/s per gradient step; seconds per image against a
+    keras.io-style reference written here, at equal settings, for the keras-example preset and the
+    default preset (plus the opt-in bfloat16). Untrained InceptionV3 on both sides: speed does not
+    depend on the weights. ``max_loss`` is off on both sides, so both run every step."""
     import cv2
 
-    from dreamcore.config import DreamConfig
+    from dreamcore.config import DreamConfig, load_preset
     from dreamcore.engine import Engine
 
     lines = [f"fp32 matmul ceiling: {matmul_ceiling():.1f} GFLOP/s"]
-    layers = {"mixed4": 1.0, "mixed5": 1.5, "mixed6": 2.0, "mixed7": 2.5}
-    cfg = DreamConfig(model="inception_v3", weights="untrained", layers=layers, step=0.01, octaves=3,
-                      octave_scale=1.4, iterations=20, max_loss=None, jitter=0, tile=0, seed=0)
-    engine = Engine(cfg)
+    net = {"model": "inception_v3", "weights": "untrained", "max_loss": None}
+    presets = {}
+    for name in ("keras-example", "default"):
+        d = load_preset(name)
+        presets[name] = DreamConfig.from_mapping({**d, **net}, source=f"preset {name!r}")
+    engine = Engine(presets["default"])
     d = engine.dreamer
     for h, w in sizes:
-        img = np.random.default_rng(0).uniform(-1, 1, (h, w, 3)).astype(np.float32)
+        img = _random_image(h, w)
         d.gradient(img, 0)
         t0 = time.perf_counter()
         steps = 5
@@ -257,31 +297,53 @@ def bench_engine(image: Path, sizes: tuple[tuple[int, int], ...] = ((512, 512), 
                      f"{flops / sec / 1e9:.1f} GFLOP/s achieved")
 
     rgb = cv2.imread(str(image))[..., ::-1].astype(np.float32) / 255.0
-    engine.dream_rgb(rgb[:200, :200])
-    t0 = time.perf_counter()
-    engine.dream_rgb(rgb)
-    ours = time.perf_counter() - t0
-    ref_sec = _reference_keras_dream(d.net.model, rgb * 2 - 1, 3, 1.4, 20, 0.01)
-    lines.append(f"keras-example settings on {image.name} ({rgb.shape[1]}x{rgb.shape[0]}): dreamreel {ours:.2f} s, "
-                 f"reference {ref_sec:.2f} s, ratio {ours / ref_sec:.2f}")
+    big = cv2.resize(rgb, (1280, 720), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+    lines.append("seconds per image (dreamreel vs the reference at equal settings; the reference's first run "
+                 "traces its step again for each octave's shape, as keras.io's does; its second run finds them "
+                 "traced):")
+    runs = [("keras-example", presets["keras-example"], rgb, image.name),
+            ("default", presets["default"], rgb, image.name),
+            ("default", presets["default"], big, f"{image.stem} at 1280x720"),
+            ("default, bfloat16", presets["default"].replace(precision="bfloat16"), rgb, image.name),
+            ("default, bfloat16", presets["default"].replace(precision="bfloat16"), big, f"{image.stem} at 1280x720")]
+    reference_cache: dict[tuple[int, ...], tuple[float, float]] = {}
+    for label, cfg, pic, what in runs:
+        eng = Engine(cfg)
+        eng.dream_rgb(rgb[:200, :200])  # trace once, at a size no run uses
+        t0 = time.perf_counter()
+        eng.dream_rgb(pic)
+        ours = time.perf_counter() - t0
+        key = (*pic.shape, cfg.octaves, cfg.iterations)
+        if key not in reference_cache:
+            ref = make_reference(d.net, list(cfg.layers.values()))
+            ref(rgb[:200, :200] * 2 - 1, cfg)
+            times = []
+            for _ in range(2):
+                t0 = time.perf_counter()
+                ref(pic * 2 - 1, cfg)
+                times.append(time.perf_counter() - t0)
+            reference_cache[key] = (times[0], times[1])
+        cold, warm = reference_cache[key]
+        lines.append(f"  {label:<18} {what:<24} dreamreel {ours:6.2f} s | reference {cold:6.2f} s first run, "
+                     f"{warm:6.2f} s again | ratio {ours / cold:.2f} / {ours / warm:.2f}")
     return "\n".join(lines)
 
 
-def _reference_keras_dream(feature_model: Any, img: np.ndarray, octaves: int, scale: float, iterations: int,
-                           step: float) -> float:
-    """The keras.io deep_dream loop (same feature model, tf.function step, octaves with detail
-    re-injection), timed; the first call's tracing is done beforehand on a small image."""
+def make_reference(features: Any, weights: list[float]) -> Any:
+    """The keras.io deep_dream loop, as that example writes it: a plain ``tf.function`` step (traced
+    for every new shape), the loss on the layers with a 2-pixel border crop, the gradient divided
+    by its mean |g|, octaves small to large with the lost detail re-injected, ``max_loss`` ending an
+    octave. ``features`` is the same network the engine uses. Returns run(img in [-1, 1], config)."""
     import tensorflow as tf
 
-    weights = [1.0, 1.5, 2.0, 2.5]
-
     def compute_loss(x: Any) -> Any:
-        feats = feature_model(x)
+        feats = features(x)
         loss = tf.zeros(shape=())
         for coeff, act in zip(weights, feats, strict=True):
+            act = tf.cast(act, tf.float32)
             scaling = tf.reduce_prod(tf.cast(tf.shape(act), "float32"))
             loss += coeff * tf.reduce_sum(tf.square(act[:, 2:-2, 2:-2, :])) / scaling
-        return loss
+        return loss * features.loss_scale
 
     @tf.function
     def gradient_ascent_step(x: Any, lr: Any) -> Any:
@@ -292,23 +354,23 @@ def _reference_keras_dream(feature_model: Any, img: np.ndarray, octaves: int, sc
         grads /= tf.maximum(tf.reduce_mean(tf.abs(grads)), 1e-6)
         return loss, x + lr * grads
 
-    def run(original: Any) -> Any:
+    def run(img: np.ndarray, config: DreamConfig) -> np.ndarray:
+        original = tf.constant(img[None])
         shape0 = original.shape[1:3]
-        shapes = [tuple(int(d / (scale**i)) for d in shape0) for i in range(octaves)][::-1]
+        shapes = [tuple(int(d / (config.octave_scale**i)) for d in shape0) for i in range(config.octaves)][::-1]
         shrunk = tf.image.resize(original, shapes[0])
         x = tf.identity(original)
+        lr = tf.constant(config.step)
         for shape in shapes:
             x = tf.image.resize(x, shape)
-            for _ in range(iterations):
-                _, x = gradient_ascent_step(x, step)
+            for _ in range(config.iterations):
+                loss, x = gradient_ascent_step(x, lr)
+                if config.max_loss is not None and float(loss) > config.max_loss:
+                    break
             up = tf.image.resize(shrunk, shape)
             same = tf.image.resize(original, shape)
             x += same - up
             shrunk = tf.image.resize(original, shape)
-        return x
+        return x.numpy()[0]
 
-    small = tf.constant(img[None, :200, :200])
-    run(small)
-    t0 = time.perf_counter()
-    run(tf.constant(img[None]))
-    return time.perf_counter() - t0
+    return run

@@ -42,6 +42,9 @@ def _engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", metavar="N", type=int, help="random seed of the jitter (default 0: repeatable)")
     g.add_argument("--max-side", metavar="PX", type=int,
                    help="dream at most PX pixels on the long side; the output keeps the input's size")
+    g.add_argument("--precision", choices=["float32", "bfloat16"],
+                   help="bfloat16: faster where the CPU/GPU has it, same kind of dream, other pixels "
+                        "(default float32)")
 
 
 def _in_out(p: argparse.ArgumentParser, input_help: str, output_help: str) -> None:
@@ -97,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _engine_options(p)
 
-    p = sub.add_parser("bench", help="benchmarks: video coherence modes, image batches, Dask overhead")
+    p = sub.add_parser("bench", help="benchmarks: engine speed and trials, video modes, image batches, Dask")
     bench = p.add_subparsers(dest="target", metavar="TARGET")
     bench.required = True
     b = bench.add_parser("video", help="none vs blend vs flow on the same frames of CLIP")
@@ -106,6 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--start", metavar="T", type=_time, help="start at T")
     b.add_argument("--modes", default="none,blend,flow", help="comma-separated modes (default none,blend,flow)")
     b.add_argument("--blend", type=float, metavar="B")
+    b.add_argument("--size", metavar="WxH", type=_size, help="scale the clip to WxH first (e.g. 640x360)")
+    b.add_argument("--reference-frames", type=int, default=3, metavar="N",
+                   help="frames the keras.io reference dreams in full, for its s/frame (default 3; 0: skip)")
     _engine_options(b)
 
     b = bench.add_parser("images", help="`images` batch vs a loop of `image` per file, on generated images")
@@ -117,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     b = bench.add_parser("engine", help="matmul ceiling, GFLOP/s per gradient step, vs a keras.io reference")
     b.add_argument("--image", default=None, metavar="FILE", help="image for the per-image timing "
                    "(default samples/fruits.jpg)")
+
+    b = bench.add_parser("trials", help="each speed idea (bfloat16, XLA, threads, batching, ...) against "
+                         "the engine, each in a fresh process")
+    b.add_argument("--only", metavar="NAMES", help="comma-separated parts of trial names (the baseline always runs)")
+    b.add_argument("--steps", type=int, default=4, metavar="N", help="timed gradient steps per size (default 4)")
 
     b = bench.add_parser("dask", help="scheduling overhead per task (empty tasks, chained and independent)")
     b.add_argument("--tasks", type=int, default=300, metavar="N")
@@ -162,6 +173,17 @@ def _time(text: str) -> float:
     return seconds
 
 
+def _size(text: str) -> tuple[int, int]:
+    """'640x360' -> (640, 360); even sides from 16 to 8192 (what H.264 yuv420p takes)."""
+    w, sep, h = text.lower().partition("x")
+    if not (sep and w.isdigit() and h.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (WxH, e.g. 640x360)")
+    size = int(w), int(h)
+    if not all(16 <= v <= 8192 and v % 2 == 0 for v in size):
+        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be even, from 16 to 8192")
+    return size
+
+
 class _TqdmLogHandler(logging.Handler):
     """Warnings as `dreamreel: warning: ...` lines that don't tear a progress bar."""
 
@@ -194,6 +216,7 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
         "weights": args.weights,
         "seed": args.seed,
         "max_side": args.max_side,
+        "precision": args.precision,
     }
 
 
@@ -327,6 +350,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         image = Path(args.image) if args.image else Path(__file__).resolve().parent.parent / "samples" / "fruits.jpg"
         print(bench_engine(image))
         return EXIT_OK
+    if args.target == "trials":
+        from .trials import bench_trials
+
+        only = [o.strip() for o in args.only.split(",") if o.strip()] if args.only else None
+        print(f"# gradient steps of untrained InceptionV3 to mixed4..7; {os.cpu_count()} cores")
+        print(bench_trials(only, max(1, args.steps)))
+        return EXIT_OK
     if args.target == "dask":
         from .bench import bench_dask
 
@@ -344,7 +374,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     cfg, vcfg = build_settings(args.preset, args.config, args.sets, _flags(args), {"blend": args.blend})
     load_tensorflow()
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
-    results = bench_video(Path(args.clip), cfg, vcfg, args.frames, modes, args.start)
+    results = bench_video(Path(args.clip), cfg, vcfg, args.frames, modes, args.start, args.size,
+                          max(0, args.reference_frames))
     from dreamcore.engine import resolve_config
 
     res = resolve_config(cfg)

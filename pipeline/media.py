@@ -227,6 +227,19 @@ def decode(src: str | os.PathLike[str], out_dir: Path, start: float | None = Non
                    last_duration=durations[written - 1] if durations and len(durations) >= written else None)
 
 
+def scaled_copy(src: str | os.PathLike[str], dst: Path, width: int, height: int, start: float | None = None,
+                max_frames: int | None = None) -> None:
+    """A copy of ``src`` at ``width`` x ``height`` (H.264, no audio), for benchmarks at a fixed size."""
+    import ffmpeg
+
+    in_opts: dict[str, Any] = {"ss": f"{start:.6f}"} if start else {}
+    out_opts: dict[str, Any] = {"vcodec": "libx264", "crf": 16, "pix_fmt": "yuv420p", "an": None}
+    if max_frames:
+        out_opts["frames:v"] = max_frames
+    stream = ffmpeg.input(_url(src), **in_opts).video.filter("scale", width, height)
+    _run(ffmpeg.output(stream, _url(dst), **out_opts).global_args("-hide_banner", "-nostdin", "-y").get_args())
+
+
 # --- encode ------------------------------------------------------------------------------------
 
 def check_video_output(path: str | os.PathLike[str], overwrite: bool) -> Path:
