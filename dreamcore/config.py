@@ -197,8 +197,8 @@ class VideoConfig:
 
     coherence: str = "flow"
     blend: float = 0.5
-    carry: float = 0.85
-    followup_iterations: int = 2
+    carry: float = 0.95
+    followup_iterations: int = 1
     scene_threshold: float = 27.0
     min_scene_frames: int = 1
     chunk_frames: int = 120

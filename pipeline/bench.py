@@ -101,11 +101,24 @@ def _reference_frames(work: Path, config: DreamConfig, count: int) -> ModeResult
     engine = Engine(config)
     ref = make_reference(engine.dreamer.net, list(engine.resolved.layers.values()))
     paths = sorted((work / "src").glob("*.png"))
-    ref(read_rgb(paths[0]) * 2 - 1, config)  # traces the step at the clip's octave shapes
+
+    def frame(path: Path) -> np.ndarray:
+        """A source frame at the size the engine dreams it (``max_side``), in [-1, 1]."""
+        import cv2
+
+        rgb = read_rgb(path)
+        h, w = rgb.shape[:2]
+        if config.max_side and max(h, w) > config.max_side:
+            s = config.max_side / max(h, w)
+            rgb = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+        return rgb * 2 - 1
+
+    ref(frame(paths[0]), config)  # traces the step at the clip's octave shapes
     picked = paths[1:count + 1] or paths[:1]
+    frames = [frame(p) for p in picked]
     t0 = time.perf_counter()
-    for p in picked:
-        ref(read_rgb(p) * 2 - 1, config)
+    for f in frames:
+        ref(f, config)
     seconds = time.perf_counter() - t0
     return ModeResult("reference", len(picked), seconds, seconds, float("nan"), float("nan"))
 
