@@ -96,6 +96,7 @@ def bench_video(clip: Path, config: DreamConfig, video: VideoConfig, frames: int
 
 
 def _reference_frames(work: Path, config: DreamConfig, count: int) -> ModeResult:
+    from dreamcore.ascent import octave_shapes, resize
     from dreamcore.engine import Engine
 
     engine = Engine(config)
@@ -103,15 +104,10 @@ def _reference_frames(work: Path, config: DreamConfig, count: int) -> ModeResult
     paths = sorted((work / "src").glob("*.png"))
 
     def frame(path: Path) -> np.ndarray:
-        """A source frame at the size the engine dreams it (``max_side``), in [-1, 1]."""
-        import cv2
-
-        rgb = read_rgb(path)
-        h, w = rgb.shape[:2]
-        if config.max_side and max(h, w) > config.max_side:
-            s = config.max_side / max(h, w)
-            rgb = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-        return rgb * 2 - 1
+        """A source frame at the size the engine dreams it (its largest octave), in [-1, 1]."""
+        img = read_rgb(path) * 2 - 1
+        shape = octave_shapes(*img.shape[:2], 1, config.octave_scale, 1, config.max_side)[-1]
+        return resize(img, shape)
 
     ref(frame(paths[0]), config)  # traces the step at the clip's octave shapes
     picked = paths[1:count + 1] or paths[:1]
@@ -275,10 +271,6 @@ def conv_flops(model: Any, height: int, width: int) -> float:
     return total
 
 
-def _random_image(h: int, w: int) -> np.ndarray:
-    return np.random.default_rng(0).uniform(-1, 1, (h, w, 3)).astype(np.float32)
-
-
 def bench_engine(image: Path, sizes: tuple[tuple[int, int], ...] = ((512, 512), (720, 1280))) -> str:
     """The ceiling; the engine's achieved GFLOP/s per gradient step; seconds per image against a
     keras.io-style reference written here, at equal settings, for the keras-example preset and the
@@ -298,7 +290,7 @@ def bench_engine(image: Path, sizes: tuple[tuple[int, int], ...] = ((512, 512), 
     engine = Engine(presets["default"])
     d = engine.dreamer
     for h, w in sizes:
-        img = _random_image(h, w)
+        img = np.random.default_rng(0).uniform(-1, 1, (h, w, 3)).astype(np.float32)
         d.gradient(img, 0)
         t0 = time.perf_counter()
         steps = 5
