@@ -69,15 +69,12 @@ def resize(img: Any, shape: tuple[int, int]) -> Any:
     return tf.image.resize(img, shape, method="bilinear", antialias=True).numpy()
 
 
-def gradient_step(
-    net: FeatureNet, layer_weights: Sequence[float], *, jit_compile: bool = False, retrace: bool = False
-) -> Callable[[Any], tuple[Any, Any]]:
+def gradient_step(net: FeatureNet, layer_weights: Sequence[float]) -> Callable[[Any], tuple[Any, Any]]:
     """The compiled step: a batch (N, H, W, 3) -> (loss, d loss / d batch).
 
-    By default it is traced once for every image size (the spatial dimensions are left unknown);
-    ``retrace=True`` is the keras.io example's plain ``tf.function``, traced again for each new
-    shape, and ``jit_compile`` asks for XLA. Both exist for ``dreamreel bench trials``, which
-    measured them slower (README: "Speed")."""
+    Traced once for every image size: the spatial dimensions are left unknown, so a new octave or
+    frame size costs no retrace (the keras.io example's plain ``tf.function`` traces again at
+    every new shape, about 1.5 s each for InceptionV3)."""
     import tensorflow as tf
 
     weights = [float(w) for w in layer_weights]
@@ -88,10 +85,8 @@ def gradient_step(
             loss = dream_loss(net(img), weights, net.loss_scale)
         return loss, tape.gradient(loss, img)
 
-    if retrace:
-        return tf.function(loss_and_grad, jit_compile=jit_compile)
     signature = [tf.TensorSpec([None, None, None, 3], tf.float32)]
-    return tf.function(loss_and_grad, input_signature=signature, jit_compile=jit_compile)
+    return tf.function(loss_and_grad, input_signature=signature)
 
 
 class Dreamer:

@@ -1,6 +1,6 @@
 """`dreamreel ...`: parse the command line, run the pipeline, turn typed errors into one line.
 
-Exit codes (DESIGN.md): 0 done; 1 failed; 2 bad usage or input; 3 done but some items failed;
+Exit codes (README: "Exit codes and errors"): 0 done; 1 failed; 2 bad usage or input; 3 done but some items failed;
 130 stopped. Set DREAMREEL_DEBUG=1 to get the traceback behind any error.
 """
 
@@ -29,7 +29,7 @@ EPILOG_IMAGE = """examples:
 """
 
 
-def _engine_options(p: argparse.ArgumentParser) -> None:
+def engine_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("dream options (precedence: flags > --set > --config > --preset)")
     g.add_argument("--preset", metavar="P", help="start from preset P (see `dreamreel presets`; default: default)")
     g.add_argument("--config", metavar="FILE", help="YAML file with config keys (same schema as the presets)")
@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("image", help="dream one image", epilog=EPILOG_IMAGE,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     _in_out(p, "image file (PNG, JPEG, TIFF, WebP, GIF, BMP, ...)", "output image; format from its extension")
-    _engine_options(p)
+    engine_options(p)
 
     p = sub.add_parser("video", help="dream a video clip (resumable; Ctrl-C and run again)", epilog=EPILOG_VIDEO,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -78,14 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", metavar="DIR", help="work folder (default: .OUT.dreamreel-work beside OUT)")
     p.add_argument("--restart", action="store_true", help="discard the work folder's previous job")
     p.add_argument("--keep-work", action="store_true", help="keep the work folder after success")
-    p.add_argument("--start", metavar="T", type=_time, help="start at T (seconds or [HH:]MM:SS[.ms])")
+    p.add_argument("--start", metavar="T", type=parse_time, help="start at T (seconds or [HH:]MM:SS[.ms])")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--duration", metavar="T", type=_time, help="dream only T of the clip")
+    g.add_argument("--duration", metavar="T", type=parse_time, help="dream only T of the clip")
     g.add_argument("--frames", metavar="N", type=int, help="dream only the first N frames")
     p.add_argument("--workers", metavar="N", type=int, help="local Dask worker processes (default: 1, in-process)")
     p.add_argument("--scheduler", metavar="ADDR", help="run on an existing Dask cluster, e.g. tcp://host:8786 "
                    "(its workers must see the same paths)")
-    _engine_options(p)
+    engine_options(p)
 
     p = sub.add_parser("images", help="dream every image in a folder tree (resumable)", epilog=EPILOG_IMAGES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,39 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(its workers must see the same paths)")
     p.add_argument("--restart", action="store_true", help="discard OUT_DIR's previous job record")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    _engine_options(p)
-
-    p = sub.add_parser("bench", help="benchmarks: engine speed and trials, video modes, image batches, Dask")
-    bench = p.add_subparsers(dest="target", metavar="TARGET")
-    bench.required = True
-    b = bench.add_parser("video", help="none vs blend vs flow on the same frames of CLIP")
-    b.add_argument("clip", metavar="CLIP")
-    b.add_argument("--frames", type=int, default=24, metavar="N", help="frames to dream per mode (default 24)")
-    b.add_argument("--start", metavar="T", type=_time, help="start at T")
-    b.add_argument("--modes", default="none,blend,flow", help="comma-separated modes (default none,blend,flow)")
-    b.add_argument("--blend", type=float, metavar="B")
-    b.add_argument("--size", metavar="WxH", type=_size, help="scale the clip to WxH first (e.g. 640x360)")
-    b.add_argument("--reference-frames", type=int, default=3, metavar="N",
-                   help="frames the keras.io reference dreams in full, for its s/frame (default 3; 0: skip)")
-    _engine_options(b)
-
-    b = bench.add_parser("images", help="`images` batch vs a loop of `image` per file, on generated images")
-    b.add_argument("--count", type=int, default=50, metavar="N", help="images (default 50)")
-    b.add_argument("--size", type=int, default=512, metavar="PX", help="their side (default 512)")
-    b.add_argument("--workers", default="1,2", help="batch worker counts to try (default 1,2)")
-    b.add_argument("engine_args", nargs=argparse.REMAINDER, help="engine options after --, for both sides")
-
-    b = bench.add_parser("engine", help="matmul ceiling, GFLOP/s per gradient step, vs a keras.io reference")
-    b.add_argument("--image", default=None, metavar="FILE", help="image for the per-image timing "
-                   "(default samples/fruits.jpg)")
-
-    b = bench.add_parser("trials", help="each speed idea (bfloat16, XLA, threads, batching, ...) against "
-                         "the engine, each in a fresh process")
-    b.add_argument("--only", metavar="NAMES", help="comma-separated parts of trial names (the baseline always runs)")
-    b.add_argument("--steps", type=int, default=4, metavar="N", help="timed gradient steps per size (default 4)")
-
-    b = bench.add_parser("dask", help="scheduling overhead per task (empty tasks, chained and independent)")
-    b.add_argument("--tasks", type=int, default=300, metavar="N")
+    engine_options(p)
 
     p = sub.add_parser("layers", help="list the layers a model can dream with")
     p.add_argument("--model", default="inception_v3", metavar="M", help="inception_v3 (default) or vgg16_hed")
@@ -159,7 +127,7 @@ code is 3; everything else is dreamt. Run the same command again to finish an in
 """
 
 
-def _time(text: str) -> float:
+def parse_time(text: str) -> float:
     """Seconds from '12.5', '1:30' or '01:02:03.5'."""
     try:
         parts = [float(p) for p in text.split(":")]
@@ -171,17 +139,6 @@ def _time(text: str) -> float:
     for p in parts:
         seconds = seconds * 60 + p
     return seconds
-
-
-def _size(text: str) -> tuple[int, int]:
-    """'640x360' -> (640, 360); even sides from 16 to 8192 (what H.264 yuv420p takes)."""
-    w, sep, h = text.lower().partition("x")
-    if not (sep and w.isdigit() and h.isdigit()):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size (WxH, e.g. 640x360)")
-    size = int(w), int(h)
-    if not all(16 <= v <= 8192 and v % 2 == 0 for v in size):
-        raise argparse.ArgumentTypeError(f"{text!r}: width and height must be even, from 16 to 8192")
-    return size
 
 
 class _TqdmLogHandler(logging.Handler):
@@ -204,10 +161,10 @@ def _setup_logging() -> None:
 def _config_from_args(args: argparse.Namespace) -> Any:
     from .settings import build_config
 
-    return build_config(args.preset, args.config, args.sets, _flags(args))
+    return build_config(args.preset, args.config, args.sets, engine_flags(args))
 
 
-def _flags(args: argparse.Namespace) -> dict[str, Any]:
+def engine_flags(args: argparse.Namespace) -> dict[str, Any]:
     from .settings import parse_layers
 
     return {
@@ -225,10 +182,12 @@ def cmd_image(args: argparse.Namespace) -> int:
 
     from .imagefile import check_output_path, read_image, write_image
     from .runtime import load_tensorflow
+    from .settings import resolve_noted
 
     cfg = _config_from_args(args)
     out = check_output_path(args.output, args.overwrite)
     picture = read_image(args.input)
+    resolve_noted(cfg)
 
     start = time.monotonic()
     load_tensorflow()
@@ -279,11 +238,10 @@ def cmd_video(args: argparse.Namespace) -> int:
 
     from .errors import UsageError
     from .media import check_video_output
-    from .runtime import load_tensorflow
     from .settings import build_settings
     from .video import VideoRequest, default_workdir, run_video
 
-    cfg, vcfg = build_settings(args.preset, args.config, args.sets, _flags(args),
+    cfg, vcfg = build_settings(args.preset, args.config, args.sets, engine_flags(args),
                                {"coherence": args.coherence, "blend": args.blend})
     out = check_video_output(args.output, args.overwrite)
     src = Path(args.input)
@@ -298,15 +256,13 @@ def cmd_video(args: argparse.Namespace) -> int:
                        keep_work=args.keep_work, start=args.start, duration=args.duration, frames=args.frames,
                        workers=args.workers, scheduler=args.scheduler, quiet=args.quiet)
     start = time.monotonic()
-    load_tensorflow()
     try:
         stats = run_video(req)
     except KeyboardInterrupt:
         work = req.workdir or default_workdir(out)
-        print(f"\n{PROG}: stopped; finished frames are kept in {work}. Run the same command again to resume.",
+        print(f"{PROG}: stopped; finished frames are kept in {work}. Run the same command again to resume.",
               file=sys.stderr)
         return EXIT_INTERRUPTED
-    check_video_output(out, True)
     print(f"{PROG}: wrote {out} ({stats['frames']} frames, {len(stats['cuts'])} shots, {stats['dreamt']} dreamt now, "
           f"{stats['resumed']} resumed, {time.monotonic() - start:.1f} s)", file=sys.stderr)
     return EXIT_OK
@@ -317,72 +273,20 @@ def cmd_images(args: argparse.Namespace) -> int:
 
     from .batch import BatchRequest, run_batch, summary
     from .errors import EXIT_PARTIAL, UsageError
-    from .runtime import load_tensorflow
 
     cfg = _config_from_args(args)
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers {args.workers}: give at least 1")
-    load_tensorflow()
     req = BatchRequest(in_dir=Path(args.input), out_dir=Path(args.output), config=cfg, fmt=args.format,
                        restart=args.restart, workers=args.workers, scheduler=args.scheduler, quiet=args.quiet)
     try:
         report = run_batch(req)
     except KeyboardInterrupt:
-        print(f"\n{PROG}: stopped; finished images are kept in {args.output}. Run the same command again to "
+        print(f"{PROG}: stopped; finished images are kept in {args.output}. Run the same command again to "
               "resume.", file=sys.stderr)
         return EXIT_INTERRUPTED
     print(summary(report), file=sys.stderr)
     return EXIT_PARTIAL if report.failed else EXIT_OK
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from .bench import bench_video, report
-    from .runtime import load_tensorflow
-    from .settings import build_settings
-
-    if args.target == "engine":
-        from .bench import bench_engine
-        from .runtime import load_tensorflow
-
-        load_tensorflow()
-        image = Path(args.image) if args.image else Path(__file__).resolve().parent.parent / "samples" / "fruits.jpg"
-        print(bench_engine(image))
-        return EXIT_OK
-    if args.target == "trials":
-        from .trials import bench_trials
-
-        only = [o.strip() for o in args.only.split(",") if o.strip()] if args.only else None
-        print(f"# gradient steps of untrained InceptionV3 to mixed4..7; {os.cpu_count()} cores")
-        print(bench_trials(only, max(1, args.steps)))
-        return EXIT_OK
-    if args.target == "dask":
-        from .bench import bench_dask
-
-        print(f"# {args.tasks} empty tasks per row")
-        print(bench_dask(args.tasks))
-        return EXIT_OK
-    if args.target == "images":
-        from .bench import bench_images
-
-        extra = [a for a in args.engine_args if a != "--"]
-        workers = tuple(int(w) for w in args.workers.split(",") if w.strip())
-        print(f"# {args.count} images of {args.size} px; engine options: {' '.join(extra) or '(defaults)'}")
-        print(bench_images(args.count, args.size, extra, workers))
-        return EXIT_OK
-    cfg, vcfg = build_settings(args.preset, args.config, args.sets, _flags(args), {"blend": args.blend})
-    load_tensorflow()
-    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
-    results = bench_video(Path(args.clip), cfg, vcfg, args.frames, modes, args.start, args.size,
-                          max(0, args.reference_frames))
-    from dreamcore.engine import resolve_config
-
-    res = resolve_config(cfg)
-    print(f"# {args.clip}: {results[0].frames} frames; {res.backbone.name}/{res.backbone.weights_name(res.weights)} "
-          f"layers {res.layers}; config {cfg.to_dict()}; video {vcfg.to_dict()}")
-    print(report(results))
-    return EXIT_OK
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
@@ -417,7 +321,6 @@ COMMANDS = {
     "image": cmd_image,
     "images": cmd_images,
     "video": cmd_video,
-    "bench": cmd_bench,
     "layers": cmd_layers,
     "presets": cmd_presets,
 }
@@ -431,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
-        print(f"\n{PROG}: stopped", file=sys.stderr)
+        print(f"{PROG}: stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (DreamError, PipelineError) as exc:
         if debug:

@@ -1,4 +1,4 @@
-"""Typed errors of the pipeline, each with the exit code the CLI gives it (see DESIGN.md)."""
+"""Typed errors of the pipeline, each with the exit code the CLI gives it (README: "Exit codes and errors")."""
 
 from __future__ import annotations
 

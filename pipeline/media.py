@@ -90,10 +90,11 @@ class SourceInfo:
     def display_size(self) -> tuple[int, int]:
         return (self.height, self.width) if self.rotation % 180 else (self.width, self.height)
 
-    def estimated_frames(self) -> int:
+    def estimated_frames(self) -> int | None:
+        """Frames from the header's duration and rate; None when the header lacks either."""
         if self.duration and self.fps:
             return max(1, round(self.duration * float(self.fps)))
-        return 1
+        return None
 
 
 _STREAM = re.compile(r"^\s*Stream #\d+:\d+(?:\[\w+\])?(?:\(\w+\))?: (Video|Audio|Subtitle|Data|Attachment): (.*)$")
@@ -161,6 +162,17 @@ def parse_header(p: Path, text: str) -> SourceInfo:
     )
 
 
+def count_frames(path: str | os.PathLike[str]) -> int:
+    """Frames of the first video stream, counted from its packets (read, not decoded): for a clip
+    whose header gives no duration or rate."""
+    proc = _run(["-hide_banner", "-nostdin", "-i", _url(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-"],
+                check=False)
+    counts = re.findall(r"frame=\s*(\d+)", proc.stderr)
+    if not counts:
+        raise InputError(f"{path}: cannot count its video frames ({_last_error(proc.stderr)})")
+    return int(counts[-1])
+
+
 # --- decode ------------------------------------------------------------------------------------
 
 @dataclass
@@ -214,30 +226,19 @@ def decode(src: str | os.PathLike[str], out_dir: Path, start: float | None = Non
     if written == 0:
         raise InputError(f"{src}: no video frames (nothing in the chosen range?)")
     times = times[:written]
-    if len(times) < written:  # showinfo lines lost: fall back to nominal times
-        times = [i / 25.0 for i in range(written)]
     rate = None
     m = _RATE.search(proc.stderr)
     if m and int(m.group(4)) > 0:
         rate = Fraction(int(m.group(3)), int(m.group(4)))
+    if len(times) < written:
+        # ffmpeg printed fewer timestamps than it wrote frames: never guess a timing silently.
+        raise PipelineError(f"{src}: ffmpeg reported the timestamps of {len(times)} of {written} decoded frames; "
+                            "cannot keep the clip's timing (DREAMREEL_DEBUG=1 and report it, with the file)")
     t0 = times[0]
     errors = sum(1 for ln in proc.stderr.splitlines()
                  if _DECODE_ERROR.search(ln) and "showinfo" not in ln and not ln.startswith("  "))
     return Decoded(frames=written, times=[t - t0 for t in times], frame_rate=rate, errors=errors,
                    last_duration=durations[written - 1] if durations and len(durations) >= written else None)
-
-
-def scaled_copy(src: str | os.PathLike[str], dst: Path, width: int, height: int, start: float | None = None,
-                max_frames: int | None = None) -> None:
-    """A copy of ``src`` at ``width`` x ``height`` (H.264, no audio), for benchmarks at a fixed size."""
-    import ffmpeg
-
-    in_opts: dict[str, Any] = {"ss": f"{start:.6f}"} if start else {}
-    out_opts: dict[str, Any] = {"vcodec": "libx264", "crf": 16, "pix_fmt": "yuv420p", "an": None}
-    if max_frames:
-        out_opts["frames:v"] = max_frames
-    stream = ffmpeg.input(_url(src), **in_opts).video.filter("scale", width, height)
-    _run(ffmpeg.output(stream, _url(dst), **out_opts).global_args("-hide_banner", "-nostdin", "-y").get_args())
 
 
 # --- encode ------------------------------------------------------------------------------------
@@ -327,29 +328,3 @@ def encode(
 
 def _muxer(out: Path) -> str:
     return {".mkv": "matroska", ".mov": "mov"}.get(out.suffix.lower(), "mp4")
-
-
-# --- reading back (for tests and benchmarks) --------------------------------------------------
-
-def read_frames(path: str | os.PathLike[str]) -> list[Any]:
-    """Every frame of a clip as an RGB uint8 array, decoded by ffmpeg (rotation applied)."""
-    import tempfile
-
-    import cv2
-
-    with tempfile.TemporaryDirectory() as tmp:
-        decode(path, Path(tmp))
-        return [cv2.imread(str(f))[..., ::-1].copy() for f in sorted(Path(tmp).glob("*.png"))]
-
-
-def stream_durations(path: str | os.PathLike[str]) -> dict[str, float]:
-    """Seconds of video and of audio in a file, measured by decoding both to the end."""
-    out: dict[str, float] = {}
-    for kind, sel in (("video", "v:0"), ("audio", "a:0")):
-        proc = _run(["-hide_banner", "-nostdin", "-i", _url(path), "-map", f"0:{sel}", "-f", "null", "-"],
-                    check=False)
-        times = re.findall(r"time=(\d+):(\d\d):(\d\d(?:\.\d+)?)", proc.stderr)
-        if proc.returncode == 0 and times:
-            h, m, s = times[-1]
-            out[kind] = int(h) * 3600 + int(m) * 60 + float(s)
-    return out

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
+
+import numpy as np
 
 from pipeline.media import ffmpeg_exe
 
@@ -34,4 +37,51 @@ def make_clip(path: Path, *, size: str = "96x64", rate: str = "24000/1001", seco
     if audio:
         codec += ["-c:a", "aac"]
     ffmpeg(*inputs, *filters, *maps, *codec, *extra, str(path))
+    return path
+
+
+def read_frames(path: Path) -> list[np.ndarray]:
+    """Every frame of a clip as an RGB uint8 array, decoded by the product's own decoder."""
+    import tempfile
+
+    import cv2
+
+    from pipeline.media import decode
+
+    with tempfile.TemporaryDirectory() as tmp:
+        decode(path, Path(tmp))
+        return [cv2.imread(str(f))[..., ::-1].copy() for f in sorted(Path(tmp).glob("*.png"))]
+
+
+def stream_durations(path: Path) -> dict[str, float]:
+    """Seconds of video and of audio in a file, measured by decoding both to the end."""
+    out: dict[str, float] = {}
+    for kind, sel in (("video", "v:0"), ("audio", "a:0")):
+        proc = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path), "-map", f"0:{sel}",
+                               "-f", "null", "-"], capture_output=True, text=True)
+        times = re.findall(r"time=(\d+):(\d\d):(\d\d(?:\.\d+)?)", proc.stderr)
+        if proc.returncode == 0 and times:
+            h, m, s = times[-1]
+            out[kind] = int(h) * 3600 + int(m) * 60 + float(s)
+    return out
+
+
+def make_pan(path: Path, *, frames: int = 16, size: tuple[int, int] = (128, 96), speed: int = 2,
+             seed: int = 0) -> Path:
+    """A camera pan: a window of ``size`` sliding ``speed`` pixels per frame to the right across a
+    smooth random texture (lossless H.264 at 24 fps, no audio)."""
+    import tempfile
+
+    import cv2
+
+    w, h = size
+    rng = np.random.default_rng(seed)
+    width = w + speed * frames + 8
+    small = rng.uniform(0, 255, (h // 24 + 2, width // 24 + 2, 3)).astype(np.float32)
+    texture = np.clip(cv2.resize(small, (width, h), interpolation=cv2.INTER_CUBIC), 0, 255).astype(np.uint8)
+    with tempfile.TemporaryDirectory() as tmp:
+        still = Path(tmp) / "texture.png"
+        cv2.imwrite(str(still), texture)
+        ffmpeg("-loop", "1", "-framerate", "24", "-i", str(still), "-vf", f"crop={w}:{h}:'{speed}*n':0",
+               "-frames:v", str(frames), "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv444p", str(path))
     return path

@@ -73,3 +73,12 @@ def image_folder(folder: Path, count: int, height: int = 120, width: int = 160, 
     for i in range(count):
         Image.fromarray(synthetic_image(height, width, seed=i)).save(folder / name.format(i=i))
     return folder
+
+
+def mean_change(dreamt: Path, source: Path) -> float:
+    """Mean |dreamt - source| of two image files of one size, on 0..255: how much was dreamt."""
+    from PIL import Image
+
+    a = np.asarray(Image.open(dreamt).convert("RGB"), dtype=np.float32)
+    b = np.asarray(Image.open(source).convert("RGB"), dtype=np.float32)
+    return float(np.abs(a - b).mean())

@@ -11,8 +11,8 @@ import pytest
 
 from pipeline import media
 from pipeline.cli import main
-from pipeline.video import plan_segments
-from tests.clips import ffmpeg, make_clip
+from pipeline.video import plan_segments, read_rgb
+from tests.clips import ffmpeg, make_clip, make_pan, read_frames, stream_durations
 from tests.media import SHARED_MEDIA
 
 FAST = ["--model", "inception_v3", "--weights", "untrained", "--layers", "mixed2=1", "--set", "iterations=2",
@@ -51,7 +51,7 @@ def test_cut_clip_keeps_frames_rate_and_audio(cut_clip: Path, tmp_path: Path, ca
     src, dst = decoded(cut_clip, tmp_path), decoded(out, tmp_path)
     assert dst.frames == src.frames == 36
     assert dst.frame_rate == src.frame_rate == Fraction(24000, 1001)
-    d_src, d_dst = media.stream_durations(cut_clip), media.stream_durations(out)
+    d_src, d_dst = stream_durations(cut_clip), stream_durations(out)
     assert abs(d_dst["audio"] - d_src["audio"]) <= 0.1
     assert not (tmp_path / ".out.mp4.dreamreel-work").exists()  # removed after success
     assert "2 shots" in err
@@ -139,8 +139,8 @@ def test_awkward_clips_are_dreamt_with_their_frame_count(kind: str, tmp_path: Pa
     assert code == 0, err
     s, d = decoded(src, tmp_path), decoded(out, tmp_path)
     assert d.frames == s.frames
-    first_src = media.read_frames(src)[0]
-    first_out = media.read_frames(out)[0]
+    first_src = read_frames(src)[0]
+    first_out = read_frames(out)[0]
     if kind == "odd":
         assert first_out.shape[:2] == (64, 98)  # yuv420p: one pixel of edge added per odd side
     else:
@@ -150,8 +150,8 @@ def test_awkward_clips_are_dreamt_with_their_frame_count(kind: str, tmp_path: Pa
     if kind == "vfr":
         assert not s.is_constant_rate()
         np.testing.assert_allclose(d.times, s.times, atol=0.002)
-        total = media.stream_durations(out)
-        assert abs(total["audio"] - media.stream_durations(src)["audio"]) <= 0.1
+        total = stream_durations(out)
+        assert abs(total["audio"] - stream_durations(src)["audio"]) <= 0.1
 
 
 def test_damaged_avi_dreams_what_decodes(tmp_path: Path, capsys) -> None:
@@ -188,15 +188,74 @@ def test_locked_work_folder_is_refused(cut_clip: Path, tmp_path: Path, capsys) -
     assert not (tmp_path / "o.mp4").exists()
 
 
-def test_not_enough_disk_space_fails_at_once(cut_clip: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_disk_check_refuses_one_byte_short_and_passes_at_the_estimate(cut_clip: Path, tmp_path: Path, capsys,
+                                                                      monkeypatch) -> None:
+    """The estimate is every source and dreamt frame as PNG (36 frames of 96x64) plus the margin;
+    one byte less free fails before any work, exactly enough runs."""
     import shutil
     from collections import namedtuple
 
+    from pipeline.video import PNG_RATIO, WORK_MARGIN
+
+    need = int(36 * 96 * 64 * 3 * 2 * PNG_RATIO) + WORK_MARGIN
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
-    code, err = run(["video", str(cut_clip), "-o", str(tmp_path / "o.mp4"), *FAST], capsys)
-    assert code == 1 and "not enough disk space" in err and "GB" in err
-    assert not (tmp_path / "o.mp4").exists()
+    real = shutil.disk_usage
+    for free, code in ((need - 1, 1), (need, 0)):
+        monkeypatch.setattr(shutil, "disk_usage", lambda p, free=free: usage(10**12, 10**12 - free, free))
+        out = tmp_path / f"o{code}.mp4"
+        got, err = run(["video", str(cut_clip), "-o", str(out), *FAST, "--frames", "36"], capsys)
+        assert got == code, err
+        assert ("not enough disk space" in err and "36 frames of 96x64" in err) == (code == 1)
+        assert out.exists() == (code == 0)
+    monkeypatch.setattr(shutil, "disk_usage", real)
+
+
+def test_a_clip_without_duration_in_its_header_is_counted_not_guessed(tmp_path: Path) -> None:
+    """A raw H.264 stream has no duration in its header: the planned frame count comes from its packets."""
+    from pipeline.video import VideoRequest, planned_frames
+
+    raw = tmp_path / "raw.h264"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25:duration=1.6", "-c:v", "libx264", "-f", "h264", str(raw))
+    info = media.probe(raw)
+    assert info.estimated_frames() is None
+    req = VideoRequest(input=raw, output=tmp_path / "o.mp4", config=None, video=None)  # type: ignore[arg-type]
+    assert planned_frames(info, req) == 40
+
+
+def test_flow_is_far_steadier_than_dreaming_each_frame_alone(tmp_path: Path, capsys) -> None:
+    """The headline: on a camera pan, each frame's dream moves with the picture (flow) instead of
+    jumping to a new pattern (none), and the carried dream does not fade."""
+    from dreamcore.coherence import frame_instability
+
+    clip = make_pan(tmp_path / "pan.mp4", frames=12)
+    series = {}
+    for mode in ("none", "flow"):
+        work = tmp_path / f"work-{mode}"
+        code, err = run(["video", str(clip), "-o", str(tmp_path / f"{mode}.mp4"), *FAST, "--coherence", mode,
+                         "--workdir", str(work), "--keep-work"], capsys)
+        assert code == 0 and "1 shots" in err, err
+        src = [read_rgb(work / "src" / media.frame_name(i)) for i in range(12)]
+        out = [read_rgb(work / "dream" / media.frame_name(i)) for i in range(12)]
+        series[mode] = [frame_instability(src[i - 1], out[i - 1], src[i], out[i]) for i in range(1, 12)]
+        strength = [float(np.mean(np.abs(o - s))) for o, s in zip(out, src, strict=True)]
+        assert min(strength) > 0.004, strength  # a dream, not the source
+        if mode == "flow":
+            assert np.mean(strength[-3:]) >= np.mean(strength[:3])  # carried, not fading
+    assert np.mean(series["none"]) > 1.0  # alone, every frame is a new pattern
+    assert np.mean(series["flow"]) < 0.25 * np.mean(series["none"]), series
+
+
+def test_start_selects_the_frames_from_that_time(tmp_path: Path, capsys) -> None:
+    """--start 0.5 at 24000/1001 fps begins at frame 12: each dreamt frame is nearest to source
+    frame 12 + k among all the clip's frames."""
+    clip = make_clip(tmp_path / "count.mp4", seconds=1.5, audio=False, extra=("-vf", "hue=h=t*240"))
+    src = read_frames(clip)
+    out = tmp_path / "o.mp4"
+    code, err = run(["video", str(clip), "-o", str(out), "--start", "0.5", "--frames", "4", *FAST], capsys)
+    assert code == 0, err
+    for k, frame in enumerate(read_frames(out)):
+        distances = [np.abs(frame.astype(np.float32) - s).mean() for s in src]
+        assert int(np.argmin(distances)) == 12 + k, np.round(distances, 1)
 
 
 @pytest.mark.parametrize("name", ["with space ünï.mp4", "-dash.mp4", "colon:name.mp4"])
@@ -216,7 +275,7 @@ def test_start_and_frames_select_a_range(cut_clip: Path, tmp_path: Path, capsys)
     code, err = run(["video", str(cut_clip), "-o", str(out), "--start", "0.5", "--frames", "4", *FAST], capsys)
     assert code == 0, err
     assert decoded(out, tmp_path).frames == 4
-    assert media.stream_durations(out)["audio"] == pytest.approx(4 / (24000 / 1001), abs=0.1)
+    assert stream_durations(out)["audio"] == pytest.approx(4 / (24000 / 1001), abs=0.1)
 
 
 @pytest.mark.slow
@@ -229,4 +288,24 @@ def test_megamind_frames_rate_audio(tmp_path: Path, capsys) -> None:
     s, d = decoded(src, tmp_path), decoded(out, tmp_path)
     assert d.frames == s.frames == 270
     assert d.frame_rate == s.frame_rate
-    assert abs(media.stream_durations(out)["audio"] - media.stream_durations(src)["audio"]) <= 0.1
+    assert abs(stream_durations(out)["audio"] - stream_durations(src)["audio"]) <= 0.1
+
+
+def test_lost_frame_timestamps_are_an_error_not_a_guessed_rate(tmp_path: Path, monkeypatch) -> None:
+    """If ffmpeg reports fewer timestamps than frames it wrote, decoding stops with a message
+    instead of inventing a frame rate."""
+    from pipeline.errors import PipelineError
+
+    clip = make_clip(tmp_path / "c.mp4", seconds=0.5, audio=False)
+    real = media._run
+
+    def fewer_timestamps(args, check=True):
+        proc = real(args, check=check)
+        proc.stderr = "\n".join(ln for ln in proc.stderr.splitlines() if "pts_time:0.0" not in ln)
+        return proc
+
+    monkeypatch.setattr(media, "_run", fewer_timestamps)
+    out = tmp_path / "frames"
+    out.mkdir()
+    with pytest.raises(PipelineError, match=r"timestamps of (\d|1[01]) of 12 decoded frames"):
+        media.decode(clip, out)

@@ -3,6 +3,7 @@ uninterrupted run's, and finished frames must not be dreamt again."""
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import media
-from tests.clips import make_clip
+from tests.clips import make_clip, read_frames
+from tests.media import mean_change
 from tests.test_video import FAST
 
 ARGS = [*FAST, "--set", "iterations=3", "--set", "video.chunk_frames=8", "--set", "video.warmup_frames=2"]
@@ -88,7 +89,8 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(clip: Path, 
     assert frames and frames == sorted(p.name for p in (work / "dream").glob("*.png"))
     for name in frames:
         assert (work / "dream" / name).read_bytes() == (ref_work / "dream" / name).read_bytes(), name
-    assert media.read_frames(out)[-1].tobytes() == media.read_frames(tmp_path / "ref.mp4")[-1].tobytes()
+        assert mean_change(work / "dream" / name, work / "src" / name) > 1.0, name  # a dream, not a copy
+    assert read_frames(out)[-1].tobytes() == read_frames(tmp_path / "ref.mp4")[-1].tobytes()
     # Nothing finished was dreamt twice: every frame's "dreamt" event appears at most once.
     counts = Counter(line for line in events(work))
     assert max(counts.values()) == 1, [k for k, v in counts.items() if v > 1]
@@ -111,3 +113,29 @@ def test_ctrl_c_exits_130_with_a_resume_hint_then_resumes(clip: Path, tmp_path: 
     assert again.wait(timeout=600) == 0
     after = Counter(line for line in events(work))
     assert all(after[line] == 1 for line in done_before)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_to_the_process_group_stops_within_seconds_even_mid_frame(workers: int, tmp_path: Path) -> None:
+    """Ctrl-C in a terminal reaches every process of the group, the workers' too. Frames here take
+    seconds each, so one is always being dreamt when it comes: the command still exits 130 at once,
+    with one line and no worker's traceback, and leaves no process behind."""
+    clip = make_clip(tmp_path / "big.mp4", size="320x240", seconds=0.5, audio=False)
+    work = tmp_path / "work"
+    cmd = [sys.executable, "-m", "pipeline.cli", "video", str(clip), "-o", str(tmp_path / "o.mp4"), "--workdir",
+           str(work), "--model", "inception_v3", "--weights", "untrained", "--set", "iterations=40", "-q",
+           "--workers", str(workers)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert wait_for_events(work, 0, proc, timeout=300)
+    time.sleep(0.5)  # well inside the next frame
+    t0 = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    code = proc.wait(timeout=60)
+    elapsed = time.monotonic() - t0
+    err = proc.stderr.read() if proc.stderr else ""
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 130 and len(lines) == 1 and "Run the same command again to resume" in lines[0], err
+    assert elapsed < 4.0, f"took {elapsed:.1f} s to stop"
+    survivors = subprocess.run(["pgrep", "-a", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split("\n")
+    survivors = [s for s in survivors if s and "<defunct>" not in s]  # dead, not yet reaped by init
+    assert not survivors

@@ -42,7 +42,6 @@ class Backbone(ABC):
     """One network the engine can dream with."""
 
     name: str
-    description: str
     trained_weights: str  # the name of its trained weights, e.g. "imagenet"
     default_layers: dict[str, float]
     loss_scale: float = 1.0

@@ -66,7 +66,6 @@ def _fetch_imagenet() -> str:
 
 class InceptionV3(Backbone):
     name = "inception_v3"
-    description = "InceptionV3 (Keras), ImageNet weights: the classic deep dream"
     trained_weights = "imagenet"
     default_layers = {"mixed4": 1.0, "mixed5": 1.5, "mixed6": 2.0, "mixed7": 2.5}
 

@@ -1,4 +1,4 @@
-"""`dreamreel bench trials`: every speed idea measured against the engine as it is, side by side.
+"""`python -m benchmarks.trials`: every speed idea measured against the engine as it is, side by side.
 
 Each trial runs in a fresh Python process, because what it changes is process-wide in TensorFlow
 (thread pools, op determinism, dtype policies). A trial reports:
@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from .common import REPO, SAMPLE
+
 LAYERS = {"mixed4": 1.0, "mixed5": 1.5, "mixed6": 2.0, "mixed7": 2.5}
-SAMPLE = Path(__file__).resolve().parent.parent / "samples" / "fruits.jpg"
 
 
 def trials(cores: int) -> dict[str, dict[str, Any]]:
@@ -42,12 +43,9 @@ def trials(cores: int) -> dict[str, dict[str, Any]]:
         "untruncated network": {"untruncated": True},
         "batch of 4 (per image)": {"batch": 4},
         "tiles of 512 (720p, the default)": {"tile": 512},
-        "threads 1 intra, 1 inter": {"env": {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}},
+        "threads 1 intra": {"threads": 1},
+        f"threads {2 * cores} intra (oversubscribed)": {"threads": 2 * cores},
     }
-    if cores > 1:
-        specs[f"threads {cores} intra, 1 inter"] = {"env": {"TF_NUM_INTRAOP_THREADS": str(cores),
-                                                            "TF_NUM_INTEROP_THREADS": "1"}}
-    specs[f"threads {2 * cores} intra (oversubscribed)"] = {"env": {"TF_NUM_INTRAOP_THREADS": str(2 * cores)}}
     return specs
 
 
@@ -63,12 +61,13 @@ def bench_trials(only: list[str] | None = None, steps: int = 4, small: bool = Fa
     with tempfile.TemporaryDirectory(prefix="dreamreel-trials-") as tmp:
         for i, name in enumerate(names):
             spec = dict(specs[name])
-            env = {**os.environ, **spec.pop("env", {})}
+            env = dict(os.environ)
             env.pop("DREAMREEL_TF_THREADS", None)  # trials set threads themselves
             out = Path(tmp) / f"trial{i}"
             sizes = {"sizes": [[192, 192], [192, 320]], "dream_side": 96} if small else {}
-            cmd = [sys.executable, "-m", "pipeline.trials", json.dumps({**spec, **sizes, "steps": steps}), str(out)]
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            cmd = [sys.executable, "-m", "benchmarks.trials", "--child", json.dumps({**spec, **sizes, "steps": steps}),
+                   str(out)]
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
             if proc.returncode != 0:
                 err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
                 rows[name] = {"error": err[:160]}
@@ -133,14 +132,46 @@ def _verdict(name: str, r512: float | None, r720: float, pix: float | None) -> s
 
 # --- the child: one trial --------------------------------------------------------------------------
 
-def _run_trial(spec: dict[str, Any], out: Path) -> dict[str, Any]:
-    from .runtime import load_tensorflow
+def _load_tensorflow(spec: dict[str, Any]) -> None:
+    """The product's set-up, or for the determinism trials TensorFlow as it comes."""
+    if spec.get("determinism", True):
+        from pipeline.runtime import load_tensorflow
 
-    load_tensorflow(deterministic=spec.get("determinism", True))
+        load_tensorflow(spec.get("threads"))
+    else:
+        import tensorflow  # noqa: F401
+
+
+def _step(net: Any, weights: list[float], spec: dict[str, Any]) -> Any:
+    """The engine's gradient step, or the variant the trial tries: keras.io's plain tf.function
+    (traced again for every new shape) and/or XLA."""
+    if not (spec.get("retrace") or spec.get("jit")):
+        from dreamcore.ascent import gradient_step
+
+        return gradient_step(net, weights)
+    import tensorflow as tf
+
+    from dreamcore.objective import dream_loss
+
+    def loss_and_grad(img: Any) -> tuple[Any, Any]:
+        with tf.GradientTape() as tape:
+            tape.watch(img)
+            loss = dream_loss(net(img), weights, net.loss_scale)
+        return loss, tape.gradient(loss, img)
+
+    jit = bool(spec.get("jit"))
+    if spec.get("retrace"):
+        return tf.function(loss_and_grad, jit_compile=jit)
+    return tf.function(loss_and_grad, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
+                       jit_compile=jit)
+
+
+def _run_trial(spec: dict[str, Any], out: Path) -> dict[str, Any]:
+    _load_tensorflow(spec)
     import keras
     import tensorflow as tf
 
-    from dreamcore.ascent import Dreamer, gradient_step
+    from dreamcore.ascent import Dreamer
     from dreamcore.backbones import REGISTRY
     from dreamcore.backbones.base import seeded_init, stable_layer_names, with_precision
 
@@ -158,8 +189,7 @@ def _run_trial(spec: dict[str, Any], out: Path) -> dict[str, Any]:
         weights.append(0.0)
     if spec.get("precision", "float32") != "float32":
         net = with_precision(net, spec["precision"])
-    step = gradient_step(net, weights, jit_compile=spec.get("jit", False),
-                         retrace=spec.get("retrace", False))
+    step = _step(net, weights, spec)
     steps = int(spec.get("steps", 4))
     batch = int(spec.get("batch", 1))
     tile = int(spec.get("tile", 0))
@@ -223,11 +253,21 @@ def _short_dream(precision: str, side: int) -> np.ndarray:
     return np.round(np.clip(out, 0, 1) * 255).astype(np.uint8)
 
 
-def main(argv: list[str]) -> None:
-    spec = json.loads(argv[0])
-    result = _run_trial(spec, Path(argv[1]))
-    print(json.dumps(result))
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child":  # one trial, in this fresh process
+        print(json.dumps(_run_trial(json.loads(argv[1]), Path(argv[2]))))
+        return
+    p = argparse.ArgumentParser(prog="python -m benchmarks.trials", description=__doc__)
+    p.add_argument("--only", metavar="NAMES", help="comma-separated parts of trial names (the baseline always runs)")
+    p.add_argument("--steps", type=int, default=4, metavar="N", help="timed gradient steps per size (default 4)")
+    args = p.parse_args(argv)
+    only = [o.strip() for o in args.only.split(",") if o.strip()] if args.only else None
+    print(f"# gradient steps of untrained InceptionV3 to mixed4..7; {os.cpu_count()} cores")
+    print(bench_trials(only, max(1, args.steps)))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -1,0 +1,185 @@
+"""`python -m benchmarks.video CLIP`: seconds per frame, instability and strength of each coherence mode.
+
+All modes run in one process on the same frames with the same settings, so their ratios are
+comparable. Instability is the warping error of the dream's residual (out - src) between
+consecutive frames of a shot (flow computed on the source frames, occluded pixels masked), divided
+by the residual's mean power; strength is mean |out - src| on the 0..1 scale.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dreamcore.config import DreamConfig, VideoConfig
+from pipeline import media
+from pipeline.video import VideoRequest, read_rgb, run_video
+
+from .common import parse_size, scaled_copy
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    frames: int
+    seconds: float
+    dream_seconds: float
+    instability: float
+    strength: float
+    split: dict[str, float] | None = None
+
+    @property
+    def per_frame(self) -> float:
+        return self.seconds / self.frames
+
+
+def measure(work: Path) -> tuple[list[float | None], list[float]]:
+    """Per frame of a kept work folder: instability (None at a shot's first frame) and strength."""
+    from dreamcore.coherence import frame_instability
+
+    job = json.loads((work / "job.json").read_text())
+    starts = set(job["plan"]["shots"])
+    series: list[float | None] = []
+    strength: list[float] = []
+    prev = None
+    for i in range(job["decoded"]["frames"]):
+        src = read_rgb(work / "src" / media.frame_name(i))
+        out = read_rgb(work / "dream" / media.frame_name(i))
+        strength.append(float(np.mean(np.abs(out - src))))
+        series.append(None if prev is None or i in starts else frame_instability(*prev, src, out))
+        prev = (src, out)
+    return series, strength
+
+
+def bench_video(clip: Path, config: DreamConfig, video: VideoConfig, frames: int | None,
+                modes: tuple[str, ...] = ("none", "blend", "flow"), start: float | None = None,
+                size: tuple[int, int] | None = None, reference_frames: int = 3) -> list[ModeResult]:
+    """Each mode through the whole `dreamreel video` path; then, on the first ``reference_frames``
+    source frames, the keras.io reference dreaming every frame in full at equal settings (its
+    step traced on a frame beforehand: every frame of a clip has one size)."""
+    results = []
+    with tempfile.TemporaryDirectory(prefix="dreamreel-bench-") as tmp:
+        if size:
+            scaled = Path(tmp) / "scaled.mp4"
+            scaled_copy(clip, scaled, size[0], size[1], start, frames)
+            clip, start = scaled, None
+        for mode in modes:
+            out = Path(tmp) / f"{mode}.mp4"
+            work = Path(tmp) / f"work-{mode}"
+            req = VideoRequest(input=clip, output=out, config=config, video=_with(video, coherence=mode),
+                               workdir=work, keep_work=True, frames=frames, start=start, quiet=True)
+            t0 = time.perf_counter()
+            stats = run_video(req)
+            seconds = time.perf_counter() - t0
+            series, strengths = measure(work)
+            defined = [v for v in series if v is not None]
+            instability = float(np.mean(defined)) if defined else float("nan")
+            strength, n = float(np.mean(strengths)), len(strengths)
+            t = stats["timings"]
+            tasks = sum(stats["task_seconds"])
+            flow = sum(stats["flow_seconds"])
+            dream = sum(stats["dream_seconds"])
+            split = {"decode": t.get("decode", 0.0), "cuts": t.get("cuts", 0.0), "flow": flow, "dream": dream,
+                     "frame I/O": tasks - flow - dream, "scheduling": t["frames"] - tasks,
+                     "encode": t["encode"]}
+            split["other"] = seconds - sum(split.values())
+            results.append(ModeResult(mode, n, seconds, tasks, instability, strength, split))
+        if reference_frames > 0:
+            results.append(_reference_frames(Path(tmp) / f"work-{modes[0]}", config, reference_frames))
+    return results
+
+
+def _reference_frames(work: Path, config: DreamConfig, count: int) -> ModeResult:
+    from dreamcore.ascent import octave_shapes, resize
+    from dreamcore.engine import Engine
+
+    from .engine import make_reference
+
+    engine = Engine(config)
+    ref = make_reference(engine.dreamer.net, list(engine.resolved.layers.values()))
+    paths = sorted((work / "src").glob("*.png"))
+
+    def frame(path: Path) -> np.ndarray:
+        """A source frame at the size the engine dreams it (its largest octave), in [-1, 1]."""
+        img = read_rgb(path) * 2 - 1
+        shape = octave_shapes(*img.shape[:2], 1, config.octave_scale, 1, config.max_side)[-1]
+        return resize(img, shape)
+
+    ref(frame(paths[0]), config)  # traces the step at the clip's octave shapes
+    picked = paths[1:count + 1] or paths[:1]
+    frames = [frame(p) for p in picked]
+    t0 = time.perf_counter()
+    for f in frames:
+        ref(f, config)
+    seconds = time.perf_counter() - t0
+    return ModeResult("reference", len(picked), seconds, seconds, float("nan"), float("nan"))
+
+
+def _with(video: VideoConfig, **changes: Any) -> VideoConfig:
+    import dataclasses
+
+    return dataclasses.replace(video, **changes)
+
+
+def report(results: list[ModeResult]) -> str:
+    modes = [r for r in results if r.mode != "reference"]
+    base = next((r for r in modes if r.mode == "none"), modes[0])
+    ref = next((r for r in results if r.mode == "reference"), None)
+    lines = [f"{'mode':<9} {'frames':>6} {'s/frame':>8} {'vs none':>8} {'vs ref':>7} {'instability':>11} "
+             f"{'vs none':>8} {'strength':>9} {'vs none':>8}"]
+    for r in results:
+        vs_ref = f"{r.per_frame / ref.per_frame:>7.2f}" if ref else f"{'-':>7}"
+        if r.mode == "reference":
+            lines.append(f"{r.mode:<9} {r.frames:>6} {r.per_frame:>8.2f} {r.per_frame / base.per_frame:>8.2f} "
+                         f"{vs_ref}   (the keras.io loop dreaming every frame in full)")
+            continue
+        lines.append(f"{r.mode:<9} {r.frames:>6} {r.per_frame:>8.2f} {r.per_frame / base.per_frame:>8.2f} {vs_ref} "
+                     f"{r.instability:>11.3f} {r.instability / base.instability:>8.2f} {r.strength:>9.4f} "
+                     f"{r.strength / base.strength:>8.2f}")
+    lines.append("where the time goes (seconds, share of wall):")
+    for r in modes:
+        if r.split:
+            parts = ", ".join(f"{k} {v:.1f} ({v / r.seconds:.1%})" for k, v in r.split.items())
+            io = sum(v for k, v in r.split.items() if k not in ("dream", "flow"))
+            lines.append(f"  {r.mode}: {parts}; all but dream and flow: {io / r.seconds:.1%}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    from dreamcore.engine import resolve_config
+    from pipeline.cli import engine_flags, engine_options, parse_time
+    from pipeline.runtime import load_tensorflow
+    from pipeline.settings import build_settings
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.video", description=__doc__)
+    p.add_argument("clip", metavar="CLIP")
+    p.add_argument("--frames", type=int, default=24, metavar="N", help="frames to dream per mode (default 24)")
+    p.add_argument("--start", metavar="T", type=parse_time, help="start at T")
+    p.add_argument("--modes", default="none,blend,flow", help="comma-separated modes (default none,blend,flow)")
+    p.add_argument("--blend", type=float, metavar="B")
+    p.add_argument("--size", metavar="WxH", type=parse_size, help="scale the clip to WxH first (e.g. 640x360)")
+    p.add_argument("--reference-frames", type=int, default=3, metavar="N",
+                   help="frames the keras.io reference dreams in full, for its s/frame (default 3; 0: skip)")
+    engine_options(p)
+    args = p.parse_args(argv)
+    cfg, vcfg = build_settings(args.preset, args.config, args.sets, engine_flags(args), {"blend": args.blend})
+    load_tensorflow()
+    modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
+    results = bench_video(Path(args.clip), cfg, vcfg, args.frames, modes, args.start, args.size,
+                          max(0, args.reference_frames))
+    res = resolve_config(cfg)
+    print(f"# {args.clip}: {results[0].frames} frames; {res.backbone.name}/{res.backbone.weights_name(res.weights)} "
+          f"layers {res.layers}; config {cfg.to_dict()}; video {vcfg.to_dict()}")
+    print(report(results))
+
+
+if __name__ == "__main__":
+    main()
