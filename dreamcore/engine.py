@@ -7,7 +7,6 @@ is the one-call function for notebooks. Both take and return arrays only.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,8 +18,6 @@ from .ascent import AscentParams, Dreamer, Progress
 from .backbones import Resolution, resolve
 from .backbones.base import with_precision
 from .config import DreamConfig
-
-log = logging.getLogger("dreamcore")
 
 _cache_lock = threading.Lock()
 _dreamers: dict[tuple[Any, ...], tuple[Resolution, Dreamer]] = {}
@@ -34,15 +31,13 @@ def _key(config: DreamConfig) -> tuple[Any, ...]:
 
 
 def resolve_config(config: DreamConfig) -> Resolution:
-    """Which network, weights and layers this config will really use (cheap: builds nothing).
-    Its notes (e.g. the offline fallback) are logged once per process."""
+    """Which network, weights and layers this config will really use, with notes for the user (e.g.
+    the offline fallback) that the caller shows. Builds no network, but ``model: auto`` may
+    download the ImageNet weights (84 MB, once) to learn whether they can be had. Cached per process."""
     key = _key(config)
     with _cache_lock:
         if key not in _resolutions:
-            res = resolve(config.model, config.weights, config.layers)
-            for note in res.notes:
-                log.warning(note)
-            _resolutions[key] = res
+            _resolutions[key] = resolve(config.model, config.weights, config.layers)
         return _resolutions[key]
 
 

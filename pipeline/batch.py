@@ -22,7 +22,7 @@ from dreamcore.config import DreamConfig
 
 from .errors import UsageError
 from .imagefile import WRITE_EXTENSIONS
-from .jobs import JOB_VERSION, WorkFolder
+from .jobs import JOB_VERSION, LayoutLog, WorkFolder
 
 WORK_NAME = ".dreamreel-work"
 FORMATS = ("same", "png", "jpg")
@@ -41,6 +41,7 @@ class BatchReport:
     already: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    note: str | None = None  # e.g. items dreamt under more than one numerics layout
 
 
 def walk(root: Path) -> list[Path]:
@@ -110,7 +111,7 @@ def image_task(config: dict[str, Any], src: str, dst: str, rel: str) -> dict[str
 
     from .errors import InputError
     from .imagefile import read_image, write_image
-    from .runtime import load_tensorflow
+    from .runtime import load_tensorflow, numerics
 
     t0 = time.perf_counter()
     try:
@@ -127,7 +128,7 @@ def image_task(config: dict[str, Any], src: str, dst: str, rel: str) -> dict[str
         write_image(out, from_float_rgb(dreamt, alpha, picture.pixels.dtype))
     except (MemoryError, OSError, ValueError) as exc:  # this item's failure, not the batch's
         return {"rel": rel, "ok": False, "reason": f"{type(exc).__name__}: {exc}"}
-    return {"rel": rel, "ok": True, "seconds": time.perf_counter() - t0}
+    return {"rel": rel, "ok": True, "seconds": time.perf_counter() - t0, "layout": numerics()}
 
 
 # --- the job -----------------------------------------------------------------------------------
@@ -160,13 +161,12 @@ def check_dirs(in_dir: Path, out_dir: Path) -> None:
 def run_batch(req: BatchRequest) -> BatchReport:
     from tqdm import tqdm
 
-    from dreamcore.engine import resolve_config
-
-    from .schedule import Task, check_shared_paths, dask_client, run_chains
+    from .schedule import DeathGuard, Task, check_shared_paths, dask_client, job_threads, run_chains
+    from .settings import resolve_noted
 
     check_dirs(req.in_dir, req.out_dir)
     req.out_dir.mkdir(parents=True, exist_ok=True)
-    res = resolve_config(req.config)
+    res = resolve_noted(req.config)
     work = WorkFolder(req.out_dir / WORK_NAME)
     identity = {
         "input": {"folder": str(req.in_dir.resolve())},
@@ -178,8 +178,12 @@ def run_batch(req: BatchRequest) -> BatchReport:
     report = BatchReport()
     t0 = time.perf_counter()
     with work.locked():
-        if work.check_same_job(identity, req.restart) is None:
-            work.write_job({"version": JOB_VERSION, "identity": identity})
+        job = work.check_same_job(identity, req.restart)
+        if job is None:
+            job = {"version": JOB_VERSION, "identity": identity,
+                   "numerics": {"threads": job_threads(req.workers, req.scheduler)}}
+            work.write_job(job)
+        layouts = LayoutLog(work, job)
         for stale in req.out_dir.rglob(".*.part"):  # a write cut short by a kill: never an output
             stale.unlink(missing_ok=True)
         items = plan(req.in_dir, req.out_dir, req.fmt)
@@ -195,6 +199,7 @@ def run_batch(req: BatchRequest) -> BatchReport:
 
         def on_result(r: dict[str, Any]) -> None:
             if r["ok"]:
+                layouts.saw(r["layout"])
                 report.done.append(r["rel"])
                 work.log_event(f"dreamt {r['rel']}")
             else:
@@ -211,16 +216,18 @@ def run_batch(req: BatchRequest) -> BatchReport:
         tag = hashlib.sha256(str(work.path).encode()).hexdigest()[:10]
         try:
             if todo:
-                with dask_client(req.workers, req.scheduler) as client:
+                with dask_client(req.workers, req.scheduler, job["numerics"]["threads"]) as client:
                     if req.scheduler:
                         check_shared_paths(client, req.in_dir.resolve(), work.path)
                     run_chains(client, [[Task(f"image-{tag}-{i}", image_task, (config, str(it.src), str(it.dst),
                                                                                 it.rel))]
-                                        for i, it in enumerate(todo)], on_result, on_error)
+                                        for i, it in enumerate(todo)], on_result, on_error,
+                               guard=DeathGuard(str(work.sub("attempts"))))
         finally:
             bar.close()
         if not items:
             raise UsageError(f"{req.in_dir}: no files in it (hidden ones are skipped)")
+        report.note = layouts.warning()
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -230,5 +237,7 @@ def summary(report: BatchReport) -> str:
              f"{len(report.failed)} failed ({report.seconds:.1f} s)"]
     for rel, reason in report.failed:
         lines.append(f"  failed: {rel}: {reason}")
+    if report.note:
+        lines.append(f"dreamreel: note: {report.note}")
     return "\n".join(lines)
 

@@ -25,7 +25,7 @@ from .errors import PipelineError, UsageError
 from .fsutil import write_atomic
 
 JOB_FILE = "job.json"
-JOB_VERSION = 1
+JOB_VERSION = 2  # 2: the numerics layout (thread count) and the layouts seen
 
 
 class WorkFolderBusy(UsageError):
@@ -65,7 +65,6 @@ def describe_changes(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str
 class WorkFolder:
     def __init__(self, path: Path):
         self.path = path
-        self._lock_fd: int | None = None
 
     # -- layout --
     @property
@@ -94,11 +93,9 @@ class WorkFolder:
             raise
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-        self._lock_fd = fd
         try:
             yield
         finally:
-            self._lock_fd = None
             os.close(fd)  # closing releases the lock; the file itself stays harmlessly
 
     # -- record --
@@ -150,3 +147,31 @@ class WorkFolder:
             os.write(fd, (text.rstrip("\n") + "\n").encode())
         finally:
             os.close(fd)
+
+
+class LayoutLog:
+    """The numerics layouts (pipeline.runtime) that dreamt a job's items, kept in its record: a job
+    whose items were all dreamt under one layout equals an uninterrupted run's, item for item."""
+
+    def __init__(self, work: WorkFolder, job: dict[str, Any]):
+        self.work, self.job = work, job
+        job.setdefault("layouts", {})
+
+    def saw(self, layout: Mapping[str, Any]) -> None:
+        from .runtime import layout_id
+
+        key = layout_id(dict(layout))
+        if key not in self.job["layouts"]:
+            self.job["layouts"][key] = dict(layout)
+            self.work.write_job(self.job)
+
+    def warning(self) -> str | None:
+        from .runtime import describe_layout
+
+        layouts = list(self.job["layouts"].values())
+        if len(layouts) <= 1:
+            return None
+        shown = "; ".join(map(describe_layout, layouts))
+        return (f"this job was dreamt under {len(layouts)} numerics layouts ({shown}): "
+                "where a shot or item crossed from one to another it can differ from an uninterrupted run by a "
+                "fraction of a grey level (README: 'Exact results')")

@@ -1,12 +1,17 @@
-"""Dask: where tasks run, and chains of tasks (each waits for the one before it).
+"""Dask: where tasks run, chains of tasks (each waits for the one before it), stopping, and deaths.
 
 Local by default: one in-process worker with one thread (TensorFlow already uses every core, and
-the model is loaded once). ``--workers N`` starts a local cluster of N processes, each with
-TensorFlow limited to its share of the cores; ``--scheduler tcp://HOST:PORT`` uses an existing
-cluster, whose workers must see the same paths. Tasks are plain functions of picklable arguments;
-a chain's task gets the previous task's future as an argument, which is all Dask needs to order
-them. A worker lost mid-task costs only that task: the scheduler runs it again elsewhere, and a
-task that keeps killing workers ends as that task's failure (``KilledWorker``), not a hung job.
+the model is loaded once). ``--workers N`` starts a local cluster of N processes; ``--scheduler
+tcp://HOST:PORT`` uses an existing cluster. Local workers run TensorFlow with the thread count the
+job recorded when it began, so a job resumed with another ``--workers`` dreams with the same numerics
+(README: "Exact results"). Tasks are plain functions of picklable arguments; a chain's task gets the
+previous task's future as an argument, which is all Dask needs to order them.
+
+A worker lost mid-task costs only that task: the scheduler runs it again elsewhere. A task that
+keeps taking workers down is stopped by the job itself: every start of a task leaves a mark in the
+job's work folder, and the start after :data:`MAX_DEATHS` unfinished ones fails at once. That bound
+holds whatever the scheduler's own ``allowed-failures`` is (a remote scheduler never reads this
+client's config); a scheduler set lower reports ``KilledWorker`` first, which ends the same way.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +28,23 @@ from typing import Any
 
 from .errors import PipelineError
 
-# How many times a task may take a worker down with it before it counts as failed.
-ALLOWED_FAILURES = 2
+# A task that took this many workers down with it fails (the item, or the job).
+MAX_DEATHS = 3
+# Closing a client or a local cluster waits at most this long (Ctrl-C must stop within 2 s).
+CLOSE_TIMEOUT_S = 1.0
+
+# Set the moment the command is interrupted; tasks in this process poll it between gradient steps.
+STOP = threading.Event()
+
+
+class Stopped(Exception):
+    """Raised inside a task when the run is being stopped (Ctrl-C)."""
+
+
+def check_stop(*_: Any) -> None:
+    """A progress callback that ends the task when the run is stopping."""
+    if STOP.is_set():
+        raise Stopped()
 
 
 @dataclass
@@ -37,6 +59,52 @@ class SchedulerError(PipelineError):
     """The Dask scheduler cannot be reached, or was lost mid-job."""
 
 
+class WorkerDeaths(PipelineError):
+    """A task took :data:`MAX_DEATHS` workers down with it."""
+
+
+@dataclass(frozen=True)
+class DeathGuard:
+    """Where a job counts the starts of its tasks: ``folder/<task key>/<run>-<n>`` marks, one per
+    start in this run (a run is one invocation of the command; an earlier run's marks are from
+    kills of the command, not deaths of workers)."""
+
+    folder: str
+    run: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    limit: int = MAX_DEATHS
+
+    def started(self, key: str) -> None:
+        marks = Path(self.folder) / key
+        marks.mkdir(parents=True, exist_ok=True)
+        mine = [m for m in os.listdir(marks) if m.startswith(self.run)]
+        if len(mine) >= self.limit:
+            raise WorkerDeaths(f"took down {len(mine)} workers (out of memory? try --max-side or a smaller "
+                               "--set tile=...)")
+        (marks / f"{self.run}-{uuid.uuid4().hex[:8]}").touch()
+
+    def finished(self, key: str) -> None:
+        import shutil
+
+        shutil.rmtree(Path(self.folder) / key, ignore_errors=True)
+
+
+def _guarded(guard: DeathGuard, key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    guard.started(key)
+    result = fn(*args, **kwargs)
+    guard.finished(key)
+    return result
+
+
+def job_threads(workers: int | None, scheduler: str | None) -> int | None:
+    """TensorFlow's intra-op threads per worker for a new local job: $DREAMREEL_TF_THREADS, else every
+    core shared among the workers. On a cluster the workers decide (None): each reports its layout."""
+    from .runtime import env_threads, usable_cores
+
+    if scheduler:
+        return None
+    return env_threads() or max(1, usable_cores() // (workers or 1))
+
+
 def _quiet_dask() -> None:
     # Dask's INFO logs would tear the progress bar; its warnings about a lost worker are expected.
     for name in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny",
@@ -46,13 +114,19 @@ def _quiet_dask() -> None:
 
 
 @contextlib.contextmanager
-def dask_client(workers: int | None = None, scheduler: str | None = None) -> Iterator[Any]:
-    """A Dask client for this run, closed (and a local cluster stopped) at the end."""
+def dask_client(workers: int | None = None, scheduler: str | None = None,
+                threads: int | None = None) -> Iterator[Any]:
+    """A Dask client for this run, closed (and a local cluster stopped) at the end.
+
+    Locally, ``threads`` is every worker's intra-op thread count. One worker runs in this process
+    when this process's TensorFlow has that count (it is set when TensorFlow loads); otherwise, as
+    for ``--workers N``, in processes started with it."""
     import dask
     from distributed import Client, LocalCluster
 
+    from .runtime import THREADS_ENV
+
     _quiet_dask()
-    dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES})
     cluster = None
     if scheduler:
         try:
@@ -61,23 +135,74 @@ def dask_client(workers: int | None = None, scheduler: str | None = None) -> Ite
             raise SchedulerError(f"cannot reach the Dask scheduler at {scheduler} ({type(exc).__name__}: "
                                  f"{str(exc).splitlines()[0] if str(exc) else 'no answer'})") from None
     else:
-        if workers and workers > 1:
-            threads = max(1, (os.cpu_count() or 1) // workers)
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, worker_dashboard_address=None,
-                                   env={"DREAMREEL_TF_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)})
-        else:
-            cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
-                                   worker_dashboard_address=None)
+        n = max(1, workers or 1)
+        # Our own count ends a worker-killing task; the scheduler's is only a backstop behind it.
+        with dask.config.set({"distributed.scheduler.allowed-failures": MAX_DEATHS + 1}):
+            if n == 1 and _threads_here(threads):
+                cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+                                       worker_dashboard_address=None)
+            else:
+                env = {THREADS_ENV: str(threads)} if threads else {}
+                if threads:
+                    env["OMP_NUM_THREADS"] = str(threads)
+                with _sigint_ignored():  # inherited: Ctrl-C is for this command, which stops the workers
+                    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                           dashboard_address=None, worker_dashboard_address=None, env=env,
+                                           silence_logs=logging.CRITICAL)
         client = Client(cluster)
     try:
         yield client
     finally:
-        with contextlib.suppress(Exception):
-            client.close(timeout=10)
+        if cluster is not None and STOP.is_set():
+            _stop_worker_processes(cluster)
+        with contextlib.suppress(BaseException):
+            client.close(timeout=CLOSE_TIMEOUT_S)
         if cluster is not None:
-            with contextlib.suppress(Exception):
-                cluster.close(timeout=10)
+            with contextlib.suppress(BaseException):
+                cluster.close(timeout=CLOSE_TIMEOUT_S)
+
+
+def _stop_worker_processes(cluster: Any) -> None:
+    """Stop a local cluster's worker processes now. Closing the cluster retires its workers
+    gracefully, which waits for a task inside a gradient step to finish its frame (Dask cannot stop
+    a running task): seconds to minutes. Work in flight is disposable (frames are written whole), so
+    each nanny closes at once, terminating its worker; a closed nanny restarts nothing."""
+    import asyncio
+
+    nannies = [w for w in getattr(cluster, "workers", {}).values() if hasattr(w, "process")]
+
+    async def close_all() -> None:
+        await asyncio.gather(*(n.close(timeout=0.2, reason="dreamreel-stop") for n in nannies),
+                             return_exceptions=True)
+
+    if nannies:
+        with contextlib.suppress(BaseException):
+            cluster.sync(close_all, callback_timeout=CLOSE_TIMEOUT_S)
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored while child processes start: they inherit it (across exec too), so a terminal's
+    Ctrl-C, sent to the whole process group, reaches only this command, which then stops them."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _threads_here(threads: int | None) -> bool:
+    if threads is None:
+        return True
+    from .runtime import load_tensorflow, numerics
+
+    load_tensorflow(threads)
+    return numerics()["threads"] == threads
 
 
 def _probe_paths(read: str, write_dir: str) -> str | None:
@@ -111,12 +236,15 @@ def run_chains(
     chains: Sequence[Sequence[Task]],
     on_result: Callable[[Any], None],
     on_error: Callable[[Task, BaseException], None] | None = None,
+    guard: DeathGuard | None = None,
 ) -> None:
     """Submit every chain and call ``on_result`` as each task finishes. A failed task goes to
     ``on_error`` when given (the batch records it and goes on); otherwise it raises, after the
-    remaining tasks are cancelled."""
+    remaining tasks are cancelled. With a ``guard``, a task that keeps killing workers fails after
+    ``guard.limit`` deaths. Ctrl-C sets :data:`STOP` at once, then cancels."""
     from distributed import as_completed
 
+    STOP.clear()
     futures = {}
     for chain in chains:
         prev = None
@@ -124,7 +252,10 @@ def run_chains(
             kwargs = dict(task.kwargs)
             if prev is not None:
                 kwargs["after"] = prev
-            prev = client.submit(task.fn, *task.args, key=task.key, pure=False, **kwargs)
+            fn, args = task.fn, task.args
+            if guard is not None:
+                fn, args = _guarded, (guard, task.key, task.fn, *task.args)
+            prev = client.submit(fn, *args, key=task.key, pure=False, **kwargs)
             futures[prev] = task
     try:
         for fut in as_completed(list(futures)):
@@ -136,6 +267,7 @@ def run_chains(
                                      "command again, against a new scheduler if need be: it resumes")
             on_result(fut.result())
     except BaseException:
-        with contextlib.suppress(Exception):
-            client.cancel(list(futures))
+        STOP.set()
+        with contextlib.suppress(BaseException):
+            client.cancel(list(futures), asynchronous=False)
         raise

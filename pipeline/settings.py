@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dreamcore.config import DreamConfig, VideoConfig, load_preset, merge, parse_yaml
 from dreamcore.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dreamcore.backbones import Resolution
 
 
 def parse_set(items: Sequence[str]) -> dict[str, Any]:
@@ -100,3 +103,16 @@ def build_settings(
     merged = merge(*(d for _, d in sources))
     return (DreamConfig.from_mapping(merged, source="config"),
             VideoConfig.from_mapping(merged.get("video"), source="config"))
+
+
+def resolve_noted(config: DreamConfig) -> Resolution:
+    """The config's resolution, its notes (e.g. the offline fallback) shown as warning lines: once
+    per command, whatever the process did before."""
+    import logging
+
+    from dreamcore.engine import resolve_config
+
+    res = resolve_config(config)
+    for note in res.notes:
+        logging.getLogger("dreamcore").warning(note)
+    return res

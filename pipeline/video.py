@@ -17,7 +17,6 @@ import logging
 import os
 import shutil
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,12 +29,14 @@ from dreamcore.config import DreamConfig, VideoConfig
 from . import media
 from .errors import PipelineError
 from .fsutil import write_atomic
-from .jobs import JOB_VERSION, WorkFolder, file_fingerprint
+from .jobs import JOB_VERSION, LayoutLog, WorkFolder, file_fingerprint
 
 log = logging.getLogger("dreamcore")
 
 # PNG frames of a dream compress to well under raw size; this is a conservative ratio.
 PNG_RATIO = 0.75
+# Room for the job record, logs and the encoder's output before it is renamed into place.
+WORK_MARGIN = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -58,13 +59,6 @@ def plan_segments(frames: int, shot_starts: list[int], chunk: int, warmup: int) 
             segments.append(Segment(len(segments), max(s, first - warmup) if first > s else s, first, end))
             first = end
     return segments
-
-
-class Stopped(Exception):
-    """Raised inside a task when the run is being stopped (Ctrl-C)."""
-
-
-STOP = threading.Event()
 
 
 # --- the frame task (runs on a Dask worker) ----------------------------------------------------
@@ -106,7 +100,8 @@ def frame_task(work_dir: str, index: int, prev_dream: str | None, out: str, keep
     from dreamcore.coherence import optical_flow, start_frame
     from dreamcore.engine import Engine
 
-    from .runtime import load_tensorflow
+    from .runtime import load_tensorflow, numerics
+    from .schedule import check_stop
 
     out_path = Path(out)
     if out_path.exists():  # done before a restart: nothing to redo
@@ -128,17 +123,13 @@ def frame_task(work_dir: str, index: int, prev_dream: str | None, out: str, keep
         start = start_frame(vcfg.coherence, src, prev_src, prev, vcfg.blend, vcfg.carry, flow)
         iterations = vcfg.followup_iterations
 
-    def check_stop(*_: Any) -> None:
-        if STOP.is_set():
-            raise Stopped()
-
     td0 = time.perf_counter()
     dreamt = Engine(cfg).dream_rgb(start, progress=check_stop, iterations=iterations, seed_key=(index,))
     dream_s = time.perf_counter() - td0
     write_rgb(out_path, dreamt)
     work.log_event(f"dreamt {index} {'keep' if keep else 'warm'}")
     return {"index": index, "keep": keep, "skipped": False, "seconds": time.perf_counter() - t0,
-            "flow_s": flow_s, "dream_s": dream_s}
+            "flow_s": flow_s, "dream_s": dream_s, "layout": numerics()}
 
 
 # --- the job (runs in the command's process) --------------------------------------------------
@@ -165,10 +156,10 @@ def default_workdir(output: Path) -> Path:
 
 
 def run_video(req: VideoRequest) -> dict[str, Any]:
-    from dreamcore.engine import resolve_config
+    from .settings import resolve_noted
 
     info = media.probe(req.input)
-    res = resolve_config(req.config)
+    res = resolve_noted(req.config)
     work = WorkFolder((req.workdir or default_workdir(req.output)).resolve())
     identity = {
         "input": file_fingerprint(req.input),
@@ -181,8 +172,11 @@ def run_video(req: VideoRequest) -> dict[str, Any]:
     with work.locked():
         job = work.check_same_job(identity, req.restart)
         if job is None:
-            check_disk_space(work.path, info, req)
-            job = {"version": JOB_VERSION, "identity": identity, "probe": _probe_dict(info)}
+            from .schedule import job_threads
+
+            check_disk_space(work.path, planned_frames(info, req), *info.display_size)
+            job = {"version": JOB_VERSION, "identity": identity, "probe": _probe_dict(info),
+                   "numerics": {"threads": job_threads(req.workers, req.scheduler)}}
             work.write_job(job)
         timings: dict[str, float] = {}
         if "decoded" not in job:
@@ -198,8 +192,11 @@ def run_video(req: VideoRequest) -> dict[str, Any]:
             log.warning("%s: %d decode errors (a damaged file?): dreaming the %d frames that decode",
                         req.input, dec["errors"], dec["frames"])
         t0 = time.perf_counter()
-        stats = _dream_frames(req, work, job)
+        layouts = LayoutLog(work, job)
+        stats = _dream_frames(req, work, job, layouts)
         timings["frames"] = time.perf_counter() - t0
+        if layouts.warning():
+            log.warning(layouts.warning())
         t0 = time.perf_counter()
         _encode(req, work, job, info)
         timings["encode"] = time.perf_counter() - t0
@@ -214,19 +211,30 @@ def _probe_dict(info: media.SourceInfo) -> dict[str, Any]:
     return d
 
 
-def check_disk_space(path: Path, info: media.SourceInfo, req: VideoRequest) -> None:
-    w, h = info.display_size
+def planned_frames(info: media.SourceInfo, req: VideoRequest) -> int:
+    """How many frames the job will dream at most (counted from the packets when the header can't say)."""
     frames = info.estimated_frames()
+    if frames is None:
+        frames = media.count_frames(req.input)
     if req.frames:
         frames = min(frames, req.frames)
     elif req.duration and info.fps:
         frames = min(frames, max(1, round(req.duration * float(info.fps))))
-    need = int(frames * w * h * 3 * 2 * PNG_RATIO) + (64 << 20)
+    return frames
+
+
+def work_bytes(frames: int, width: int, height: int) -> int:
+    """Disk the work folder needs: every source frame and every dreamt frame as a PNG, and a margin."""
+    return int(frames * width * height * 3 * 2 * PNG_RATIO) + WORK_MARGIN
+
+
+def check_disk_space(path: Path, frames: int, width: int, height: int) -> None:
+    need = work_bytes(frames, width, height)
     probe_dir = path if path.exists() else path.parent
     free = shutil.disk_usage(probe_dir).free
     if free < need:
         raise PipelineError(f"{probe_dir}: not enough disk space for the work folder: needs about "
-                            f"{need / 1e9:.1f} GB for {frames} frames of {w}x{h}, {free / 1e9:.1f} GB free "
+                            f"{need / 1e9:.1f} GB for {frames} frames of {width}x{height}, {free / 1e9:.1f} GB free "
                             "(free some, or give --workdir on a bigger disk)")
 
 
@@ -296,10 +304,10 @@ def _chains(work: WorkFolder, job: dict[str, Any], coherence: str) -> tuple[list
     return chains, len(done)
 
 
-def _dream_frames(req: VideoRequest, work: WorkFolder, job: dict[str, Any]) -> dict[str, Any]:
+def _dream_frames(req: VideoRequest, work: WorkFolder, job: dict[str, Any], layouts: LayoutLog) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from .schedule import check_shared_paths, dask_client, run_chains
+    from .schedule import DeathGuard, check_shared_paths, dask_client, run_chains
 
     total = job["decoded"]["frames"]
     chains, already = _chains(work, job, req.video.coherence)
@@ -316,6 +324,7 @@ def _dream_frames(req: VideoRequest, work: WorkFolder, job: dict[str, Any]) -> d
         nonlocal dreamt
         if r.get("skipped"):
             return
+        layouts.saw(r["layout"])
         seconds.append(r["seconds"])
         flow_s.append(r["flow_s"])
         dream_s.append(r["dream_s"])
@@ -323,18 +332,14 @@ def _dream_frames(req: VideoRequest, work: WorkFolder, job: dict[str, Any]) -> d
             dreamt += 1
             bar.update(1)
 
-    STOP.clear()
     try:
         if chains:
-            with dask_client(req.workers, req.scheduler) as client:
+            with dask_client(req.workers, req.scheduler, job["numerics"]["threads"]) as client:
                 if req.scheduler:
                     check_shared_paths(client, req.input.resolve(), work.path)
-                run_chains(client, chains, on_result)
-    except KeyboardInterrupt:
-        STOP.set()
+                run_chains(client, chains, on_result, guard=DeathGuard(str(work.sub("attempts"))))
+    finally:
         bar.close()
-        raise
-    bar.close()
     return {"resumed": already, "dreamt": dreamt, "task_seconds": seconds, "flow_seconds": flow_s,
             "dream_seconds": dream_s}
 

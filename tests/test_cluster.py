@@ -3,6 +3,7 @@ batches and videos run on it, survive losing a worker, and equal a local run."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.imagefile import read_image
 from tests.clips import make_clip
-from tests.media import image_folder
+from tests.media import REPO, image_folder, mean_change
 from tests.test_video import FAST as VIDEO_FAST
 
 FAST = ["--model", "inception_v3", "--weights", "untrained", "--layers", "mixed2=1", "--set", "iterations=6",
@@ -32,17 +33,22 @@ def free_port() -> int:
 
 
 class Cluster:
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, scheduler_env: dict[str, str] | None = None):
         self.port = free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
         self.tmp = tmp
         self.scheduler = subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(self.port),
-                                           "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                           "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                          env={**os.environ, "PYTHONPATH": str(REPO), **(scheduler_env or {})})
         self.workers: list[subprocess.Popen[bytes]] = []
 
-    def add_worker(self) -> subprocess.Popen[bytes]:
-        w = subprocess.Popen([DASK, "worker", self.address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
-                              "--local-directory", str(self.tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def add_worker(self, nanny: bool = False) -> subprocess.Popen[bytes]:
+        # Scheduler and workers import this checkout (a cluster shares the command's environment; the
+        # scheduler unpickles task graphs too).
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        w = subprocess.Popen([DASK, "worker", self.address, "--nthreads", "1", "--no-dashboard",
+                              *([] if nanny else ["--no-nanny"]), "--local-directory", str(self.tmp)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         self.workers.append(w)
         return w
 
@@ -95,6 +101,7 @@ def test_image_batch_on_cluster_survives_a_lost_worker_and_equals_local(cluster:
     assert killed
     for i in range(10):
         assert np.array_equal(read_image(local / f"{i}.png").pixels, read_image(remote / f"{i}.png").pixels)
+        assert mean_change(remote / f"{i}.png", src / f"{i}.png") > 1.0
 
 
 def test_video_on_cluster_survives_a_lost_worker_and_equals_local(cluster: Cluster, tmp_path: Path) -> None:
@@ -113,6 +120,7 @@ def test_video_on_cluster_survives_a_lost_worker_and_equals_local(cluster: Clust
     assert names == sorted(p.name for p in (tmp_path / "wr" / "dream").glob("*.png"))
     for n in names:
         assert (tmp_path / "wl" / "dream" / n).read_bytes() == (tmp_path / "wr" / "dream" / n).read_bytes(), n
+        assert mean_change(tmp_path / "wr" / "dream" / n, tmp_path / "wr" / "src" / n) > 1.0, n
 
 
 def test_unreachable_scheduler_is_one_line(tmp_path: Path, capsys) -> None:
@@ -168,3 +176,25 @@ def test_lost_scheduler_is_one_line_and_a_new_one_resumes(tmp_path: Path) -> Non
     lines = events.read_text().splitlines()
     assert len(lines) == len(set(lines)) and done_before <= set(lines)  # nothing dreamt twice
     assert sorted(p.name for p in out.glob("*.png")) == sorted(p.name for p in src.glob("*.png"))
+
+
+def test_a_task_that_keeps_killing_workers_is_bounded_by_the_job_not_the_scheduler(tmp_path: Path) -> None:
+    """The scheduler here allows 100 deaths (its own setting, which this client cannot change): the
+    job's own count still fails the task after MAX_DEATHS, and the other tasks complete."""
+    from distributed import Client
+
+    from pipeline.schedule import MAX_DEATHS, DeathGuard, WorkerDeaths
+    from tests.test_schedule import run_with_a_killer
+
+    cluster = Cluster(tmp_path / "dask", {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "100"})
+    try:
+        cluster.add_worker(nanny=True)
+        cluster.add_worker(nanny=True)
+        cluster.wait_for_workers(2)
+        with Client(cluster.address, timeout="10s") as client:
+            assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.allowed_failures) == 100
+            results, errors = run_with_a_killer(client, DeathGuard(str(tmp_path / "attempts")))
+    finally:
+        cluster.close()
+    assert results == [0, 1, 4, 9] and list(errors) == ["killer"], errors
+    assert isinstance(errors["killer"], WorkerDeaths) and f"took down {MAX_DEATHS} workers" in str(errors["killer"])

@@ -1,0 +1,98 @@
+"""Scheduling: tasks that kill their worker, the numerics layout a job records and keeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import main
+from pipeline.runtime import usable_cores
+from pipeline.schedule import MAX_DEATHS, DeathGuard, Task, WorkerDeaths, dask_client, run_chains
+from tests.media import image_folder
+
+
+def die(after: object = None) -> None:
+    """Take the worker process down, as a segfault or the kernel's OOM killer would."""
+    os._exit(1)
+
+
+def square(x: int, after: object = None) -> int:
+    return x * x
+
+
+def run_with_a_killer(client, guard: DeathGuard) -> tuple[list[int], dict[str, BaseException]]:
+    results: list[int] = []
+    errors: dict[str, BaseException] = {}
+    chains = [[Task("killer", die)], *[[Task(f"ok-{i}", square, (i,))] for i in range(4)]]
+    run_chains(client, chains, results.append, lambda task, exc: errors.__setitem__(task.key, exc), guard=guard)
+    return sorted(results), errors
+
+
+def test_a_task_that_keeps_killing_workers_fails_after_max_deaths_the_rest_completes(tmp_path: Path) -> None:
+    guard = DeathGuard(str(tmp_path / "attempts"))
+    with dask_client(workers=2, threads=1) as client:
+        results, errors = run_with_a_killer(client, guard)
+    assert results == [0, 1, 4, 9]
+    assert list(errors) == ["killer"]
+    assert isinstance(errors["killer"], WorkerDeaths) and f"took down {MAX_DEATHS} workers" in str(errors["killer"])
+    assert len(os.listdir(tmp_path / "attempts" / "killer")) == MAX_DEATHS  # the next start refused itself
+
+
+def test_marks_of_an_earlier_run_are_not_deaths(tmp_path: Path) -> None:
+    """A command killed mid-task leaves marks; the next run (another run id) starts from zero."""
+    earlier = DeathGuard(str(tmp_path))
+    for _ in range(MAX_DEATHS):
+        earlier.started("frame-7")
+    DeathGuard(str(tmp_path)).started("frame-7")  # does not raise
+    with pytest.raises(WorkerDeaths):
+        earlier.started("frame-7")
+    earlier.finished("frame-7")
+    assert not (tmp_path / "frame-7").exists()
+
+
+@pytest.mark.skipif(usable_cores() < 2, reason="needs 2 cores to give two layouts")
+def test_local_workers_use_the_thread_count_the_job_recorded(tmp_path: Path) -> None:
+    """Begun with --workers 2 (1 thread each on 2 cores), continued in one fresh process (which
+    would take every core): the job's record says 1, so one numerics layout dreams every image."""
+    src = image_folder(tmp_path / "in", 2, 48, 64)
+    out = tmp_path / "out"
+    fast = ["--model", "inception_v3", "--weights", "untrained", "--layers", "mixed2=1", "--set", "iterations=1",
+            "--set", "octaves=1", "-q"]
+    assert main(["images", str(src), "-o", str(out), *fast, "--workers", "2"]) == 0
+    image_folder(tmp_path / "more", 2, 48, 64, name="more-{i}.png")
+    for p in (tmp_path / "more").iterdir():
+        p.rename(src / p.name)
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "images", str(src), "-o", str(out), *fast],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 dreamt, 2 already done" in proc.stderr and "layouts" not in proc.stderr
+    job = json.loads((out / ".dreamreel-work" / "job.json").read_text())
+    assert job["numerics"]["threads"] == usable_cores() // 2
+    assert [layout["threads"] for layout in job["layouts"].values()] == [usable_cores() // 2]
+
+
+def test_a_second_layout_is_reported(tmp_path: Path) -> None:
+    from pipeline.jobs import LayoutLog, WorkFolder
+
+    work = WorkFolder(tmp_path)
+    job: dict = {}
+    log = LayoutLog(work, job)
+    layout = {"tensorflow": "2.21.0", "device": "cpu A", "threads": 2, "onednn": "default"}
+    log.saw(layout)
+    log.saw(dict(layout))
+    assert log.warning() is None
+    log.saw({**layout, "threads": 8})
+    assert "2 numerics layouts" in log.warning() and "8 threads" in log.warning()
+    assert len(json.loads(work.job_file.read_text())["layouts"]) == 2
+
+
+def test_load_tensorflow_sets_the_thread_count_numerics_reports() -> None:
+    code = ("from pipeline.runtime import load_tensorflow, numerics; load_tensorflow(1); "
+            "print(numerics()['threads'])")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == "1", proc.stderr
