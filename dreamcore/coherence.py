@@ -130,3 +130,11 @@ def warping_error(prev_residual: np.ndarray, residual: np.ndarray, flow: Flow) -
     err = float(np.sum(m * (residual - warped) ** 2) / max(np.sum(m) * residual.shape[2], 1.0))
     power = float(np.mean(residual**2))
     return err, power
+
+
+def frame_instability(prev_src: np.ndarray, prev_dream: np.ndarray, src: np.ndarray, dream: np.ndarray) -> float:
+    """How much a frame's dream jumps from the previous frame's, where the picture did not: the
+    warping error of the residual over its power (0: the pattern moved exactly with the picture;
+    about 1 or more: a new pattern, as when every frame is dreamt alone)."""
+    err, power = warping_error(prev_dream - prev_src, dream - src, optical_flow(prev_src, src))
+    return err / max(power, 1e-12)

@@ -42,8 +42,9 @@ def test_trained_dream_differs_from_untrained(tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_4k_image_peak_rss_under_6_gib(tmp_path) -> None:
-    """3840x2160 through the tiles; peak RSS of the whole process measured by the kernel."""
+def test_4k_image_peak_rss_under_2_gib(tmp_path) -> None:
+    """3840x2160 through the tiles; peak RSS of the whole process measured by the kernel, under the
+    README's 2 GiB."""
     big = tmp_path / "big.png"
     Image.open(FRUITS).convert("RGB").resize((3840, 2160), Image.BICUBIC).save(big)
     out = tmp_path / "big-dream.jpg"
@@ -51,5 +52,5 @@ def test_4k_image_peak_rss_under_6_gib(tmp_path) -> None:
                                            tmp_path / "peak")
     assert code == 0
     print(f"3840x2160 peak RSS: {peak_kb / 1024 / 1024:.2f} GiB")
-    assert peak_kb < 6 * 1024 * 1024
+    assert peak_kb < 2 * 1024 * 1024
     assert Image.open(out).size == (3840, 2160)

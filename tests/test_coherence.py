@@ -1,0 +1,120 @@
+"""The coherence module on frames with known motion: flow direction, the warp, the occlusion mask,
+the three ways a frame starts, and where shots begin."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dreamcore.coherence import cut_features, cut_score, find_cuts, optical_flow, start_frame, warp
+
+H, W, SHIFT = 96, 128, 3
+
+
+def texture(height: int = H, width: int = W + 16, seed: int = 0) -> np.ndarray:
+    """Smooth random texture (RGB float in [0, 1]): something optical flow can lock on to."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    small = rng.uniform(0, 1, (height // 4, width // 4, 3)).astype(np.float32)
+    return np.clip(cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC), 0, 1)
+
+
+@pytest.fixture(scope="module")
+def pan() -> tuple[np.ndarray, np.ndarray]:
+    """Two frames of a camera pan: the picture moves SHIFT pixels to the right."""
+    big = texture()
+    prev = big[:, 8:8 + W]
+    cur = big[:, 8 - SHIFT:8 - SHIFT + W]  # cur[y, x] = prev[y, x - SHIFT]
+    return prev, cur
+
+
+INNER = (slice(12, H - 12), slice(12, W - 12))
+
+
+def test_backward_flow_points_where_each_pixel_came_from(pan) -> None:
+    prev, cur = pan
+    flow = optical_flow(prev, cur)
+    dx, dy = flow.backward[..., 0][INNER], flow.backward[..., 1][INNER]
+    assert np.median(dx) == pytest.approx(-SHIFT, abs=0.25)  # it came from SHIFT pixels to the left
+    assert np.median(dy) == pytest.approx(0, abs=0.25)
+
+
+def test_warp_lands_the_previous_frame_on_the_current_one(pan) -> None:
+    prev, cur = pan
+    flow = optical_flow(prev, cur)
+    warped_err = np.abs(warp(prev, flow.backward) - cur)[INNER].mean()
+    unwarped_err = np.abs(prev - cur)[INNER].mean()
+    assert warped_err < 0.1 * unwarped_err
+    # and the warp by a known, exact field is exact away from the border
+    exact = np.zeros((H, W, 2), np.float32)
+    exact[..., 0] = -SHIFT
+    np.testing.assert_allclose(warp(prev, exact)[:, SHIFT:], cur[:, SHIFT:], atol=1e-6)
+
+
+def test_occlusion_mask_hides_what_a_moving_square_uncovered() -> None:
+    """A textured square moves 8 px right over a still background: the strip it uncovers was
+    never seen in the previous frame, so it is masked; the still background far from it is not."""
+    bg, fg = texture(seed=1)[:, :W], texture(seed=2)[:, :W]
+    prev, cur = bg.copy(), bg.copy()
+    y0, y1, x0, x1, step = 28, 68, 40, 80, 8
+    prev[y0:y1, x0:x1] = fg[y0:y1, x0:x1]
+    cur[y0:y1, x0 + step:x1 + step] = fg[y0:y1, x0:x1]
+    visible = optical_flow(prev, cur).visible
+    uncovered = visible[y0 + 4:y1 - 4, x0 + 1:x0 + step - 1]
+    assert np.mean(uncovered > 0.5) < 0.3, np.round(uncovered, 2)
+    still = visible[4:20, 4:W - 4]
+    assert np.mean(still > 0.5) > 0.95
+
+
+def test_pixels_entering_at_the_border_are_masked(pan) -> None:
+    prev, cur = pan
+    visible = optical_flow(prev, cur).visible
+    assert visible[INNER].mean() > 0.95
+    assert visible[12:-12, :SHIFT - 1].mean() < 0.5  # the left edge came from outside the frame
+
+
+def test_flow_start_carries_the_dream_moved_with_the_picture(pan) -> None:
+    """The previous dream's residual lands where its picture went: start - cur equals the carried,
+    shifted residual, not the residual where it was."""
+    prev, cur = pan
+    residual = 0.1 * (texture(seed=3)[:, :W] - 0.5)
+    prev_dream = np.clip(prev + residual, 0, 1)
+    carried = start_frame("flow", cur, prev, prev_dream, blend=0.5, carry=0.8) - cur
+    shifted = np.roll(prev_dream - prev, SHIFT, axis=1)
+    moved_err = np.abs(carried - 0.8 * shifted)[INNER].mean()
+    still_err = np.abs(carried - 0.8 * (prev_dream - prev))[INNER].mean()
+    assert moved_err < 0.15 * still_err
+    assert np.abs(carried).mean() > 0.5 * 0.8 * np.abs(shifted).mean()
+
+
+def test_blend_start_is_the_weighted_mix() -> None:
+    cur, prev_src, prev_dream = (np.full((4, 4, 3), v, np.float32) for v in (0.2, 0.5, 0.9))
+    out = start_frame("blend", cur, prev_src, prev_dream, blend=0.3, carry=0.9)
+    np.testing.assert_allclose(out, 0.7 * 0.2 + 0.3 * 0.9, rtol=1e-6)
+
+
+def test_a_shots_first_frame_and_none_start_from_the_source(pan) -> None:
+    prev, cur = pan
+    dream = np.clip(prev + 0.2, 0, 1)
+    for mode in ("none", "blend", "flow"):
+        assert start_frame(mode, cur, None, None, 0.5, 0.9) is cur
+    assert start_frame("none", cur, prev, dream, 0.5, 0.9) is cur
+    with pytest.raises(ValueError, match="unknown coherence"):
+        start_frame("warp", cur, prev, dream, 0.5, 0.9)
+
+
+def test_cut_score_is_zero_for_a_still_and_large_for_a_hard_cut() -> None:
+    a = np.round(texture(seed=4) * 255).astype(np.uint8)
+    b = np.round(texture(seed=5)[:, ::-1] * 255).astype(np.uint8)
+    assert cut_score(cut_features(a), cut_features(a)) == 0
+    assert cut_score(cut_features(a), cut_features(b)) > 27
+
+
+def test_min_scene_frames_ignores_cuts_too_close_to_the_last() -> None:
+    scores = [0, 30, 0, 30, 30, 0, 5, 40]
+    assert find_cuts(scores, 27, 1) == [0, 1, 3, 4, 7]
+    assert find_cuts(scores, 27, 2) == [0, 3, 7]
+    assert find_cuts(scores, 27, 5) == [0, 7]
+    assert find_cuts(scores, 35, 1) == [0, 7]
+    assert find_cuts([0.0], 27, 1) == [0]
