@@ -21,8 +21,9 @@ from .fsutil import check_input_file, check_output_file, write_atomic
 # A ceiling on what is decoded: 100 megapixels (e.g. 12000 x 8000) is a 1.2 GB float image, and
 # more than that is a decompression bomb or a mistake, not a dream anyone waits for on a CPU.
 MAX_PIXELS = 100_000_000
-# OpenCV reads this once, at its first decode: the same ceiling for the formats it handles.
-os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))
+# The same ceiling for the formats only OpenCV reads: it checks a header's size against this before
+# decoding (it reads the variable once, at its first decode, so it is set when this module loads).
+os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(MAX_PIXELS)
 
 WRITE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp"}
 _KEEPS_16BIT = {".png", ".tif", ".tiff"}
@@ -105,6 +106,9 @@ def _read_with_opencv(p: Path) -> Picture:
     try:
         arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):  # OpenCV checked the header's size before decoding
+            raise InputError(f"{p}: its header claims more than the {MAX_PIXELS // 1_000_000} megapixel limit "
+                             "(a decompression bomb or a mistake; scale it down first)") from None
         raise InputError(f"{p}: cannot decode ({str(exc).strip().splitlines()[-1]})") from None
     if arr is None:
         raise InputError(f"{p}: not an image (no known image format)")

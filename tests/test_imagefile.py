@@ -160,3 +160,14 @@ def test_check_output_path(tmp_path: Path) -> None:
     assert check_output_path(tmp_path / "o.png", True)
     with pytest.raises(UsageError, match="does not exist"):
         check_output_path(tmp_path / "no" / "o.png", False)
+
+
+def test_a_bomb_in_a_format_only_opencv_reads_is_refused_from_its_header(tmp_path: Path) -> None:
+    """Radiance HDR (Pillow does not read it): a header claiming 60000x60000 pixels is refused by
+    its size, in one line, without the memory a decode would take (14 GB of float pixels)."""
+    bomb = tmp_path / "bomb.hdr"
+    bomb.write_bytes(b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 60000 +X 60000\n" + bytes(range(256)) * 8)
+    with pytest.raises(InputError, match="header claims more than the 100 megapixel limit"):
+        read_image(bomb)
+    code, peak_kb = run_cli_measuring_peak(["image", str(bomb), "-o", str(tmp_path / "o.png")], tmp_path / "peak")
+    assert code == 2 and peak_kb < 400 * 1024
