@@ -262,7 +262,9 @@ def run_chains(
             if fut.status == "error" and on_error is not None:
                 on_error(futures[fut], fut.exception())
                 continue
-            if fut.status in ("cancelled", "lost"):
+            # "lost" is not this: a finished task whose result died with its worker is lost until
+            # Dask computes it again, which result() waits for.
+            if fut.status == "cancelled":
                 raise SchedulerError("lost the Dask scheduler mid-job (its tasks were cancelled); run the same "
                                      "command again, against a new scheduler if need be: it resumes")
             on_result(fut.result())
