@@ -21,10 +21,17 @@ from tests.test_video import FAST
 ARGS = [*FAST, "--set", "iterations=3", "--set", "video.chunk_frames=8", "--set", "video.warmup_frames=2"]
 
 
+def default_sigint() -> None:
+    """In the child: SIGINT back to its default. A runner started in the background (a CI script,
+    `cmd &`) ignores SIGINT, children inherit that, and Python then never raises KeyboardInterrupt:
+    the tests that press Ctrl-C must not depend on how they were started."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(clip: Path, out: Path, work: Path) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "video", str(clip), "-o", str(out),
                              "--workdir", str(work), "--keep-work", *ARGS],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
 
 
 def events(work: Path) -> list[str]:
@@ -125,7 +132,8 @@ def test_ctrl_c_to_the_process_group_stops_within_seconds_even_mid_frame(workers
     cmd = [sys.executable, "-m", "pipeline.cli", "video", str(clip), "-o", str(tmp_path / "o.mp4"), "--workdir",
            str(work), "--model", "inception_v3", "--weights", "untrained", "--set", "iterations=40", "-q",
            "--workers", str(workers)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=default_sigint)
     assert wait_for_events(work, 0, proc, timeout=300)
     time.sleep(0.5)  # well inside the next frame
     t0 = time.monotonic()
