@@ -47,8 +47,7 @@ MUTANTS = [
            "dreamcore/coherence.py", "return Flow(backward=backward, visible=visible)",
            "return Flow(backward=backward, visible=np.ones_like(visible))"),
     Mutant("5", "scene cuts are never found",
-           "dreamcore/coherence.py", "    starts = [0]\n    for i in range(1, len(scores)):",
-           "    starts = [0]\n    for i in range(1, 1):"),
+           "dreamcore/coherence.py", "return sorted({0, *(int(c) for c in self._cuts)})", "return [0]"),
 ]
 
 TEST_COMMAND = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"]

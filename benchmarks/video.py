@@ -8,7 +8,6 @@ by the residual's mean power; strength is mean |out - src| on the 0..1 scale.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from dataclasses import dataclass
@@ -19,7 +18,8 @@ import numpy as np
 
 from dreamcore.config import DreamConfig, VideoConfig
 from pipeline import media
-from pipeline.video import VideoRequest, read_rgb, run_video
+from pipeline.video import VideoRequest, run_video
+from tests.jobs import frames_of, plan
 
 from .common import parse_size, scaled_copy
 
@@ -33,69 +33,73 @@ class ModeResult:
     instability: float
     strength: float
     split: dict[str, float] | None = None
+    series: list[float | None] | None = None
+    seams: list[tuple[int, int]] | None = None  # (warm_from, first) of every split of a shot
 
     @property
     def per_frame(self) -> float:
         return self.seconds / self.frames
 
 
-def measure(work: Path) -> tuple[list[float | None], list[float]]:
-    """Per frame of a kept work folder: instability (None at a shot's first frame) and strength."""
+def measure(clip: Path, work: Path) -> tuple[list[float | None], list[float]]:
+    """Per output frame of a job run with --keep-frames: instability against the frame before (None
+    at a shot's first frame) and strength, on the frames as dreamt and, in a cross-fade, as mixed."""
     from dreamcore.coherence import frame_instability
+    from tests.jobs import output_frames, plan
 
-    job = json.loads((work / "job.json").read_text())
-    starts = set(job["plan"]["shots"])
+    starts = set(plan(work)["shots"])
+    sources = frames_of(clip)
     series: list[float | None] = []
     strength: list[float] = []
     prev = None
-    for i in range(job["decoded"]["frames"]):
-        src = read_rgb(work / "src" / media.frame_name(i))
-        out = read_rgb(work / "dream" / media.frame_name(i))
-        strength.append(float(np.mean(np.abs(out - src))))
-        series.append(None if prev is None or i in starts else frame_instability(*prev, src, out))
-        prev = (src, out)
+    for i, out in enumerate(output_frames(work)):
+        src, dream = sources[i].astype(np.float32) / 255, out.astype(np.float32) / 255
+        strength.append(float(np.mean(np.abs(dream - src))))
+        series.append(None if prev is None or i in starts else frame_instability(*prev, src, dream))
+        prev = (src, dream)
     return series, strength
 
 
 def bench_video(clip: Path, config: DreamConfig, video: VideoConfig, frames: int | None,
                 modes: tuple[str, ...] = ("none", "blend", "flow"), start: float | None = None,
-                size: tuple[int, int] | None = None, reference_frames: int = 3) -> list[ModeResult]:
+                size: tuple[int, int] | None = None, reference_frames: int = 3,
+                workers: int | None = None) -> list[ModeResult]:
     """Each mode through the whole `dreamreel video` path; then, on the first ``reference_frames``
     source frames, the keras.io reference dreaming every frame in full at equal settings (its
     step traced on a frame beforehand: every frame of a clip has one size)."""
     results = []
     with tempfile.TemporaryDirectory(prefix="dreamreel-bench-") as tmp:
-        if size:
-            scaled = Path(tmp) / "scaled.mp4"
-            scaled_copy(clip, scaled, size[0], size[1], start, frames)
-            clip, start = scaled, None
+        scaled = Path(tmp) / "clip.mp4"
+        scaled_copy(clip, scaled, *(size or media.probe(clip).display_size), start, frames)
+        clip = scaled
         for mode in modes:
             out = Path(tmp) / f"{mode}.mp4"
             work = Path(tmp) / f"work-{mode}"
-            req = VideoRequest(input=clip, output=out, config=config, video=_with(video, coherence=mode),
-                               workdir=work, keep_work=True, frames=frames, start=start, quiet=True)
+            req = VideoRequest(input=str(clip), output=str(out), config=config, video=_with(video, coherence=mode),
+                               workdir=str(work), keep_work=True, keep_frames=True, quiet=True, workers=workers)
             t0 = time.perf_counter()
             stats = run_video(req)
             seconds = time.perf_counter() - t0
-            series, strengths = measure(work)
+            series, strengths = measure(clip, work)
             defined = [v for v in series if v is not None]
             instability = float(np.mean(defined)) if defined else float("nan")
-            strength, n = float(np.mean(strengths)), len(strengths)
             t = stats["timings"]
-            tasks = sum(stats["task_seconds"])
-            flow = sum(stats["flow_seconds"])
-            dream = sum(stats["dream_seconds"])
-            split = {"decode": t.get("decode", 0.0), "cuts": t.get("cuts", 0.0), "flow": flow, "dream": dream,
-                     "frame I/O": tasks - flow - dream, "scheduling": t["frames"] - tasks,
-                     "encode": t["encode"]}
+            parts = {p: sum(stats[f"{p}_seconds"]) for p in ("decode", "flow", "dream", "store")}
+            tasks = sum(stats["task_seconds"]) + sum(stats["chunk_seconds"])
+            split = {"plan": t.get("plan", 0.0), **parts, "encode chunks": sum(stats["chunk_seconds"]),
+                     "rest of the tasks": sum(stats["task_seconds"]) - sum(parts.values()), "join": t["join"]}
+            if not workers or workers == 1:  # one worker: the rest of the frames phase is scheduling
+                split["scheduling"] = t["frames"] - tasks
             split["other"] = seconds - sum(split.values())
-            results.append(ModeResult(mode, n, seconds, tasks, instability, strength, split))
+            seams = [(sg["warm_from"], sg["first"]) for sg in plan(work)["segments"] if sg["warm_from"] < sg["first"]]
+            results.append(ModeResult(mode, len(strengths), seconds, tasks, instability, float(np.mean(strengths)),
+                                      split, series, seams))
         if reference_frames > 0:
-            results.append(_reference_frames(Path(tmp) / f"work-{modes[0]}", config, reference_frames))
+            results.append(_reference_frames(clip, config, reference_frames))
     return results
 
 
-def _reference_frames(work: Path, config: DreamConfig, count: int) -> ModeResult:
+def _reference_frames(clip: Path, config: DreamConfig, count: int) -> ModeResult:
     from dreamcore.ascent import octave_shapes, resize
     from dreamcore.engine import Engine
 
@@ -103,19 +107,18 @@ def _reference_frames(work: Path, config: DreamConfig, count: int) -> ModeResult
 
     engine = Engine(config)
     ref = make_reference(engine.dreamer.net, list(engine.resolved.layers.values()))
-    paths = sorted((work / "src").glob("*.png"))
+    sources = frames_of(clip)[:count + 1]
 
-    def frame(path: Path) -> np.ndarray:
+    def frame(rgb: np.ndarray) -> np.ndarray:
         """A source frame at the size the engine dreams it (its largest octave), in [-1, 1]."""
-        img = read_rgb(path) * 2 - 1
+        img = rgb.astype(np.float32) / 127.5 - 1
         shape = octave_shapes(*img.shape[:2], 1, config.octave_scale, 1, config.max_side)[-1]
         return resize(img, shape)
 
-    ref(frame(paths[0]), config)  # traces the step at the clip's octave shapes
-    picked = paths[1:count + 1] or paths[:1]
-    frames = [frame(p) for p in picked]
+    ref(frame(sources[0]), config)  # traces the step at the clip's octave shapes
+    picked = [frame(f) for f in (sources[1:] or sources[:1])]
     t0 = time.perf_counter()
-    for f in frames:
+    for f in picked:
         ref(f, config)
     seconds = time.perf_counter() - t0
     return ModeResult("reference", len(picked), seconds, seconds, float("nan"), float("nan"))
@@ -142,6 +145,17 @@ def report(results: list[ModeResult]) -> str:
         lines.append(f"{r.mode:<9} {r.frames:>6} {r.per_frame:>8.2f} {r.per_frame / base.per_frame:>8.2f} {vs_ref} "
                      f"{r.instability:>11.3f} {r.instability / base.instability:>8.2f} {r.strength:>9.4f} "
                      f"{r.strength / base.strength:>8.2f}")
+    for r in modes:
+        if r.series:
+            shown = " ".join("cut" if v is None else f"{v:.3f}" for v in r.series)
+            lines.append(f"  {r.mode} instability per frame: {shown}")
+        if r.series and r.seams:
+            median = float(np.median([v for v in r.series if v is not None]))
+            worst = [max(v for v in r.series[a:b + 2] if v is not None) for a, b in r.seams]
+            lines.append(f"  {r.mode} seams (splits at {', '.join(str(b) for _, b in r.seams)}): the largest "
+                         f"instability over each overlap and the frame after it: "
+                         f"{', '.join(f'{w:.3f}' for w in worst)}; median over the clip {median:.3f}; "
+                         f"worst / median {max(worst) / median:.2f}")
     lines.append("where the time goes (seconds, share of wall):")
     for r in modes:
         if r.split:
@@ -168,13 +182,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", metavar="WxH", type=parse_size, help="scale the clip to WxH first (e.g. 640x360)")
     p.add_argument("--reference-frames", type=int, default=3, metavar="N",
                    help="frames the keras.io reference dreams in full, for its s/frame (default 3; 0: skip)")
+    p.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: 1, in-process)")
     engine_options(p)
     args = p.parse_args(argv)
     cfg, vcfg = build_settings(args.preset, args.config, args.sets, engine_flags(args), {"blend": args.blend})
     load_tensorflow()
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
     results = bench_video(Path(args.clip), cfg, vcfg, args.frames, modes, args.start, args.size,
-                          max(0, args.reference_frames))
+                          max(0, args.reference_frames), args.workers)
     res = resolve_config(cfg)
     print(f"# {args.clip}: {results[0].frames} frames; {res.backbone.name}/{res.backbone.weights_name(res.weights)} "
           f"layers {res.layers}; config {cfg.to_dict()}; video {vcfg.to_dict()}")

@@ -1,6 +1,6 @@
 """How a video frame starts from the previous dream, and where shots begin.
 
-Pure array functions (OpenCV is used as an array library here): scene-cut scores on source frames,
+Pure array functions (OpenCV and PySceneDetect used as array libraries here): where shots begin,
 optical flow between source frames with an occlusion mask, and the three ways a follow-up frame is
 prepared before dreaming:
 
@@ -20,34 +20,37 @@ import numpy as np
 
 from .config import COHERENCE as COHERENCE_MODES
 
-# Scene-cut scores are computed on frames scaled to this width: cuts are global changes.
-CUT_WIDTH = 256
 
+class CutDetector:
+    """Where shots begin, from frames fed in order (PySceneDetect's detectors, given arrays).
 
-def cut_features(rgb_u8: np.ndarray) -> np.ndarray:
-    """HSV of a downscaled frame, as float32: what :func:`cut_score` compares."""
-    import cv2
+    ``adaptive`` (the default) compares each frame's change (mean HSV difference, 0..255) with the
+    changes around it, so a fast pan or a flash of motion does not read as a cut; ``content`` cuts
+    wherever the change passes ``threshold``. Frames are RGB uint8 of any size; a small one (256 px
+    wide) is enough, since cuts are global changes.
+    """
 
-    h, w = rgb_u8.shape[:2]
-    if w > CUT_WIDTH:
-        rgb_u8 = cv2.resize(rgb_u8, (CUT_WIDTH, max(1, round(h * CUT_WIDTH / w))), interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(np.ascontiguousarray(rgb_u8), cv2.COLOR_RGB2HSV).astype(np.float32)
+    def __init__(self, kind: str = "adaptive", threshold: float = 27.0, adaptive_threshold: float = 3.0,
+                 min_scene: int = 1):
+        from scenedetect.detectors import AdaptiveDetector, ContentDetector
 
+        if kind == "adaptive":
+            self._detector = AdaptiveDetector(adaptive_threshold=adaptive_threshold, min_scene_len=min_scene)
+        elif kind == "content":
+            self._detector = ContentDetector(threshold=threshold, min_scene_len=min_scene)
+        else:
+            raise ValueError(f"unknown scene detector {kind!r}; allowed: adaptive, content")
+        self._cuts: list[int] = []
+        self._last = -1
 
-def cut_score(prev_hsv: np.ndarray, cur_hsv: np.ndarray) -> float:
-    """Mean absolute HSV difference averaged over the three channels, on 0..255 (PySceneDetect's
-    ContentDetector score)."""
-    return float(np.mean(np.abs(cur_hsv - prev_hsv)))
+    def feed(self, index: int, rgb: np.ndarray) -> None:
+        self._cuts += self._detector.process_frame(index, np.ascontiguousarray(rgb[..., ::-1]))
+        self._last = index
 
-
-def find_cuts(scores: list[float], threshold: float, min_scene: int) -> list[int]:
-    """Indices of frames that start a shot (always 0). ``scores[i]`` compares frame i to i - 1
-    (``scores[0]`` is ignored). A cut closer than ``min_scene`` frames to the last is ignored."""
-    starts = [0]
-    for i in range(1, len(scores)):
-        if scores[i] >= threshold and i - starts[-1] >= min_scene:
-            starts.append(i)
-    return starts
+    def shots(self) -> list[int]:
+        """The first frame of every shot, 0 included, after the last frame was fed."""
+        self._cuts += self._detector.post_process(self._last)
+        return sorted({0, *(int(c) for c in self._cuts)})
 
 
 @dataclass(frozen=True)

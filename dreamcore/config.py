@@ -177,32 +177,40 @@ def merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
 # --- video -----------------------------------------------------------------------------------
 
 COHERENCE = ("flow", "blend", "none")
+SCENE_DETECTORS = ("adaptive", "content")
 
 VIDEO_SCHEMA: dict[str, _Field] = {
     "coherence": _Field("str", False, "flow, blend or none", lambda v: v in COHERENCE),
     "blend": _Field("float", False, "a number from 0 to 1 (share of the previous dreamt frame)", _in(0, 1)),
     "carry": _Field("float", False, "a number from 0 to 1 (share of the warped dream kept by flow)", _in(0, 1)),
     "followup_iterations": _Field("int", False, "an integer from 1 to 10000", _in(1, 10000)),
-    "scene_threshold": _Field("float", False, "a number from 1 to 255 (mean HSV difference)", _in(1, 255)),
+    "scene_detector": _Field("str", False, "adaptive or content", lambda v: v in SCENE_DETECTORS),
+    "scene_threshold": _Field("float", False, "a number from 1 to 255 (content: mean HSV difference)", _in(1, 255)),
+    "adaptive_threshold": _Field("float", False, "a number from 1 to 255 (adaptive: a frame's change over its "
+                                 "neighbours')", _in(1, 255)),
     "min_scene_frames": _Field("int", False, "an integer from 1 to 100000", _in(1, 100000)),
-    "chunk_frames": _Field("int", False, "0 (never split a shot) or an integer from 8 to 100000",
+    "chunk_frames": _Field("int", False, "0 (split a shot only when workers would otherwise wait) or an integer "
+                           "from 8 to 100000 (split every shot into pieces this long)",
                            lambda v: v == 0 or 8 <= v <= 100000),
-    "warmup_frames": _Field("int", False, "an integer from 0 to 1000", _in(0, 1000)),
+    "overlap_frames": _Field("int", False, "an integer from 0 to 1000 (frames over which the dream cross-fades "
+                             "where a shot is split)", _in(0, 1000)),
 }
 
 
 @dataclass(frozen=True)
 class VideoConfig:
-    """How frames of a clip are chained: coherence, follow-up effort, shots and chunks."""
+    """How frames of a clip are chained: coherence, follow-up effort, shots, and how shots split."""
 
     coherence: str = "flow"
     blend: float = 0.5
     carry: float = 0.95
     followup_iterations: int = 1
+    scene_detector: str = "adaptive"
     scene_threshold: float = 27.0
+    adaptive_threshold: float = 3.0
     min_scene_frames: int = 1
-    chunk_frames: int = 120
-    warmup_frames: int = 6
+    chunk_frames: int = 0
+    overlap_frames: int = 12
 
     def __post_init__(self) -> None:
         for name in VIDEO_SCHEMA:

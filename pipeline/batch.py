@@ -10,7 +10,6 @@ an output that exists is done, so a re-run dreams only what is missing. The work
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
@@ -22,7 +21,8 @@ from dreamcore.config import DreamConfig
 
 from .errors import UsageError
 from .imagefile import WRITE_EXTENSIONS
-from .jobs import JOB_VERSION, LayoutLog, WorkFolder
+from .jobs import JOB_VERSION, LayoutLog
+from .store import Store, is_url
 
 WORK_NAME = ".dreamreel-work"
 FORMATS = ("same", "png", "jpg")
@@ -105,30 +105,71 @@ def plan(in_dir: Path, out_dir: Path, fmt: str) -> list[Item]:
 
 # --- the task (runs on a Dask worker) ----------------------------------------------------------
 
-def image_task(config: dict[str, Any], src: str, dst: str, rel: str) -> dict[str, Any]:
-    """Dream one file; a bad input is a result (ok False, its reason), never an exception."""
+@dataclass(frozen=True)
+class BatchSpec:
+    """What every image task carries: the job's name, store and token, and its config."""
+
+    id: str
+    store: Store
+    token: str
+    config: dict[str, Any]
+
+
+def image_task(spec: BatchSpec, src: str, dst: str, rel: str) -> dict[str, Any]:
+    """Dream one file from ``src`` into ``dst`` (each a path or a URL); a bad input is a result (ok
+    False, its reason), never an exception. A worker that cannot see the job fails the job."""
+    import tempfile
+
     from dreamcore.engine import Engine, from_float_rgb, to_float_rgb
 
     from .errors import InputError
-    from .imagefile import read_image, write_image
+    from .frames import check_job
+    from .imagefile import encode_image, read_image
     from .runtime import load_tensorflow, numerics
 
     t0 = time.perf_counter()
-    try:
-        picture = read_image(src)
-    except InputError as exc:
-        return {"rel": rel, "ok": False, "reason": str(exc).removeprefix(f"{src}: ")}
+    check_job(spec)
+    with tempfile.TemporaryDirectory(prefix="dreamreel-image-") as tmp:
+        try:
+            picture = read_image(_fetch(src, Path(tmp)))
+        except InputError as exc:
+            return {"rel": rel, "ok": False, "reason": str(exc).split(": ", 1)[-1]}
     load_tensorflow()
-    engine = Engine(DreamConfig.from_mapping(config))  # built once per worker process, then cached
+    engine = Engine(DreamConfig.from_mapping(spec.config))  # built once per worker process, then cached
     try:
         rgb, alpha = to_float_rgb(picture.pixels)
         dreamt = engine.dream_rgb(rgb)
-        out = Path(dst)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_image(out, from_float_rgb(dreamt, alpha, picture.pixels.dtype))
+        _put(encode_image(from_float_rgb(dreamt, alpha, picture.pixels.dtype), Path(dst).suffix), dst)
     except (MemoryError, OSError, ValueError) as exc:  # this item's failure, not the batch's
         return {"rel": rel, "ok": False, "reason": f"{type(exc).__name__}: {exc}"}
     return {"rel": rel, "ok": True, "seconds": time.perf_counter() - t0, "layout": numerics()}
+
+
+def _fetch(location: str, tmp: Path) -> Path:
+    """A local path of an input: itself, or a download of a URL."""
+    if not is_url(location):
+        return Path(location)
+    import fsspec
+
+    local = tmp / Path(location).name
+    with fsspec.open(location, "rb") as src:
+        local.write_bytes(src.read())
+    return local
+
+
+def _put(data: bytes, location: str) -> None:
+    """Write an output whole: a local file renamed into place, or an object created at once."""
+    if is_url(location):
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(location)
+        fs.pipe_file(path, data)
+        return
+    from .fsutil import write_atomic
+
+    target = Path(location)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(target, data)
 
 
 # --- the job -----------------------------------------------------------------------------------
@@ -143,6 +184,7 @@ class BatchRequest:
     workers: int | None = None
     scheduler: str | None = None
     quiet: bool = False
+    workdir: str | None = None  # the job store: a path or URL (default OUT_DIR/.dreamreel-work)
 
 
 def check_dirs(in_dir: Path, out_dir: Path) -> None:
@@ -159,34 +201,35 @@ def check_dirs(in_dir: Path, out_dir: Path) -> None:
 
 
 def run_batch(req: BatchRequest) -> BatchReport:
+    import uuid
+
     from tqdm import tqdm
 
-    from .schedule import DeathGuard, Task, check_shared_paths, dask_client, job_threads, run_chains
-    from .settings import resolve_noted
+    from .jobs import job_id, open_job
+    from .schedule import DeathGuard, Task, dask_client, job_threads, run_chains
+    from .video import pinned
 
     check_dirs(req.in_dir, req.out_dir)
     req.out_dir.mkdir(parents=True, exist_ok=True)
-    res = resolve_noted(req.config)
-    work = WorkFolder(req.out_dir / WORK_NAME)
-    identity = {
-        "input": {"folder": str(req.in_dir.resolve())},
-        "config": req.config.to_dict(),
-        "format": req.fmt,
-        "resolved": {"model": res.backbone.name, "weights": res.backbone.weights_name(res.weights),
-                     "layers": res.layers},
-    }
+    cfg = pinned(req.config)
+    store = Store(req.workdir or str(req.out_dir / WORK_NAME))
+    identity = {"input": {"folder": str(req.in_dir.resolve())}, "config": cfg.to_dict(), "format": req.fmt}
     report = BatchReport()
     t0 = time.perf_counter()
-    with work.locked():
-        job = work.check_same_job(identity, req.restart)
+    with store.locked():
+        job = open_job(store, identity, req.restart)
         if job is None:
-            job = {"version": JOB_VERSION, "identity": identity,
+            job = {"version": JOB_VERSION, "identity": identity, "token": uuid.uuid4().hex,
                    "numerics": {"threads": job_threads(req.workers, req.scheduler)}}
-            work.write_job(job)
-        layouts = LayoutLog(work, job)
+            store.write_json("job.json", job)
+        store.write_bytes("token", job["token"].encode())
+        layouts = LayoutLog(lambda j: store.write_json("job.json", j), job)
         for stale in req.out_dir.rglob(".*.part"):  # a write cut short by a kill: never an output
             stale.unlink(missing_ok=True)
         items = plan(req.in_dir, req.out_dir, req.fmt)
+        if not items:
+            raise UsageError(f"{req.in_dir}: no files in it (hidden ones are skipped)")
+        _bring_home(store, req.out_dir)  # outputs staged in the store by a run that was stopped
         todo = []
         for item in items:
             if item.dst.exists():
@@ -195,41 +238,115 @@ def run_batch(req: BatchRequest) -> BatchReport:
                 todo.append(item)
         bar = tqdm(total=len(items), initial=len(report.already), unit="image", desc="images", disable=req.quiet,
                    file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
-        config = req.config.to_dict()
+        spec = BatchSpec(id=job_id(identity, store), store=store, token=job["token"], config=cfg.to_dict())
+        staged: dict[str, Path] = {}  # rel -> final path, for outputs the workers put in the store
 
         def on_result(r: dict[str, Any]) -> None:
             if r["ok"]:
+                if r["rel"] in staged:
+                    _bring_home(store, req.out_dir, r["rel"], staged[r["rel"]])
                 layouts.saw(r["layout"])
                 report.done.append(r["rel"])
-                work.log_event(f"dreamt {r['rel']}")
+                store.log(f"dreamt {r['rel']}")
             else:
                 report.failed.append((r["rel"], r["reason"]))
-                work.log_event(f"failed {r['rel']}: {r['reason']}")
+                store.log(f"failed {r['rel']}: {r['reason']}")
                 bar.write(f"dreamreel: skipped {r['rel']}: {r['reason']}", file=sys.stderr)
             bar.update(1)
 
         def on_error(task: Task, exc: BaseException) -> None:
-            # e.g. KilledWorker: this image took a worker down again and again
+            from dreamcore.errors import DreamError
+
+            from .store import StoreUnavailable
+
+            if isinstance(exc, (StoreUnavailable, DreamError)):
+                raise exc  # the job's problem (a worker without the store or the network), not this image's
+            # e.g. WorkerDeaths: this image took workers down again and again
             first = str(exc).splitlines()[0] if str(exc) else ""
             on_result({"rel": task.args[3], "ok": False, "reason": f"{type(exc).__name__}: {first}"[:300]})
 
-        tag = hashlib.sha256(str(work.path).encode()).hexdigest()[:10]
         try:
             if todo:
                 with dask_client(req.workers, req.scheduler, job["numerics"]["threads"]) as client:
-                    if req.scheduler:
-                        check_shared_paths(client, req.in_dir.resolve(), work.path)
-                    run_chains(client, [[Task(f"image-{tag}-{i}", image_task, (config, str(it.src), str(it.dst),
-                                                                                it.rel))]
-                                        for i, it in enumerate(todo)], on_result, on_error,
-                               guard=DeathGuard(str(work.sub("attempts"))))
+                    where = _locations(client, req, store, todo, staged) if req.scheduler else {
+                        it.rel: (str(it.src), str(it.dst)) for it in todo}
+                    run = uuid.uuid4().hex[:6]
+                    tasks = [[Task(f"dreamreel-{spec.id}-{run}-image-{i}", image_task, (spec, *where[it.rel], it.rel))]
+                             for i, it in enumerate(todo)]
+                    run_chains(client, tasks, on_result, on_error, guard=DeathGuard(store, "attempts"))
         finally:
             bar.close()
-        if not items:
-            raise UsageError(f"{req.in_dir}: no files in it (hidden ones are skipped)")
         report.note = layouts.warning()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _locations(client: Any, req: BatchRequest, store: Store, todo: list[Item],
+               staged: dict[str, Path]) -> dict[str, tuple[str, str]]:
+    """Where the cluster's workers read each image and write its dream. Folders every worker sees
+    at the same paths are used as they are; otherwise inputs are uploaded into the store once and
+    dreams written there, then brought home by this command as each one finishes."""
+    from .frames import check_store_shared
+    from .video import sees_file
+
+    def visible(path: Path) -> bool:
+        st = path.stat()
+        answers = client.run(sees_file, str(path.resolve()), st.st_size, st.st_mtime_ns)
+        return bool(answers) and all(answers.values())
+
+    check_store_shared(client, store, spec_token(store))
+    probe = req.out_dir / f".dreamreel-probe-{os.getpid()}"
+    probe.write_bytes(b"probe")
+    try:
+        out_visible = visible(probe)
+    finally:
+        probe.unlink(missing_ok=True)
+    in_visible = visible(todo[0].src)
+    where = {}
+    for it in todo:
+        src, dst = str(it.src), str(it.dst)
+        if not in_visible:
+            rel = f"input/{it.rel}"
+            if store.size(rel) != it.src.stat().st_size:
+                store.put_file(it.src, rel)
+            src = store.path(rel)
+        if not out_visible:
+            dst = store.path(f"out/{it.dst.relative_to(req.out_dir).as_posix()}")
+            staged[it.rel] = it.dst
+        where[it.rel] = (src, dst)
+    return where
+
+
+def spec_token(store: Store) -> str:
+    return (store.read_bytes("token") or b"").decode().strip()
+
+
+def _bring_home(store: Store, out_dir: Path, rel: str | None = None, final: Path | None = None) -> None:
+    """Move dreams the workers put in the store (``out/``) to the output folder, whole. With no
+    ``rel``: every one found (a stopped run's)."""
+    import shutil
+    import tempfile
+
+    pairs = [(f"out/{final.relative_to(out_dir).as_posix()}", final)] if rel is not None and final else [
+        (f"out/{r}", out_dir / r) for r in _store_files(store, "out")]
+    for src, dst in pairs:
+        data = store.read_bytes(src)
+        if data is None:
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part", delete=False) as f:
+            f.write(data)
+        shutil.move(f.name, dst)
+        store.delete(src)
+
+
+def _store_files(store: Store, prefix: str) -> list[str]:
+    """Every file under ``prefix`` in the store, relative to it."""
+    if store.local:
+        root = store.local_path(prefix)
+        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) if root.exists() else []
+    base = store.path(prefix)
+    return sorted(p[len(base.split("://", 1)[-1]) + 1:] for p in store.fs.find(base))
 
 
 def summary(report: BatchReport) -> str:

@@ -75,16 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coherence", choices=["flow", "blend", "none"],
                    help="how a frame starts from the previous dream (default flow)")
     p.add_argument("--blend", type=float, metavar="B", help="blend: share of the previous dreamt frame (0..1)")
-    p.add_argument("--workdir", metavar="DIR", help="work folder (default: .OUT.dreamreel-work beside OUT)")
+    p.add_argument("--workdir", metavar="DIR", help="work folder, a path or a URL such as s3://bucket/job "
+                   "(default: .OUT.dreamreel-work beside OUT)")
     p.add_argument("--restart", action="store_true", help="discard the work folder's previous job")
     p.add_argument("--keep-work", action="store_true", help="keep the work folder after success")
+    p.add_argument("--keep-frames", action="store_true", help="keep every dreamt frame as a PNG in the work "
+                   "folder (frames/SEGMENT/INDEX.png; room for all of them), not only those not yet encoded")
     p.add_argument("--start", metavar="T", type=parse_time, help="start at T (seconds or [HH:]MM:SS[.ms])")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--duration", metavar="T", type=parse_time, help="dream only T of the clip")
     g.add_argument("--frames", metavar="N", type=int, help="dream only the first N frames")
     p.add_argument("--workers", metavar="N", type=int, help="local Dask worker processes (default: 1, in-process)")
     p.add_argument("--scheduler", metavar="ADDR", help="run on an existing Dask cluster, e.g. tcp://host:8786 "
-                   "(its workers must see the same paths)")
+                   "(no shared filesystem needed: give --workdir a URL every worker reaches)")
     engine_options(p)
 
     p = sub.add_parser("images", help="dream every image in a folder tree (resumable)", epilog=EPILOG_IMAGES,
@@ -95,8 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output format: same as the input where writable (default), png or jpg")
     p.add_argument("--workers", metavar="N", type=int, help="local Dask worker processes (default: 1, in-process)")
     p.add_argument("--scheduler", metavar="ADDR", help="run on an existing Dask cluster, e.g. tcp://host:8786 "
-                   "(its workers must see the same paths)")
+                   "(no shared filesystem needed: give --workdir a URL every worker reaches)")
     p.add_argument("--restart", action="store_true", help="discard OUT_DIR's previous job record")
+    p.add_argument("--workdir", metavar="DIR", help="job store, a path or a URL such as s3://bucket/job "
+                   "(default: OUT_DIR/.dreamreel-work)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     engine_options(p)
 
@@ -233,28 +238,32 @@ class _DreamBar:
             self.bar.close()
 
 
-def cmd_video(args: argparse.Namespace) -> int:
-    from pathlib import Path
+VIDEO_OUTPUT_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv")
 
+
+def cmd_video(args: argparse.Namespace) -> int:
     from .errors import UsageError
     from .media import check_video_output
     from .settings import build_settings
+    from .store import check_output_url, is_url
     from .video import VideoRequest, default_workdir, run_video
 
     cfg, vcfg = build_settings(args.preset, args.config, args.sets, engine_flags(args),
                                {"coherence": args.coherence, "blend": args.blend})
-    out = check_video_output(args.output, args.overwrite)
-    src = Path(args.input)
+    if is_url(args.output):
+        out = check_output_url(args.output, args.overwrite, VIDEO_OUTPUT_EXTENSIONS)
+    else:
+        out = str(check_video_output(args.output, args.overwrite))
     if args.frames is not None and args.frames < 1:
         raise UsageError(f"--frames {args.frames}: give at least 1")
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers {args.workers}: give at least 1")
     if args.duration is not None and args.duration <= 0:
         raise UsageError(f"--duration {args.duration}: give a positive time")
-    req = VideoRequest(input=src, output=out, config=cfg, video=vcfg,
-                       workdir=Path(args.workdir) if args.workdir else None, restart=args.restart,
-                       keep_work=args.keep_work, start=args.start, duration=args.duration, frames=args.frames,
-                       workers=args.workers, scheduler=args.scheduler, quiet=args.quiet)
+    req = VideoRequest(input=args.input, output=out, config=cfg, video=vcfg, workdir=args.workdir,
+                       restart=args.restart, keep_work=args.keep_work or args.keep_frames,
+                       keep_frames=args.keep_frames, start=args.start, duration=args.duration,
+                       frames=args.frames, workers=args.workers, scheduler=args.scheduler, quiet=args.quiet)
     start = time.monotonic()
     try:
         stats = run_video(req)
@@ -278,7 +287,8 @@ def cmd_images(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers {args.workers}: give at least 1")
     req = BatchRequest(in_dir=Path(args.input), out_dir=Path(args.output), config=cfg, fmt=args.format,
-                       restart=args.restart, workers=args.workers, scheduler=args.scheduler, quiet=args.quiet)
+                       restart=args.restart, workers=args.workers, scheduler=args.scheduler, quiet=args.quiet,
+                       workdir=args.workdir)
     try:
         report = run_batch(req)
     except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""ffmpeg, and the only module that knows it: probe, decode to frames, encode and mux.
+"""ffmpeg, and the only module that knows it: probe, stream frames, encode chunks, join and mux.
 
 Commands are built as data with ffmpeg-python (unmaintained since 2022: it stays confined here)
 and run in one place, :func:`_run`, always as an argument list, never through a shell. Paths go to
@@ -9,10 +9,13 @@ package imageio-ffmpeg ships. There may be no ffprobe: probing reads ffmpeg's ow
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
 import subprocess
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -22,11 +25,8 @@ from .errors import InputError, PipelineError, UsageError
 from .fsutil import check_input_file, check_output_file
 
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv"}
-FRAME_PATTERN = "%06d.png"
-
-
-def frame_name(index: int) -> str:
-    return f"{index:06d}.png"
+# H.264 settings of every chunk (and so of the output): visually lossless for dreams, any player.
+X264 = {"c:v": "libx264", "pix_fmt": "yuv420p", "crf": 18, "preset": "medium"}
 
 
 class FFmpegError(PipelineError):
@@ -173,72 +173,171 @@ def count_frames(path: str | os.PathLike[str]) -> int:
     return int(counts[-1])
 
 
-# --- decode ------------------------------------------------------------------------------------
-
-@dataclass
-class Decoded:
-    """The decoded frames: count, each frame's timestamp (s, first at 0) and the stream's rate."""
-
-    frames: int
-    times: list[float]
-    frame_rate: Fraction | None
-    errors: int  # decoder errors ffmpeg reported and got past (a damaged file)
-    last_duration: float | None
-
-    def is_constant_rate(self) -> bool:
-        if self.frame_rate is None or self.frame_rate <= 0:
-            return False
-        step = 1 / float(self.frame_rate)
-        return all(abs((b - a) - step) < 0.25 * step for a, b in zip(self.times, self.times[1:], strict=False))
-
+# --- frames through pipes ---------------------------------------------------------------------
 
 _SHOWINFO = re.compile(r"n:\s*(\d+)\s+pts:\s*(-?\d+)\s+pts_time:(-?[\d.e+-]+)(?:.*?duration_time:([\d.]+))?")
 _RATE = re.compile(r"config in time_base: (\d+)/(\d+), frame_rate: (\d+)/(\d+)")
 _DECODE_ERROR = re.compile(r"error|corrupt|invalid|concealing|missing", re.I)
 
 
-def decode(src: str | os.PathLike[str], out_dir: Path, start: float | None = None, duration: float | None = None,
-           max_frames: int | None = None) -> Decoded:
-    """Decode every frame once, in order, as RGB PNGs ``000000.png``..., rotation applied, no frame
-    duplicated or dropped (the timestamps are kept aside, for the encoder)."""
+class FramePipe:
+    """ffmpeg decoding to raw RGB frames on its stdout, each frame paired with its timestamp from
+    showinfo on its stderr (read by a thread, so neither pipe can fill up and stall the other)."""
+
+    def __init__(self, args: list[str], width: int, height: int):
+        self.width, self.height = width, height
+        self.proc = subprocess.Popen([ffmpeg_exe(), *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+        self.times: dict[int, float] = {}  # showinfo's frame number n -> timestamp
+        self.durations: dict[int, float | None] = {}
+        self.rate: Fraction | None = None
+        self.errors = 0
+        self.tail: list[str] = []
+        self._cond = threading.Condition()
+        self._done = False
+        self._thread = threading.Thread(target=self._read_stderr, daemon=True)
+        self._thread.start()
+        self.count = 0
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            line = raw.decode("utf-8", "replace").rstrip()
+            m = _SHOWINFO.search(line)
+            with self._cond:
+                if m:
+                    n = int(m.group(1))
+                    self.times[n] = float(m.group(3))
+                    self.durations[n] = float(m.group(4)) if m.group(4) else None
+                    self._cond.notify_all()
+                    continue
+                rate = _RATE.search(line)
+                if rate and int(rate.group(4)) > 0 and self.rate is None:
+                    self.rate = Fraction(int(rate.group(3)), int(rate.group(4)))
+                elif _DECODE_ERROR.search(line) and "showinfo" not in line and not line.startswith("  "):
+                    self.errors += 1
+                self.tail = (self.tail + [line])[-40:]
+        with self._cond:
+            self._done = True
+            self._cond.notify_all()
+
+    def read(self) -> tuple[float, Any] | None:
+        """The next frame as (timestamp in seconds, uint8 RGB array), or None at the end."""
+        import numpy as np
+
+        assert self.proc.stdout is not None
+        size = self.width * self.height * 3
+        buf = self.proc.stdout.read(size)
+        if not buf or len(buf) < size:
+            return None
+        k = self.count
+        with self._cond:
+            # showinfo numbers the frames it sees (n), which are the frames on stdout, in order
+            if not self._cond.wait_for(lambda: k in self.times or max(self.times, default=-1) > k or self._done,
+                                       timeout=60):
+                raise FFmpegError("ffmpeg gave a frame but not its timestamp")
+            if k not in self.times:
+                raise PipelineError(f"ffmpeg reported no timestamp for frame {k}; cannot keep the clip's timing "
+                                    "(DREAMREEL_DEBUG=1 and report it, with the file)")
+            pts = self.times[k]
+        self.count += 1
+        return pts, np.frombuffer(buf, np.uint8).reshape(self.height, self.width, 3)
+
+    def finish(self) -> int:
+        """Wait for ffmpeg to end; its exit code."""
+        code = self.proc.wait()
+        self._thread.join(timeout=10)
+        return code
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._thread.join(timeout=10)
+        for f in (self.proc.stdout, self.proc.stderr):
+            if f is not None:
+                f.close()
+
+    def last_error(self) -> str:
+        return _last_error("\n".join(self.tail))
+
+
+@dataclass
+class Scan:
+    """The frames of a clip's chosen range: their timestamps (seconds as the file has them) and the
+    stream's rate, from one decoding pass."""
+
+    pts: list[float]
+    frame_rate: Fraction | None
+    errors: int  # decoder errors ffmpeg reported and got past (a damaged file)
+    last_duration: float | None
+
+    @property
+    def frames(self) -> int:
+        return len(self.pts)
+
+    @property
+    def times(self) -> list[float]:
+        """Timestamps from the first frame, which is at 0."""
+        return [t - self.pts[0] for t in self.pts] if self.pts else []
+
+    def is_constant_rate(self) -> bool:
+        if self.frame_rate is None or self.frame_rate <= 0:
+            return False
+        step = 1 / float(self.frame_rate)
+        return all(abs((b - a) - step) < 0.25 * step for a, b in zip(self.pts, self.pts[1:], strict=False))
+
+
+def scan(src: str | os.PathLike[str], size: tuple[int, int], start: float | None = None,
+         duration: float | None = None, max_frames: int | None = None,
+         on_frame: Callable[[int, Any], None] | None = None) -> Scan:
+    """Decode the range once, scaled to ``size`` (w, h) while decoding, rotation applied; every
+    frame goes to ``on_frame(index, rgb)``. Timestamps are the file's own (``-copyts``), so a
+    worker can seek to any frame later."""
     import ffmpeg
 
-    in_opts: dict[str, Any] = {}
+    in_opts: dict[str, Any] = {"copyts": None}
     if start:
         in_opts["ss"] = f"{start:.6f}"
     if duration:
         in_opts["t"] = f"{duration:.6f}"
-    out_opts: dict[str, Any] = {"fps_mode": "passthrough", "pix_fmt": "rgb24", "start_number": 0}
+    w, h = size
+    stream = ffmpeg.input(_url(src), **in_opts).video.filter("showinfo").filter("scale", w, h, flags="area")
+    out_opts: dict[str, Any] = {"f": "rawvideo", "pix_fmt": "rgb24", "fps_mode": "passthrough"}
     if max_frames:
         out_opts["frames:v"] = max_frames
-    stream = ffmpeg.input(_url(src), **in_opts).video.filter("showinfo")
-    args = (ffmpeg.output(stream, _url(out_dir / FRAME_PATTERN), **out_opts)
-            .global_args("-hide_banner", "-nostdin", "-y").get_args())
-    proc = _run(args, check=False)
-    times = []
-    durations = []
-    for m in _SHOWINFO.finditer(proc.stderr):
-        times.append(float(m.group(3)))
-        durations.append(float(m.group(4)) if m.group(4) else None)
-    written = len(list(out_dir.glob("*.png")))
-    if proc.returncode != 0 and written == 0:
-        raise InputError(f"{src}: cannot decode any frame ({_last_error(proc.stderr)})")
-    if written == 0:
+    args = ffmpeg.output(stream, "pipe:", **out_opts).global_args("-hide_banner", "-nostdin").get_args()
+    pipe = FramePipe(args, w, h)
+    pts: list[float] = []
+    try:
+        while (frame := pipe.read()) is not None:
+            if on_frame is not None:
+                on_frame(len(pts), frame[1])
+            pts.append(frame[0])
+        code = pipe.finish()
+    finally:
+        pipe.close()
+    if not pts:
+        if code != 0:
+            raise InputError(f"{src}: cannot decode any frame ({pipe.last_error()})")
         raise InputError(f"{src}: no video frames (nothing in the chosen range?)")
-    times = times[:written]
-    rate = None
-    m = _RATE.search(proc.stderr)
-    if m and int(m.group(4)) > 0:
-        rate = Fraction(int(m.group(3)), int(m.group(4)))
-    if len(times) < written:
-        # ffmpeg printed fewer timestamps than it wrote frames: never guess a timing silently.
-        raise PipelineError(f"{src}: ffmpeg reported the timestamps of {len(times)} of {written} decoded frames; "
-                            "cannot keep the clip's timing (DREAMREEL_DEBUG=1 and report it, with the file)")
-    t0 = times[0]
-    errors = sum(1 for ln in proc.stderr.splitlines()
-                 if _DECODE_ERROR.search(ln) and "showinfo" not in ln and not ln.startswith("  "))
-    return Decoded(frames=written, times=[t - t0 for t in times], frame_rate=rate, errors=errors,
-                   last_duration=durations[written - 1] if durations and len(durations) >= written else None)
+    last = pipe.durations.get(len(pts) - 1)
+    return Scan(pts=pts, frame_rate=pipe.rate, errors=pipe.errors, last_duration=last)
+
+
+def open_frames(src: str | os.PathLike[str], pts: float | None, size: tuple[int, int]) -> FramePipe:
+    """Full-size frames from the one whose timestamp is ``pts`` on (rotation applied): the seek
+    goes to the keyframe before it and decodes from there, dropping what comes before. With
+    ``pts`` None, from the first frame (for streams a seek cannot find a time in, e.g. raw H.264)."""
+    import ffmpeg
+
+    in_opts: dict[str, Any] = {"copyts": None}
+    if pts is not None:
+        in_opts.update(ss=f"{pts - 5e-4:.6f}", seek_timestamp=1)
+    stream = ffmpeg.input(_url(src), **in_opts).video.filter("showinfo")
+    args = (ffmpeg.output(stream, "pipe:", f="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
+            .global_args("-hide_banner", "-nostdin").get_args())
+    return FramePipe(args, *size)
 
 
 # --- encode ------------------------------------------------------------------------------------
@@ -252,43 +351,97 @@ def check_video_output(path: str | os.PathLike[str], overwrite: bool) -> Path:
     return check_output_file(p, overwrite)
 
 
-def encode(
-    frames_dir: Path,
-    count: int,
-    times: list[float],
-    frame_rate: Fraction | None,
-    constant_rate: bool,
-    last_duration: float | None,
-    out: Path,
-    audio_from: Path | None,
-    start: float | None,
-    duration: float | None,
-) -> str:
-    """Encode frames ``000000.png``.. as H.264 yuv420p at the source's timing, with the source's
-    audio; write ``out`` (a temporary name: the caller renames it). Returns how audio went."""
-    import ffmpeg
-
-    if constant_rate and frame_rate:
-        video = ffmpeg.input(_url(frames_dir / FRAME_PATTERN), framerate=str(frame_rate), start_number=0).video
-    else:
-        # Irregular timing: each frame lasts until the next one's timestamp (ffconcat durations).
-        listing = frames_dir / "frames.ffconcat"
-        step = last_duration or (1 / float(frame_rate) if frame_rate else 0.04)
-        lines = ["ffconcat version 1.0"]
-        for i in range(count):
-            dur = (times[i + 1] - times[i]) if i + 1 < count else step
-            lines += [f"file {frame_name(i)}", f"duration {max(dur, 1e-4):.6f}"]
-        listing.write_text("\n".join(lines) + "\n")
-        video = ffmpeg.input(_url(listing), f="concat", safe=0).video
-    # yuv420p needs even sides: an odd side grows by one pixel, a copy of the edge.
-    from PIL import Image
-
-    with Image.open(frames_dir / frame_name(0)) as first:
-        w, h = first.size
+def _even(video: Any, w: int, h: int) -> Any:
+    """yuv420p needs even sides: an odd side grows by one pixel, a copy of the edge."""
     if w % 2 or h % 2:
         video = video.filter("pad", w + w % 2, h + h % 2).filter("fillborders", right=w % 2, bottom=h % 2,
                                                                   mode="smear")
-    vopts: dict[str, Any] = {"c:v": "libx264", "pix_fmt": "yuv420p", "crf": 18, "preset": "medium"}
+    return video
+
+
+class ChunkEncoder:
+    """H.264 of one run of frames, fed as raw RGB through a pipe: at the clip's constant ``rate``,
+    or, for irregular timing, each frame lasting ``durations[i]`` (an ffconcat list of raw frames
+    written beside ``out``). Ends with :meth:`finish`."""
+
+    def __init__(self, out: Path, width: int, height: int, rate: Fraction | None, durations: list[float] | None):
+        import ffmpeg
+
+        self.out, self.size = out, (width, height)
+        self._files: list[Path] = []
+        self._durations = durations
+        self.proc: subprocess.Popen[bytes] | None = None
+        if durations is None:
+            assert rate
+            video = ffmpeg.input("pipe:", f="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}",
+                                 framerate=str(rate)).video
+            args = (ffmpeg.output(_even(video, width, height), _url(out), f="mp4", **X264)
+                    .global_args("-hide_banner", "-nostdin", "-y", "-loglevel", "error").get_args())
+            self.proc = subprocess.Popen([ffmpeg_exe(), *args], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE)
+
+    def write(self, rgb: Any) -> None:
+        if self.proc is not None:
+            assert self.proc.stdin is not None
+            try:
+                self.proc.stdin.write(rgb.tobytes())
+            except BrokenPipeError:
+                self.finish()
+            return
+        raw = self.out.with_name(f"{self.out.stem}-{len(self._files):06d}.rgb")
+        raw.write_bytes(rgb.tobytes())
+        self._files.append(raw)
+
+    def finish(self) -> None:
+        if self.proc is None:
+            self._encode_listing()
+            return
+        assert self.proc.stdin is not None and self.proc.stderr is not None
+        with contextlib.suppress(BrokenPipeError):
+            self.proc.stdin.close()
+        err = self.proc.stderr.read().decode("utf-8", "replace")
+        if self.proc.wait() != 0:
+            raise FFmpegError(f"encoding failed: {_last_error(err)}")
+
+    def _encode_listing(self) -> None:
+        import ffmpeg
+
+        assert self._durations is not None and len(self._durations) == len(self._files)
+        w, h = self.size
+        listing = self.out.with_suffix(".ffconcat")
+        lines = ["ffconcat version 1.0"]
+        for f, d in zip(self._files, self._durations, strict=True):
+            lines += [f"file {f.name}", "option f rawvideo", "option pixel_format rgb24", "option framerate 90000",
+                      f"option video_size {w}x{h}", f"duration {max(d, 1e-4):.6f}"]
+        listing.write_text("\n".join(lines) + "\n")
+        video = ffmpeg.input(_url(listing), f="concat", safe=0).video
+        args = (ffmpeg.output(_even(video, w, h), _url(self.out), f="mp4", fps_mode="passthrough", **X264)
+                .global_args("-hide_banner", "-nostdin", "-y").get_args())
+        try:
+            _run(args)
+        finally:
+            for f in self._files:
+                f.unlink(missing_ok=True)
+            listing.unlink(missing_ok=True)
+
+    def abort(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for f in self._files:
+            f.unlink(missing_ok=True)
+
+
+def join(chunks: list[Path], out: Path, audio_from: Path | None, start: float | None, duration: float | None,
+         constant_rate: bool) -> str:
+    """The chunks, one after another, by stream copy, with the source's audio; write ``out`` (a
+    temporary name: the caller renames it). Returns how audio went."""
+    import ffmpeg
+
+    listing = out.with_name(f".{out.name}.ffconcat")
+    listing.write_text("ffconcat version 1.0\n" + "".join(f"file '{c.resolve()}'\n" for c in chunks))
+    video = ffmpeg.input(_url(listing), f="concat", safe=0).video
+    vopts: dict[str, Any] = {"c:v": "copy"}
     if not constant_rate:
         vopts["fps_mode"] = "passthrough"
     if out.suffix.lower() in (".mp4", ".m4v", ".mov"):
@@ -311,18 +464,21 @@ def encode(
             "-hide_banner", "-nostdin", "-y").get_args()
         return _run(args, check=False)
 
-    if audio_from is None:
-        proc = attempt(None)
-        how = "no audio"
-    else:
-        trimmed = bool(start or duration)
-        how = "audio re-encoded to AAC" if trimmed else "audio copied"
-        proc = attempt("aac" if trimmed else "copy")
-        if proc.returncode != 0 and not trimmed:
-            how = "audio re-encoded to AAC (the container does not take the source's codec)"
-            proc = attempt("aac")
+    try:
+        if audio_from is None:
+            proc = attempt(None)
+            how = "no audio"
+        else:
+            trimmed = bool(start or duration)
+            how = "audio re-encoded to AAC" if trimmed else "audio copied"
+            proc = attempt("aac" if trimmed else "copy")
+            if proc.returncode != 0 and not trimmed:
+                how = "audio re-encoded to AAC (the container does not take the source's codec)"
+                proc = attempt("aac")
+    finally:
+        listing.unlink(missing_ok=True)
     if proc.returncode != 0:
-        raise FFmpegError(f"encoding failed: {_last_error(proc.stderr)}")
+        raise FFmpegError(f"joining the chunks failed: {_last_error(proc.stderr)}")
     return how
 
 

@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from .errors import PipelineError
@@ -47,12 +45,24 @@ def check_stop(*_: Any) -> None:
         raise Stopped()
 
 
+@dataclass(frozen=True)
+class Ref:
+    """In a task's arguments: the result of the earlier task with this key."""
+
+    key: str
+
+
 @dataclass
 class Task:
+    """A function call for Dask. Arguments may hold :class:`Ref` s to earlier tasks' results. With
+    a ``summary``, the command never fetches the (large) result: it waits for ``summary(result)``,
+    computed where the result is."""
+
     key: str
     fn: Callable[..., Any]
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
+    summary: Callable[[Any], Any] | None = None
 
 
 class SchedulerError(PipelineError):
@@ -65,27 +75,25 @@ class WorkerDeaths(PipelineError):
 
 @dataclass(frozen=True)
 class DeathGuard:
-    """Where a job counts the starts of its tasks: ``folder/<task key>/<run>-<n>`` marks, one per
-    start in this run (a run is one invocation of the command; an earlier run's marks are from
-    kills of the command, not deaths of workers)."""
+    """Where a job counts the starts of its tasks: ``<prefix>/<task key>/<run>-<n>`` marks in its
+    store, one per start in this run (a run is one invocation of the command; an earlier run's
+    marks are from kills of the command, not deaths of workers)."""
 
-    folder: str
+    store: Any  # pipeline.store.Store
+    prefix: str = "attempts"
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     limit: int = MAX_DEATHS
 
     def started(self, key: str) -> None:
-        marks = Path(self.folder) / key
-        marks.mkdir(parents=True, exist_ok=True)
-        mine = [m for m in os.listdir(marks) if m.startswith(self.run)]
+        folder = f"{self.prefix}/{key}"
+        mine = [m for m in self.store.names(folder) if m.startswith(self.run)]
         if len(mine) >= self.limit:
             raise WorkerDeaths(f"took down {len(mine)} workers (out of memory? try --max-side or a smaller "
                                "--set tile=...)")
-        (marks / f"{self.run}-{uuid.uuid4().hex[:8]}").touch()
+        self.store.write_bytes(f"{folder}/{self.run}-{uuid.uuid4().hex[:8]}", b"")
 
     def finished(self, key: str) -> None:
-        import shutil
-
-        shutil.rmtree(Path(self.folder) / key, ignore_errors=True)
+        self.store.delete_tree(f"{self.prefix}/{key}")
 
 
 def _guarded(guard: DeathGuard, key: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -139,15 +147,16 @@ def dask_client(workers: int | None = None, scheduler: str | None = None,
         # Our own count ends a worker-killing task; the scheduler's is only a backstop behind it.
         with dask.config.set({"distributed.scheduler.allowed-failures": MAX_DEATHS + 1}):
             if n == 1 and _threads_here(threads):
-                cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
-                                       worker_dashboard_address=None)
+                # ":0": Dask serves HTTP even without a dashboard; a fixed port collides between two jobs.
+                cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0",
+                                       worker_dashboard_address=":0")
             else:
                 env = {THREADS_ENV: str(threads)} if threads else {}
                 if threads:
                     env["OMP_NUM_THREADS"] = str(threads)
                 with _sigint_ignored():  # inherited: Ctrl-C is for this command, which stops the workers
                     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                           dashboard_address=None, worker_dashboard_address=None, env=env,
+                                           dashboard_address=":0", worker_dashboard_address=":0", env=env,
                                            silence_logs=logging.CRITICAL)
         client = Client(cluster)
     try:
@@ -205,32 +214,6 @@ def _threads_here(threads: int | None) -> bool:
     return numerics()["threads"] == threads
 
 
-def _probe_paths(read: str, write_dir: str) -> str | None:
-    """Run on each worker: None when it can read ``read`` and write in ``write_dir``."""
-    import socket
-    import tempfile
-
-    if not os.access(read, os.R_OK):
-        return f"{socket.gethostname()} cannot read {read}"
-    try:
-        with tempfile.NamedTemporaryFile(dir=write_dir, prefix=".probe-"):
-            pass
-    except OSError as exc:
-        return f"{socket.gethostname()} cannot write in {write_dir} ({exc.strerror})"
-    return None
-
-
-def check_shared_paths(client: Any, read: Path, write_dir: Path) -> None:
-    """Every worker must see the input and the work folder at the same paths (a shared filesystem)."""
-    answers = client.run(_probe_paths, str(read), str(write_dir))
-    if not answers:
-        raise SchedulerError("the Dask cluster has no workers")
-    bad = [f"{addr}: {why}" for addr, why in answers.items() if why]
-    if bad:
-        raise SchedulerError(f"Dask workers must see the same paths as this machine (a shared filesystem): "
-                             f"{bad[0]}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
-
-
 def run_chains(
     client: Any,
     chains: Sequence[Sequence[Task]],
@@ -238,29 +221,78 @@ def run_chains(
     on_error: Callable[[Task, BaseException], None] | None = None,
     guard: DeathGuard | None = None,
 ) -> None:
-    """Submit every chain and call ``on_result`` as each task finishes. A failed task goes to
-    ``on_error`` when given (the batch records it and goes on); otherwise it raises, after the
-    remaining tasks are cancelled. With a ``guard``, a task that keeps killing workers fails after
-    ``guard.limit`` deaths. Ctrl-C sets :data:`STOP` at once, then cancels."""
-    from distributed import as_completed
-
-    STOP.clear()
-    futures = {}
+    """Chains of tasks, each task waiting for the one before it (given as its ``after``)."""
+    tasks = []
     for chain in chains:
         prev = None
         for task in chain:
-            kwargs = dict(task.kwargs)
-            if prev is not None:
-                kwargs["after"] = prev
-            fn, args = task.fn, task.args
-            if guard is not None:
-                fn, args = _guarded, (guard, task.key, task.fn, *task.args)
-            prev = client.submit(fn, *args, key=task.key, pure=False, **kwargs)
-            futures[prev] = task
+            kwargs = dict(task.kwargs) if prev is None else {**task.kwargs, "after": Ref(prev.key)}
+            tasks.append(Task(task.key, task.fn, task.args, kwargs, task.summary))
+            prev = task
+    run_graph(client, tasks, on_result, on_error, guard)
+
+
+def _refs(value: Any) -> list[str]:
+    if isinstance(value, Ref):
+        return [value.key]
+    if isinstance(value, (list, tuple)):
+        return [k for v in value for k in _refs(v)]
+    if isinstance(value, dict):
+        return [k for v in value.values() for k in _refs(v)]
+    return []
+
+
+def _bind(value: Any, futures: dict[str, Any]) -> Any:
+    if isinstance(value, Ref):
+        return futures[value.key]
+    if isinstance(value, (list, tuple)):
+        return type(value)(_bind(v, futures) for v in value)
+    if isinstance(value, dict):
+        return {k: _bind(v, futures) for k, v in value.items()}
+    return value
+
+
+def run_graph(
+    client: Any,
+    tasks: Sequence[Task],
+    on_result: Callable[[Any], None],
+    on_error: Callable[[Task, BaseException], None] | None = None,
+    guard: DeathGuard | None = None,
+) -> None:
+    """Submit the tasks in order (earlier ones go first when several can run) and call
+    ``on_result`` with each result (or summary) as it finishes. A failed task goes to ``on_error``
+    when given (a batch records it and goes on); otherwise it raises, after the remaining tasks are
+    cancelled. The command holds a task's future only until its last dependent is submitted, so
+    Dask drops every result as soon as nothing needs it. With a ``guard``, a task that keeps killing
+    workers fails after ``guard.limit`` deaths. Ctrl-C sets :data:`STOP` at once, then cancels."""
+    from distributed import as_completed
+
+    STOP.clear()
+    last_use = {}
+    for n, task in enumerate(tasks):
+        for key in _refs((task.args, task.kwargs)):
+            last_use[key] = n
+    futures: dict[str, Any] = {}
+    watched: dict[Any, Task] = {}
+    for n, task in enumerate(tasks):
+        fn, args = task.fn, _bind(task.args, futures)
+        if guard is not None:
+            fn, args = _guarded, (guard, task.key, task.fn, *args)
+        fut = client.submit(fn, *args, key=task.key, pure=False, **_bind(task.kwargs, futures))
+        if task.key in last_use:
+            futures[task.key] = fut
+        if task.summary is not None:
+            fut = client.submit(task.summary, fut, key=f"{task.key}-summary", pure=False)
+        watched[fut] = task
+        for key in _refs((task.args, task.kwargs)):
+            if last_use[key] == n:
+                del futures[key]
+    pending = as_completed(list(watched))
     try:
-        for fut in as_completed(list(futures)):
+        for fut in pending:
+            task = watched.pop(fut)
             if fut.status == "error" and on_error is not None:
-                on_error(futures[fut], fut.exception())
+                on_error(task, fut.exception())
                 continue
             # "lost" is not this: a finished task whose result died with its worker is lost until
             # Dask computes it again, which result() waits for.
@@ -271,5 +303,5 @@ def run_chains(
     except BaseException:
         STOP.set()
         with contextlib.suppress(BaseException):
-            client.cancel(list(futures), asynchronous=False)
+            client.cancel([*watched, *futures.values()], asynchronous=False)
         raise

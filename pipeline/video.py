@@ -1,23 +1,26 @@
-"""`dreamreel video`: a clip in, a dreamt clip out, resumable after a kill at any moment.
+"""`dreamreel video`: a clip in, a dreamt clip out, on one machine or a Dask cluster, resumable.
 
-1. probe; decode every frame once to lossless PNGs in the work folder (rotation applied, source
-   timestamps kept aside); 2. find scene cuts on the source frames; 3. plan segments: one per shot,
-   long shots cut into chunks that start a few warm-up frames early; 4. Dask runs one task per
-   frame, each waiting for the previous frame of its segment; 5. encode at the source's timing
-   with its audio, under a temporary name renamed into place.
+The command's process plans (plan.py: one light pass over the clip, no frame written), then Dask
+runs the job's tasks (frames.py: every frame is decoded, dreamt and stored by the worker that runs
+its chain; every chunk is encoded where its frames are), then the command joins the chunks and the
+source's audio by stream copy (media.join). The job's record, its frames in flight and its chunks
+live in its store (store.py), a local folder or a URL: the only place workers and command share.
 
-A frame's task reads everything it needs from disk (source frames, the previous dreamt frame as
-saved) and seeds its jitter with its index, so a resumed job continues exactly as an uninterrupted
-one would have, frame for frame.
+Resume: the store says what is done. Every chain continues from its last stored frame (or begins
+again where nothing of it is stored: the same pixels), and every chunk not yet encoded is encoded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
 import sys
+import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -27,122 +30,26 @@ import numpy as np
 from dreamcore.config import DreamConfig, VideoConfig
 
 from . import media
-from .errors import PipelineError
-from .fsutil import write_atomic
-from .jobs import JOB_VERSION, LayoutLog, WorkFolder, file_fingerprint
+from .errors import PipelineError, UsageError
+from .frames import JobSpec, check_store_shared, chunk_rel, chunk_task, frame_task
+from .jobs import JOB_VERSION, LayoutLog, file_fingerprint, job_id, open_job
+from .plan import Chunk, Segment
+from .schedule import Ref, Task
+from .store import Store, is_url
 
 log = logging.getLogger("dreamcore")
 
-# PNG frames of a dream compress to well under raw size; this is a conservative ratio.
-PNG_RATIO = 0.75
-# Room for the job record, logs and the encoder's output before it is renamed into place.
-WORK_MARGIN = 64 << 20
-
-
-@dataclass(frozen=True)
-class Segment:
-    """Frames [first, end) are kept; dreaming starts fresh at ``warm_from`` (<= first)."""
-
-    id: int
-    warm_from: int
-    first: int
-    end: int
-
-
-def plan_segments(frames: int, shot_starts: list[int], chunk: int, warmup: int) -> list[Segment]:
-    segments: list[Segment] = []
-    bounds = [*shot_starts, frames]
-    for s, e in zip(bounds[:-1], bounds[1:], strict=True):
-        first = s
-        while first < e:
-            end = e if not chunk or e - first <= chunk + chunk // 4 else first + chunk
-            segments.append(Segment(len(segments), max(s, first - warmup) if first > s else s, first, end))
-            first = end
-    return segments
-
-
-# --- the frame task (runs on a Dask worker) ----------------------------------------------------
-
-_job_cache: dict[str, tuple[DreamConfig, VideoConfig]] = {}
-
-
-def _settings(work_dir: str) -> tuple[DreamConfig, VideoConfig]:
-    if work_dir not in _job_cache:
-        job = WorkFolder(Path(work_dir)).read_job()
-        if job is None:
-            raise PipelineError(f"{work_dir}: job record missing (was the work folder removed?)")
-        ident = job["identity"]
-        _job_cache[work_dir] = (DreamConfig.from_mapping(ident["config"]), VideoConfig.from_mapping(ident["video"]))
-    return _job_cache[work_dir]
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    import cv2
-
-    arr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if arr is None:
-        raise PipelineError(f"{path}: unreadable frame")
-    return arr[..., ::-1].astype(np.float32) / 255.0
-
-
-def write_rgb(path: Path, rgb: np.ndarray) -> None:
-    import cv2
-
-    u8 = np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(u8[..., ::-1]))
-    if not ok:
-        raise PipelineError(f"{path}: cannot encode frame")
-    write_atomic(path, buf.tobytes())
-
-
-def frame_task(work_dir: str, index: int, prev_dream: str | None, out: str, keep: bool, after: Any = None) -> dict:
-    """Dream frame ``index`` into ``out``; start from ``prev_dream`` (a path) when given."""
-    from dreamcore.coherence import optical_flow, start_frame
-    from dreamcore.engine import Engine
-
-    from .runtime import load_tensorflow, numerics
-    from .schedule import check_stop
-
-    out_path = Path(out)
-    if out_path.exists():  # done before a restart: nothing to redo
-        return {"index": index, "keep": keep, "skipped": True}
-    load_tensorflow()
-    cfg, vcfg = _settings(work_dir)
-    work = WorkFolder(Path(work_dir))
-    t0 = time.perf_counter()
-    src = read_rgb(work.sub("src") / media.frame_name(index))
-    flow_s = 0.0
-    if prev_dream is None:
-        start, iterations = src, cfg.iterations
-    else:
-        prev_src = read_rgb(work.sub("src") / media.frame_name(index - 1))
-        prev = read_rgb(Path(prev_dream))
-        tf0 = time.perf_counter()
-        flow = optical_flow(prev_src, src) if vcfg.coherence == "flow" else None
-        flow_s = time.perf_counter() - tf0
-        start = start_frame(vcfg.coherence, src, prev_src, prev, vcfg.blend, vcfg.carry, flow)
-        iterations = vcfg.followup_iterations
-
-    td0 = time.perf_counter()
-    dreamt = Engine(cfg).dream_rgb(start, progress=check_stop, iterations=iterations, seed_key=(index,))
-    dream_s = time.perf_counter() - td0
-    write_rgb(out_path, dreamt)
-    work.log_event(f"dreamt {index} {'keep' if keep else 'warm'}")
-    return {"index": index, "keep": keep, "skipped": False, "seconds": time.perf_counter() - t0,
-            "flow_s": flow_s, "dream_s": dream_s, "layout": numerics()}
-
-
-# --- the job (runs in the command's process) --------------------------------------------------
 
 @dataclass
 class VideoRequest:
-    input: Path
-    output: Path
+    input: str  # a path, or a URL fsspec reads
+    output: str  # a path, or a URL
     config: DreamConfig
     video: VideoConfig
-    workdir: Path | None = None
+    workdir: str | None = None
     restart: bool = False
     keep_work: bool = False
+    keep_frames: bool = False
     start: float | None = None
     duration: float | None = None
     frames: int | None = None
@@ -151,58 +58,79 @@ class VideoRequest:
     quiet: bool = False
 
 
-def default_workdir(output: Path) -> Path:
-    return output.parent / f".{output.name}.dreamreel-work"
+def default_workdir(output: str) -> str:
+    if is_url(output):
+        parent, _, name = output.rstrip("/").rpartition("/")
+        return f"{parent}/.{name}.dreamreel-work"
+    p = Path(output)
+    return str(p.parent / f".{p.name}.dreamreel-work")
+
+
+def frame_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """What the command needs of a frame's result (not its pixels): runs where the result is."""
+    return {k: v for k, v in result.items() if not isinstance(v, np.ndarray)}
+
+
+@contextlib.contextmanager
+def local_copy(location: str) -> Iterator[Path]:
+    """A local path of the input: itself, or a temporary download of a URL."""
+    if not is_url(location):
+        yield Path(location)
+        return
+    import fsspec
+
+    with tempfile.TemporaryDirectory(prefix="dreamreel-input-") as tmp:
+        target = Path(tmp) / (Path(location.rstrip("/")).name or "input")
+        try:
+            with fsspec.open(location, "rb") as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 22)
+        except (OSError, ImportError, ValueError) as exc:
+            raise UsageError(f"{location}: cannot read ({exc})") from None
+        yield target
+
+
+def pinned(config: DreamConfig) -> DreamConfig:
+    """The config with the network the command resolved: workers build exactly this (no worker
+    resolves `auto` on its own, so one job never mixes networks)."""
+    from .settings import resolve_noted
+
+    res = resolve_noted(config)
+    return config.replace(model=res.backbone.name, weights=res.backbone.weights_name(res.weights),
+                          layers=dict(res.layers))
 
 
 def run_video(req: VideoRequest) -> dict[str, Any]:
-    from .settings import resolve_noted
+    with local_copy(req.input) as src:
+        info = media.probe(src)
+        cfg = pinned(req.config)
+        store = Store(req.workdir or default_workdir(req.output))
+        identity = {
+            "input": file_fingerprint(src),
+            "range": {"start": req.start, "duration": req.duration, "frames": req.frames},
+            "config": cfg.to_dict(),
+            "video": req.video.to_dict(),
+        }
+        identity["input"]["path"] = req.input
+        with store.locked():
+            job = open_job(store, identity, req.restart)
+            if job is None:
+                from .schedule import job_threads
 
-    info = media.probe(req.input)
-    res = resolve_noted(req.config)
-    work = WorkFolder((req.workdir or default_workdir(req.output)).resolve())
-    identity = {
-        "input": file_fingerprint(req.input),
-        "range": {"start": req.start, "duration": req.duration, "frames": req.frames},
-        "config": req.config.to_dict(),
-        "video": req.video.to_dict(),
-        "resolved": {"model": res.backbone.name, "weights": res.backbone.weights_name(res.weights),
-                     "layers": res.layers},
-    }
-    with work.locked():
-        job = work.check_same_job(identity, req.restart)
-        if job is None:
-            from .schedule import job_threads
-
-            check_disk_space(work.path, planned_frames(info, req), *info.display_size)
-            job = {"version": JOB_VERSION, "identity": identity, "probe": _probe_dict(info),
-                   "numerics": {"threads": job_threads(req.workers, req.scheduler)}}
-            work.write_job(job)
-        timings: dict[str, float] = {}
-        if "decoded" not in job:
+                job = {"version": JOB_VERSION, "identity": identity, "probe": _probe_dict(info),
+                       "numerics": {"threads": job_threads(req.workers, req.scheduler)},
+                       "token": uuid.uuid4().hex}
+                store.write_json("job.json", job)
+            store.write_bytes("token", job["token"].encode())
+            timings: dict[str, float] = {}
+            stats = _dream(req, store, job, job_id(identity, store), src, info, timings)
             t0 = time.perf_counter()
-            job["decoded"] = _decode(req, work)
-            timings["decode"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            job["plan"] = _plan(work, job["decoded"]["frames"], req.video)
-            timings["cuts"] = time.perf_counter() - t0
-            work.write_job(job)
-        dec = job["decoded"]
-        if dec["errors"]:
-            log.warning("%s: %d decode errors (a damaged file?): dreaming the %d frames that decode",
-                        req.input, dec["errors"], dec["frames"])
-        t0 = time.perf_counter()
-        layouts = LayoutLog(work, job)
-        stats = _dream_frames(req, work, job, layouts)
-        timings["frames"] = time.perf_counter() - t0
-        if layouts.warning():
-            log.warning(layouts.warning())
-        t0 = time.perf_counter()
-        _encode(req, work, job, info)
-        timings["encode"] = time.perf_counter() - t0
-        if not req.keep_work:
-            work.remove()
-    return {"frames": dec["frames"], "cuts": job["plan"]["shots"], "timings": timings, **stats}
+            how = _assemble(req, store, job, src if info.has_audio else None)
+            timings["join"] = time.perf_counter() - t0
+            if not req.keep_work:
+                store.delete_tree()
+    plan = job["plan"]
+    return {"frames": plan["frames"], "cuts": plan["shots"], "segments": len(plan["segments"]), "audio": how,
+            "timings": timings, **stats}
 
 
 def _probe_dict(info: media.SourceInfo) -> dict[str, Any]:
@@ -211,158 +139,255 @@ def _probe_dict(info: media.SourceInfo) -> dict[str, Any]:
     return d
 
 
-def planned_frames(info: media.SourceInfo, req: VideoRequest) -> int:
-    """How many frames the job will dream at most (counted from the packets when the header can't say)."""
-    frames = info.estimated_frames()
-    if frames is None:
-        frames = media.count_frames(req.input)
-    if req.frames:
-        frames = min(frames, req.frames)
-    elif req.duration and info.fps:
-        frames = min(frames, max(1, round(req.duration * float(info.fps))))
-    return frames
+def _plan(req: VideoRequest, src: Path, info: media.SourceInfo, workers: int) -> dict[str, Any]:
+    from . import plan as p
+
+    result, shots = p.scan(src, info, req.video, req.start, req.duration, req.frames)
+    segments = p.plan_segments(result.frames, shots, workers, req.video.chunk_frames, req.video.overlap_frames)
+    return p.plan_dict(result, shots, segments, p.plan_chunks(segments))
 
 
-def work_bytes(frames: int, width: int, height: int) -> int:
-    """Disk the work folder needs: every source frame and every dreamt frame as a PNG, and a margin."""
-    return int(frames * width * height * 3 * 2 * PNG_RATIO) + WORK_MARGIN
+def check_store_space(store: Store, plan: dict[str, Any], size: tuple[int, int], workers: int) -> None:
+    from .plan import store_bound
 
-
-def check_disk_space(path: Path, frames: int, width: int, height: int) -> None:
-    need = work_bytes(frames, width, height)
-    probe_dir = path if path.exists() else path.parent
+    if not store.local:
+        return  # an object store: no disk of ours fills up
+    in_flight = max(1, min(len(plan["segments"]), workers))
+    overlap = max((s["first"] - s["warm_from"] for s in plan["segments"]), default=0)
+    need = store_bound(plan["frames"], *size, in_flight, overlap)
+    probe_dir = Path(store.url)
+    while not probe_dir.exists():
+        probe_dir = probe_dir.parent
     free = shutil.disk_usage(probe_dir).free
     if free < need:
         raise PipelineError(f"{probe_dir}: not enough disk space for the work folder: needs about "
-                            f"{need / 1e9:.1f} GB for {frames} frames of {width}x{height}, {free / 1e9:.1f} GB free "
-                            "(free some, or give --workdir on a bigger disk)")
+                            f"{need / 1e9:.2f} GB ({plan['frames']} frames of {size[0]}x{size[1]}, {in_flight} "
+                            f"segments at a time), {free / 1e9:.2f} GB free (free some, or give --workdir "
+                            "on a bigger disk)")
 
 
-def _decode(req: VideoRequest, work: WorkFolder) -> dict[str, Any]:
-    part, final = work.sub("src.part"), work.sub("src")
-    for d in (part, final):
-        if d.exists():
-            shutil.rmtree(d)
-    part.mkdir()
-    dec = media.decode(req.input, part, req.start, req.duration, req.frames)
-    os.replace(part, final)
-    return {"frames": dec.frames, "times": dec.times, "frame_rate": str(dec.frame_rate) if dec.frame_rate else None,
-            "constant_rate": dec.is_constant_rate(), "errors": dec.errors, "last_duration": dec.last_duration}
-
-
-def _plan(work: WorkFolder, frames: int, vcfg: VideoConfig) -> dict[str, Any]:
-    import cv2
-
-    from dreamcore.coherence import cut_features, cut_score, find_cuts
-
-    scores = [0.0]
-    prev = None
-    for i in range(frames):
-        bgr = cv2.imread(str(work.sub("src") / media.frame_name(i)), cv2.IMREAD_COLOR)
-        feat = cut_features(bgr[..., ::-1])
-        if prev is not None:
-            scores.append(cut_score(prev, feat))
-        prev = feat
-    shots = find_cuts(scores, vcfg.scene_threshold, vcfg.min_scene_frames)
-    segments = plan_segments(frames, shots, vcfg.chunk_frames, vcfg.warmup_frames)
-    return {"shots": shots, "segments": [asdict(s) for s in segments]}
-
-
-def _chains(work: WorkFolder, job: dict[str, Any], coherence: str) -> tuple[list[list[Any]], int]:
-    """The tasks still to run, as chains; and how many kept frames are already done."""
-    from .schedule import Task
-
-    dream_dir, warm_dir = work.sub("dream"), work.sub("warm")
-    dream_dir.mkdir(exist_ok=True)
-    warm_dir.mkdir(exist_ok=True)
-    wd = str(work.path)
-    tag = job["identity"]["input"]["sha256_ends"][:8]
-    done = {int(p.stem) for p in dream_dir.glob("*.png") if p.stem.isdigit()}
-    chains: list[list[Any]] = []
-    for seg in (Segment(**s) for s in job["plan"]["segments"]):
-        if coherence == "none":
-            chains += [[Task(f"frame-{tag}-{i}", frame_task, (wd, i, None, str(dream_dir / media.frame_name(i)), True))]
-                       for i in range(seg.first, seg.end) if i not in done]
-            continue
-        # The chain restarts at the first kept frame not done (all before it are on disk).
-        todo = next((i for i in range(seg.first, seg.end) if i not in done), None)
-        if todo is None:
-            continue
-        begin = seg.warm_from if todo == seg.first else todo
-        chain = []
-        for i in range(begin, seg.end):
-            keep = i >= seg.first
-            out = dream_dir / media.frame_name(i) if keep else warm_dir / f"{seg.id}-{media.frame_name(i)}"
-            if i == seg.warm_from:
-                prev = None
-            elif i - 1 >= seg.first:
-                prev = str(dream_dir / media.frame_name(i - 1))
-            else:
-                prev = str(warm_dir / f"{seg.id}-{media.frame_name(i - 1)}")
-            chain.append(Task(f"frame-{tag}-{seg.id}-{i}", frame_task, (wd, i, prev, str(out), keep)))
-        chains.append(chain)
-    return chains, len(done)
-
-
-def _dream_frames(req: VideoRequest, work: WorkFolder, job: dict[str, Any], layouts: LayoutLog) -> dict[str, Any]:
+def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src: Path,
+           info: media.SourceInfo, timings: dict[str, float]) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from .schedule import DeathGuard, check_shared_paths, dask_client, run_chains
+    from .schedule import DeathGuard, dask_client, run_graph
 
-    total = job["decoded"]["frames"]
-    chains, already = _chains(work, job, req.video.coherence)
-    dreamt = 0
-    seconds: list[float] = []
-    flow_s: list[float] = []
-    dream_s: list[float] = []
-    bar = tqdm(total=total, initial=already, unit="frame", desc=req.input.name, disable=req.quiet,
-               file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
-    if already:
-        bar.set_postfix_str(f"{already} resumed", refresh=True)
+    layouts = LayoutLog(lambda j: store.write_json("job.json", j), job)
+    stats: dict[str, Any] = {"dreamt": 0, "resumed": 0, "chunk_seconds": [],
+                             **{f"{part}_seconds": [] for part in ("task", "decode", "flow", "dream", "store")}}
+    with dask_client(req.workers, req.scheduler, job["numerics"]["threads"]) as client:
+        workers = len(client.scheduler_info().get("workers", {})) or 1
+        if req.scheduler:
+            link = getattr(client, "dashboard_link", None)
+            if link:
+                log.warning("Dask dashboard: %s", link)
+        if "plan" not in job:
+            t0 = time.perf_counter()
+            job["plan"] = _plan(req, src, info, workers)
+            timings["plan"] = time.perf_counter() - t0
+            check_store_space(store, job["plan"], info.display_size, workers)
+            store.write_json("job.json", job)
+        plan = job["plan"]
+        if plan["errors"]:
+            log.warning("%s: %d decode errors (a damaged file?): dreaming the %d frames that decode",
+                        req.input, plan["errors"], plan["frames"])
+        if req.scheduler:
+            check_store_shared(client, store, job["token"])
+        workers_input = _input_for_workers(client, req, store, src) if req.scheduler else str(src)
+        spec = JobSpec(id=name, store=store, token=job["token"], input=workers_input,
+                       input_key=job["identity"]["input"]["sha256_ends"][:16], size=info.display_size,
+                       config=job["identity"]["config"], video=job["identity"]["video"],
+                       rate=plan["frame_rate"] if plan["constant_rate"] else None, keep_frames=req.keep_frames)
+        tasks, done, kept = _graph(spec, store, plan, uuid.uuid4().hex[:6])
+        stats["resumed"] = len(done)
+        bar = tqdm(total=plan["frames"], initial=len(done), unit="frame", desc=Path(req.input).name,
+                   disable=req.quiet, file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+        if done:
+            bar.set_postfix_str(f"{len(done)} resumed", refresh=True)
 
-    def on_result(r: dict[str, Any]) -> None:
-        nonlocal dreamt
-        if r.get("skipped"):
-            return
-        layouts.saw(r["layout"])
-        seconds.append(r["seconds"])
-        flow_s.append(r["flow_s"])
-        dream_s.append(r["dream_s"])
-        if r["keep"]:
-            dreamt += 1
-            bar.update(1)
+        def on_result(r: dict[str, Any]) -> None:
+            if "chunk" in r:
+                stats["chunk_seconds"].append(r["seconds"])
+                return
+            if not r["skipped"]:
+                store.log(f"dreamt {r['seg']} {r['index']}")
+                layouts.saw(r["layout"])
+                stats["task_seconds"].append(r["seconds"])
+                for part in ("decode", "flow", "dream", "store"):
+                    stats[f"{part}_seconds"].append(r[f"{part}_s"])
+                stats["dreamt"] += r["index"] in kept
+            if r["index"] in kept and r["index"] not in done:
+                done.add(r["index"])
+                bar.update(1)
 
+        t0 = time.perf_counter()
+        try:
+            if tasks:
+                run_graph(client, tasks, on_result, guard=DeathGuard(store, "attempts"))
+        finally:
+            bar.close()
+        timings["frames"] = time.perf_counter() - t0
+    if layouts.warning():
+        log.warning(layouts.warning())
+    return stats
+
+
+def _input_for_workers(client: Any, req: VideoRequest, store: Store, src: Path) -> str:
+    """Where the cluster's workers read the clip: its URL; its path when every worker sees the same
+    file there; else a copy in the store, uploaded once."""
+    from .schedule import SchedulerError
+
+    if is_url(req.input):
+        return req.input
+    st = src.stat()
+    answers = client.run(sees_file, str(src.resolve()), st.st_size, st.st_mtime_ns)
+    if not answers:
+        raise SchedulerError("the Dask cluster has no workers")
+    if all(answers.values()):
+        return str(src.resolve())
+    rel = f"input/{src.name}"
+    if store.size(rel) != st.st_size:
+        log.warning("the cluster's workers do not see %s: uploading it to the job store once", src)
+        store.put_file(src, rel)
+    return store.path(rel)
+
+
+def sees_file(path: str, size: int, mtime_ns: int) -> bool:
+    """Run on a worker: whether it sees this very file at this path."""
     try:
-        if chains:
-            with dask_client(req.workers, req.scheduler, job["numerics"]["threads"]) as client:
-                if req.scheduler:
-                    check_shared_paths(client, req.input.resolve(), work.path)
-                run_chains(client, chains, on_result, guard=DeathGuard(str(work.sub("attempts"))))
-    finally:
-        bar.close()
-    return {"resumed": already, "dreamt": dreamt, "task_seconds": seconds, "flow_seconds": flow_s,
-            "dream_seconds": dream_s}
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_size == size and st.st_mtime_ns == mtime_ns
 
 
-def _encode(req: VideoRequest, work: WorkFolder, job: dict[str, Any], info: media.SourceInfo) -> None:
-    from fractions import Fraction
+def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str) -> tuple[list[Task], set[int], set[int]]:
+    """The tasks still to run, in the order Dask should prefer them; the kept frames already done,
+    and every kept frame. Each segment's frame tasks come in order, each chunk's task right after
+    its last frame (so chunks are encoded, and their frames dropped, as the chain goes); a chunk that
+    cross-fades into the next segment comes after that segment's last warm frame."""
+    from .plan import durations
 
-    dec = job["decoded"]
-    dream_dir = work.sub("dream")
-    missing = [i for i in range(dec["frames"]) if not (dream_dir / media.frame_name(i)).exists()]
+    segments = [Segment(**s) for s in plan["segments"]]
+    chunks = [Chunk(**c) for c in plan["chunks"]]
+    pts = plan["pts"]
+    dur = durations(plan)
+    chunks_done = set(store.names("chunks"))
+    done: set[int] = set()
+    kept = {i for s in segments for i in range(s.first, s.end)}
+    for c in chunks:
+        if c.name in chunks_done:
+            done.update(range(c.first, c.end))
+    stored = {s.id: sorted(int(n[:-4]) for n in store.names(f"frames/{s.id:04d}") if n.endswith(".png"))
+              for s in segments}
+    for s in segments:
+        done.update(i for i in stored[s.id] if i >= s.first)
+    fresh_always = spec.video["coherence"] == "none"
+
+    def key(kind: str, seg: int, i: int) -> str:
+        return f"dreamreel-{spec.id}-{run}-{kind}{seg}-{i}"
+
+    # How far each chain must run: to the end of its last chunk not yet encoded, and through its warm
+    # frames while the chunk they blend into is not.
+    need = {s.id: s.warm_from for s in segments}
+    for c in chunks:
+        if c.name not in chunks_done:
+            need[c.seg] = max(need[c.seg], c.end)
+            if c.blend is not None:
+                nxt = segments[c.blend]
+                need[nxt.id] = max(need[nxt.id], nxt.first)
+    submitted: set[str] = set()
+    tasks: list[Task] = []
+    deferred: dict[str, list[Task]] = {}  # blend chunks, waiting for the next segment's warm frame
+
+    def add(task: Task) -> None:
+        tasks.append(task)
+        submitted.add(task.key)
+        for later in deferred.pop(task.key, []):
+            add(later)
+
+    def chunk_after(c: Chunk) -> tuple[Task, str | None]:
+        seg = segments[c.seg]
+        deps = [key("f", c.seg, c.end - 1)]
+        blend = None
+        if c.blend is not None:
+            nxt = segments[c.blend]
+            blend = asdict(nxt)
+            deps.append(key("f", nxt.id, nxt.first - 1))
+        refs = [Ref(k) for k in deps if k in planned]
+        task = Task(key("c", c.seg, c.first), chunk_task,
+                    (spec, asdict(c), asdict(seg), blend, dur[c.first:c.end]), {"after": refs})
+        waiting = next((k for k in deps if k in planned and k not in submitted), None)
+        return task, waiting
+
+    planned: set[str] = set()
+    chains: dict[int, list[int]] = {}
+    for s in segments:
+        resume = max((i for i in stored[s.id]), default=None)
+        begin = s.warm_from if resume is None else resume + 1
+        chains[s.id] = list(range(begin, need[s.id]))
+        planned.update(key("f", s.id, i) for i in chains[s.id])
+    chunk_by_end = {}
+    for c in chunks:
+        if c.name not in chunks_done:
+            chunk_by_end.setdefault((c.seg, c.end - 1), []).append(c)
+    for s in segments:
+        # Chunks whose frames are all stored already can be encoded at once.
+        for c in chunks:
+            if c.seg == s.id and c.name not in chunks_done and key("f", s.id, c.end - 1) not in planned:
+                task, waiting = chunk_after(c)
+                deferred.setdefault(waiting, []).append(task) if waiting else add(task)
+        for i in chains[s.id]:
+            fresh = fresh_always or i == s.warm_from
+            prev_key = key("f", s.id, i - 1)
+            # Every mode chains (a chunk waits for its last frame; frames decode in order); a fresh
+            # frame ignores what it is given.
+            prev = Ref(prev_key) if prev_key in planned else None
+            add(Task(key("f", s.id, i), frame_task,
+                     (spec, s.id, i, pts[i], fresh, prev, None if fresh else pts[i - 1], i == need[s.id] - 1),
+                     summary=frame_summary))
+            for c in chunk_by_end.get((s.id, i), []):
+                task, waiting = chunk_after(c)
+                deferred.setdefault(waiting, []).append(task) if waiting else add(task)
+    leftover = [t.key for ts in deferred.values() for t in ts]
+    if leftover:
+        raise PipelineError(f"internal: tasks never scheduled: {leftover[:3]}")
+    return tasks, done, kept
+
+
+def _assemble(req: VideoRequest, store: Store, job: dict[str, Any], audio_from: Path | None) -> str:
+    """Join the chunks and the audio into the output, under a temporary name renamed into place."""
+    plan = job["plan"]
+    chunks = sorted((Chunk(**c) for c in plan["chunks"]), key=lambda c: c.first)
+    missing = [c.name for c in chunks if not store.exists(chunk_rel(c.name))]
     if missing:
-        raise PipelineError(f"{len(missing)} dreamt frames are missing (first: {missing[0]}); run again to redo them")
-    tmp = req.output.parent / f".{req.output.name}.part{req.output.suffix}"
-    rate = Fraction(dec["frame_rate"]) if dec["frame_rate"] else None
-    audio_span = req.duration
+        raise PipelineError(f"{len(missing)} chunks are missing from the store (first: {missing[0]}); run the "
+                            "same command again to make them")
+    span = req.duration
     if req.frames:  # the audio of exactly the frames dreamt
-        audio_span = dec["times"][-1] + (dec["last_duration"] or (1 / float(rate) if rate else 0.04))
-    try:
-        how = media.encode(dream_dir, dec["frames"], dec["times"], rate, dec["constant_rate"],
-                           dec["last_duration"], tmp, req.input if info.has_audio else None, req.start,
-                           audio_span)
-        os.replace(tmp, req.output)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    job["audio"] = how
+        from .plan import durations
+
+        span = plan["pts"][-1] - plan["pts"][0] + durations(plan)[-1]
+    with tempfile.TemporaryDirectory(prefix="dreamreel-join-") as tmp:
+        files = [store.get_file(chunk_rel(c.name), Path(tmp) / c.name) for c in chunks]
+        if is_url(req.output):
+            out = Path(tmp) / f"out{Path(req.output).suffix}"
+            how = media.join(files, out, audio_from, req.start, span, plan["constant_rate"])
+            _upload(out, req.output)
+            return how
+        final = Path(req.output)
+        out = final.parent / f".{final.name}.part{final.suffix}"
+        try:
+            how = media.join(files, out, audio_from, req.start, span, plan["constant_rate"])
+            os.replace(out, final)
+        finally:
+            out.unlink(missing_ok=True)
+    return how
+
+
+def _upload(local: Path, url: str) -> None:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(url)
+    fs.put_file(str(local), path)
+

@@ -41,16 +41,10 @@ def make_clip(path: Path, *, size: str = "96x64", rate: str = "24000/1001", seco
 
 
 def read_frames(path: Path) -> list[np.ndarray]:
-    """Every frame of a clip as an RGB uint8 array, decoded by the product's own decoder."""
-    import tempfile
+    """Every frame of a clip as an RGB uint8 array, decoded by the product's own reader."""
+    from tests.jobs import frames_of
 
-    import cv2
-
-    from pipeline.media import decode
-
-    with tempfile.TemporaryDirectory() as tmp:
-        decode(path, Path(tmp))
-        return [cv2.imread(str(f))[..., ::-1].copy() for f in sorted(Path(tmp).glob("*.png"))]
+    return frames_of(path)
 
 
 def stream_durations(path: Path) -> dict[str, float]:

@@ -17,7 +17,8 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.imagefile import read_image
-from tests.clips import make_clip
+from tests.clips import make_clip, read_frames
+from tests.jobs import dreamt_all, plan
 from tests.media import REPO, image_folder, mean_change
 from tests.test_video import FAST as VIDEO_FAST
 
@@ -106,21 +107,24 @@ def test_image_batch_on_cluster_survives_a_lost_worker_and_equals_local(cluster:
 
 def test_video_on_cluster_survives_a_lost_worker_and_equals_local(cluster: Cluster, tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "clip.mp4", cut_at=0.5, seconds=1.2)
-    args = [*VIDEO_FAST, "--set", "iterations=4", "--set", "video.chunk_frames=8", "--keep-work"]
+    args = [*VIDEO_FAST, "--set", "iterations=4", "--set", "video.chunk_frames=8", "--set", "video.overlap_frames=3"]
     assert main(["video", str(clip), "-o", str(tmp_path / "local.mp4"), "--workdir", str(tmp_path / "wl"),
-                 *args]) == 0
+                 "--keep-frames", *args]) == 0
     proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "video", str(clip), "-o", str(tmp_path / "r.mp4"),
-                             "--workdir", str(tmp_path / "wr"), *args, "--scheduler", cluster.address],
+                             "--workdir", str(tmp_path / "wr"), "--keep-work", *args, "--scheduler", cluster.address],
                             stderr=subprocess.PIPE, text=True)
     events = tmp_path / "wr" / "events.log"
     killed = kill_one_worker_when(cluster, lambda: events.exists() and len(events.read_text().splitlines()) >= 3)
     assert proc.wait(timeout=600) == 0, proc.stderr.read() if proc.stderr else ""
     assert killed
-    names = sorted(p.name for p in (tmp_path / "wl" / "dream").glob("*.png"))
-    assert names == sorted(p.name for p in (tmp_path / "wr" / "dream").glob("*.png"))
-    for n in names:
-        assert (tmp_path / "wl" / "dream" / n).read_bytes() == (tmp_path / "wr" / "dream" / n).read_bytes(), n
-        assert mean_change(tmp_path / "wr" / "dream" / n, tmp_path / "wr" / "src" / n) > 1.0, n
+    assert len(plan(tmp_path / "wl")["segments"]) >= 4  # split shots, cross-faded seams: all on the cluster too
+    chunks = sorted(p.name for p in (tmp_path / "wl" / "chunks").iterdir())
+    assert chunks == sorted(p.name for p in (tmp_path / "wr" / "chunks").iterdir())
+    for name in chunks:
+        assert (tmp_path / "wl" / "chunks" / name).read_bytes() == (tmp_path / "wr" / "chunks" / name).read_bytes()
+    source = read_frames(clip)
+    for i, frame in enumerate(dreamt_all(tmp_path / "wl")):
+        assert np.abs(frame.astype(np.float32) - source[i]).mean() > 1.0, i  # a dream, not a copy
 
 
 def test_unreachable_scheduler_is_one_line(tmp_path: Path, capsys) -> None:
@@ -132,18 +136,21 @@ def test_unreachable_scheduler_is_one_line(tmp_path: Path, capsys) -> None:
     assert len(err.strip().splitlines()) == 1
 
 
-def test_workers_that_cannot_see_the_paths_are_refused(cluster: Cluster, tmp_path: Path) -> None:
-    """The start-up probe really runs on the cluster's workers: a path they can't read stops the job."""
+def test_workers_that_do_not_see_the_job_store_are_refused(cluster: Cluster, tmp_path: Path) -> None:
+    """The check really runs on the cluster's workers: they must read the token this job wrote."""
     from distributed import Client
 
-    from pipeline.schedule import SchedulerError, check_shared_paths
+    from pipeline.frames import StoreNotShared, check_store_shared
+    from pipeline.store import Store
 
+    store = Store(tmp_path / "work")
+    store.write_bytes("token", b"this-job")
     with Client(cluster.address, timeout="10s") as client:
-        check_shared_paths(client, tmp_path, tmp_path)  # both visible: passes
-        with pytest.raises(SchedulerError, match="same paths.*cannot read .*elsewhere"):
-            check_shared_paths(client, tmp_path / "elsewhere", tmp_path)
-        with pytest.raises(SchedulerError, match="cannot write in"):
-            check_shared_paths(client, tmp_path, tmp_path / "no-such-folder")
+        check_store_shared(client, store, "this-job")  # seen: passes
+        with pytest.raises(StoreNotShared, match="does not see this job's store.*and 1 more.*--workdir"):
+            check_store_shared(client, store, "another-job")
+        with pytest.raises(StoreNotShared, match="does not see"):
+            check_store_shared(client, Store(tmp_path / "elsewhere"), "this-job")
 
 
 def test_lost_scheduler_is_one_line_and_a_new_one_resumes(tmp_path: Path) -> None:
@@ -184,6 +191,7 @@ def test_a_task_that_keeps_killing_workers_is_bounded_by_the_job_not_the_schedul
     from distributed import Client
 
     from pipeline.schedule import MAX_DEATHS, DeathGuard, WorkerDeaths
+    from pipeline.store import Store
     from tests.test_schedule import run_with_a_killer
 
     cluster = Cluster(tmp_path / "dask", {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "100"})
@@ -193,7 +201,7 @@ def test_a_task_that_keeps_killing_workers_is_bounded_by_the_job_not_the_schedul
         cluster.wait_for_workers(2)
         with Client(cluster.address, timeout="10s") as client:
             assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler.allowed_failures) == 100
-            results, errors = run_with_a_killer(client, DeathGuard(str(tmp_path / "attempts")))
+            results, errors = run_with_a_killer(client, DeathGuard(Store(tmp_path)))
     finally:
         cluster.close()
     assert results == [0, 1, 4, 9] and list(errors) == ["killer"], errors

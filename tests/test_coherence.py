@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dreamcore.coherence import cut_features, cut_score, find_cuts, optical_flow, start_frame, warp
+from dreamcore.coherence import CutDetector, optical_flow, start_frame, warp
 
 H, W, SHIFT = 96, 128, 3
 
@@ -104,17 +104,41 @@ def test_a_shots_first_frame_and_none_start_from_the_source(pan) -> None:
         start_frame("warp", cur, prev, dream, 0.5, 0.9)
 
 
-def test_cut_score_is_zero_for_a_still_and_large_for_a_hard_cut() -> None:
-    a = np.round(texture(seed=4) * 255).astype(np.uint8)
-    b = np.round(texture(seed=5)[:, ::-1] * 255).astype(np.uint8)
-    assert cut_score(cut_features(a), cut_features(a)) == 0
-    assert cut_score(cut_features(a), cut_features(b)) > 27
+def u8(img: np.ndarray) -> np.ndarray:
+    return np.round(img * 255).astype(np.uint8)
 
 
-def test_min_scene_frames_ignores_cuts_too_close_to_the_last() -> None:
-    scores = [0, 30, 0, 30, 30, 0, 5, 40]
-    assert find_cuts(scores, 27, 1) == [0, 1, 3, 4, 7]
-    assert find_cuts(scores, 27, 2) == [0, 3, 7]
-    assert find_cuts(scores, 27, 5) == [0, 7]
-    assert find_cuts(scores, 35, 1) == [0, 7]
-    assert find_cuts([0.0], 27, 1) == [0]
+def shots(frames: list[np.ndarray], kind: str = "adaptive", min_scene: int = 1) -> list[int]:
+    detector = CutDetector(kind, min_scene=min_scene)
+    for i, frame in enumerate(frames):
+        detector.feed(i, frame)
+    return detector.shots()
+
+
+def test_both_detectors_find_a_hard_cut_where_it_is_and_nothing_in_a_still() -> None:
+    a, b = u8(texture(seed=4)[:, :W]), u8(texture(seed=5)[:, :W])
+    for kind in ("adaptive", "content"):
+        assert shots([a] * 5 + [b] * 5, kind) == [0, 5]
+        assert shots([a] * 10, kind) == [0]
+
+
+def test_adaptive_detector_does_not_cut_a_fast_pan_that_the_content_score_would() -> None:
+    """A fast pan over fine, colourful detail changes every frame's colours a lot: a fixed threshold
+    reads each frame as a cut; comparing a frame's change with its neighbours' does not."""
+    rng = np.random.default_rng(3)
+    small = rng.uniform(0, 1, (H // 6 + 2, 600 // 6 + 2, 3)).astype(np.float32)
+    import cv2
+
+    big = u8(np.clip(cv2.resize(small, (600, H), interpolation=cv2.INTER_CUBIC), 0, 1))
+    pan = [big[:, 4 * i:4 * i + W] for i in range(40)]
+    assert len(shots(pan, "content")) > 30
+    assert shots(pan, "adaptive") == [0]
+
+
+def test_min_scene_frames_reaches_the_detector() -> None:
+    a, b = u8(texture(seed=4)[:, :W]), u8(texture(seed=5)[:, :W])
+    pattern = [a, b, b, a, b, b, b, a, a, a, a, a]  # changes at 1, 3, 4 and 7
+    assert shots(pattern, "content", 1) == [0, 1, 3, 4, 7]
+    assert shots(pattern, "content", 2) == [0, 3, 7]
+    with pytest.raises(ValueError, match="unknown scene detector"):
+        CutDetector("histogram")

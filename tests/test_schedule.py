@@ -13,6 +13,7 @@ import pytest
 from pipeline.cli import main
 from pipeline.runtime import usable_cores
 from pipeline.schedule import MAX_DEATHS, DeathGuard, Task, WorkerDeaths, dask_client, run_chains
+from pipeline.store import Store
 from tests.media import image_folder
 
 
@@ -34,7 +35,7 @@ def run_with_a_killer(client, guard: DeathGuard) -> tuple[list[int], dict[str, B
 
 
 def test_a_task_that_keeps_killing_workers_fails_after_max_deaths_the_rest_completes(tmp_path: Path) -> None:
-    guard = DeathGuard(str(tmp_path / "attempts"))
+    guard = DeathGuard(Store(tmp_path))
     with dask_client(workers=2, threads=1) as client:
         results, errors = run_with_a_killer(client, guard)
     assert results == [0, 1, 4, 9]
@@ -45,14 +46,14 @@ def test_a_task_that_keeps_killing_workers_fails_after_max_deaths_the_rest_compl
 
 def test_marks_of_an_earlier_run_are_not_deaths(tmp_path: Path) -> None:
     """A command killed mid-task leaves marks; the next run (another run id) starts from zero."""
-    earlier = DeathGuard(str(tmp_path))
+    earlier = DeathGuard(Store(tmp_path))
     for _ in range(MAX_DEATHS):
         earlier.started("frame-7")
-    DeathGuard(str(tmp_path)).started("frame-7")  # does not raise
+    DeathGuard(Store(tmp_path)).started("frame-7")  # does not raise
     with pytest.raises(WorkerDeaths):
         earlier.started("frame-7")
     earlier.finished("frame-7")
-    assert not (tmp_path / "frame-7").exists()
+    assert not (tmp_path / "attempts" / "frame-7").exists()
 
 
 @pytest.mark.skipif(usable_cores() < 2, reason="needs 2 cores to give two layouts")
@@ -77,18 +78,18 @@ def test_local_workers_use_the_thread_count_the_job_recorded(tmp_path: Path) -> 
 
 
 def test_a_second_layout_is_reported(tmp_path: Path) -> None:
-    from pipeline.jobs import LayoutLog, WorkFolder
+    from pipeline.jobs import LayoutLog
 
-    work = WorkFolder(tmp_path)
+    store = Store(tmp_path)
     job: dict = {}
-    log = LayoutLog(work, job)
+    log = LayoutLog(lambda j: store.write_json("job.json", j), job)
     layout = {"tensorflow": "2.21.0", "device": "cpu A", "threads": 2, "onednn": "default"}
     log.saw(layout)
     log.saw(dict(layout))
     assert log.warning() is None
     log.saw({**layout, "threads": 8})
     assert "2 numerics layouts" in log.warning() and "8 threads" in log.warning()
-    assert len(json.loads(work.job_file.read_text())["layouts"]) == 2
+    assert len(json.loads((tmp_path / "job.json").read_text())["layouts"]) == 2
 
 
 def test_load_tensorflow_sets_the_thread_count_numerics_reports() -> None:

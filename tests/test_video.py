@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,18 +10,17 @@ import pytest
 
 from pipeline import media
 from pipeline.cli import main
-from pipeline.video import plan_segments, read_rgb
+from pipeline.plan import Chunk, Segment, crossfade_weight, plan_chunks, plan_segments
 from tests.clips import ffmpeg, make_clip, make_pan, read_frames, stream_durations
+from tests.jobs import dreamt, dreamt_all, plan, scanned
 from tests.media import SHARED_MEDIA
 
 FAST = ["--model", "inception_v3", "--weights", "untrained", "--layers", "mixed2=1", "--set", "iterations=2",
         "--set", "octaves=1", "--set", "video.followup_iterations=1", "-q"]
 
 
-def decoded(path: Path, tmp: Path) -> media.Decoded:
-    d = tmp / f"dec-{path.stem}"
-    d.mkdir()
-    return media.decode(path, d)
+def decoded(path: Path, tmp: Path) -> media.Scan:
+    return scanned(path)
 
 
 def run(argv: list[str], capsys) -> tuple[int, str]:
@@ -35,13 +33,42 @@ def cut_clip(tmp_path_factory) -> Path:
     return make_clip(tmp_path_factory.mktemp("clips") / "cut.mp4", cut_at=0.5, seconds=1.5)
 
 
-def test_plan_splits_at_cuts_and_chunks_long_shots_with_warmup() -> None:
-    segs = plan_segments(300, [0, 100], chunk=80, warmup=5)
-    assert [(s.warm_from, s.first, s.end) for s in segs] == [(0, 0, 100), (100, 100, 180), (175, 180, 260),
-                                                             (255, 260, 300)]
-    # a short tail joins the chunk before it instead of paying for its own warm-up
-    assert [(s.first, s.end) for s in plan_segments(95, [0], chunk=80, warmup=5)] == [(0, 95)]
-    assert [(s.first, s.end) for s in plan_segments(1, [0], 80, 5)] == [(0, 1)]
+def test_one_worker_never_splits_a_shot() -> None:
+    assert [(s.warm_from, s.first, s.end) for s in plan_segments(3000, [0, 100], 1, 0, 12)] == [(0, 0, 100),
+                                                                                              (100, 100, 3000)]
+
+
+def test_shots_split_only_while_workers_would_wait_and_overlap_where_split() -> None:
+    segs = plan_segments(400, [0, 100], workers=4, chunk=0, overlap=12)
+    # 2 shots for 4 workers: the longest piece is halved until there are 4
+    assert [(s.warm_from, s.first, s.end) for s in segs] == [(0, 0, 100), (100, 100, 175), (163, 175, 250),
+                                                             (238, 250, 400)]
+    starts = {0, 100}
+    for s in segs:
+        assert (s.warm_from == s.first) == (s.first in starts)  # a shot's start is fresh, a split overlaps
+        if s.first not in starts:
+            assert s.first - s.warm_from == 12
+    assert len(plan_segments(60, [0], workers=8, chunk=0, overlap=12)) == 1  # too short to split
+
+
+def test_forced_chunks_and_encode_chunks_cover_every_frame_once() -> None:
+    segs = plan_segments(96, [0], workers=1, chunk=24, overlap=6)
+    assert [(s.warm_from, s.first, s.end) for s in segs] == [(0, 0, 24), (18, 24, 48), (42, 48, 72), (66, 72, 96)]
+    chunks = plan_chunks(segs, 20)
+    covered = [i for c in chunks for i in range(c.first, c.end)]
+    assert covered == list(range(96))
+    for c in chunks:  # a segment's last chunk holds its whole overlap with the next, and blends it
+        seg = segs[c.seg]
+        if c.end == seg.end and c.seg + 1 < len(segs):
+            assert c.blend == c.seg + 1 and c.first <= segs[c.seg + 1].warm_from
+        else:
+            assert c.blend is None
+    assert Chunk(0, 0, 24).name == "000000-000024.mp4" and Segment(0, 0, 0, 1).end == 1
+
+
+def test_crossfade_weights_rise_without_a_jump_at_either_end() -> None:
+    weights = [crossfade_weight(i, 10, 16) for i in range(10, 16)]
+    assert weights == pytest.approx([1 / 7, 2 / 7, 3 / 7, 4 / 7, 5 / 7, 6 / 7])
 
 
 def test_cut_clip_keeps_frames_rate_and_audio(cut_clip: Path, tmp_path: Path, capsys) -> None:
@@ -64,19 +91,14 @@ def test_first_frame_after_a_cut_holds_nothing_of_the_shot_before(cut_clip: Path
     for mode in ("flow", "none"):
         work = tmp_path / f"work-{mode}"
         code, err = run(["video", str(cut_clip), "-o", str(tmp_path / f"{mode}.mp4"), *FAST, "--coherence", mode,
-                         "--workdir", str(work), "--keep-work"], capsys)
+                         "--workdir", str(work), "--keep-frames"], capsys)
         assert code == 0, err
         runs[mode] = work
-    plan = json.loads((runs["flow"] / "job.json").read_text())["plan"]
-    cut = plan["shots"][1]
+    cut = plan(runs["flow"])["shots"][1]
     assert cut == 12
-
-    def frame(mode: str, i: int) -> bytes:
-        return (runs[mode] / "dream" / media.frame_name(i)).read_bytes()
-
-    assert frame("flow", cut) == frame("none", cut)
-    assert frame("flow", cut + 1) != frame("none", cut + 1)
-    assert frame("flow", 0) == frame("none", 0)
+    assert np.array_equal(dreamt(runs["flow"], cut), dreamt(runs["none"], cut))
+    assert not np.array_equal(dreamt(runs["flow"], cut + 1), dreamt(runs["none"], cut + 1))
+    assert np.array_equal(dreamt(runs["flow"], 0), dreamt(runs["none"], 0))
 
 
 def test_existing_output_refused_and_bad_extension(cut_clip: Path, tmp_path: Path, capsys) -> None:
@@ -178,48 +200,47 @@ def test_changed_config_on_same_workdir_is_refused_unless_restart(cut_clip: Path
 
 
 def test_locked_work_folder_is_refused(cut_clip: Path, tmp_path: Path, capsys) -> None:
-    from pipeline.jobs import WorkFolder
+    from pipeline.store import Store
 
-    work = WorkFolder(tmp_path / "work")
+    work = Store(tmp_path / "work")
     with work.locked():
-        code, err = run(["video", str(cut_clip), "-o", str(tmp_path / "o.mp4"), "--workdir", str(work.path), *FAST],
+        code, err = run(["video", str(cut_clip), "-o", str(tmp_path / "o.mp4"), "--workdir", work.url, *FAST],
                         capsys)
     assert code == 2 and "in use" in err
     assert not (tmp_path / "o.mp4").exists()
 
 
-def test_disk_check_refuses_one_byte_short_and_passes_at_the_estimate(cut_clip: Path, tmp_path: Path, capsys,
-                                                                      monkeypatch) -> None:
-    """The estimate is every source and dreamt frame as PNG (36 frames of 96x64) plus the margin;
-    one byte less free fails before any work, exactly enough runs."""
+def test_disk_check_refuses_one_byte_short_and_passes_at_the_bound(cut_clip: Path, tmp_path: Path, capsys,
+                                                                   monkeypatch) -> None:
+    """The bound: the frames one segment holds at a time (a chunk, its overlap, the frame it continues
+    from, as PNG) and every encoded chunk; one byte less free fails before any dreaming."""
     import shutil
     from collections import namedtuple
 
-    from pipeline.video import PNG_RATIO, WORK_MARGIN
+    from pipeline.plan import CHUNK_BYTES_PER_PIXEL, CHUNK_FRAMES, PNG_RATIO
 
-    need = int(36 * 96 * 64 * 3 * 2 * PNG_RATIO) + WORK_MARGIN
+    need = int(1 * (CHUNK_FRAMES + 0 + 2) * 96 * 64 * 3 * PNG_RATIO + 36 * 96 * 64 * CHUNK_BYTES_PER_PIXEL) + (16 << 20)
     usage = namedtuple("usage", "total used free")
-    real = shutil.disk_usage
     for free, code in ((need - 1, 1), (need, 0)):
         monkeypatch.setattr(shutil, "disk_usage", lambda p, free=free: usage(10**12, 10**12 - free, free))
         out = tmp_path / f"o{code}.mp4"
-        got, err = run(["video", str(cut_clip), "-o", str(out), *FAST, "--frames", "36"], capsys)
+        got, err = run(["video", str(cut_clip), "-o", str(out), *FAST, "--workdir", str(tmp_path / f"w{code}")],
+                       capsys)
         assert got == code, err
         assert ("not enough disk space" in err and "36 frames of 96x64" in err) == (code == 1)
         assert out.exists() == (code == 0)
-    monkeypatch.setattr(shutil, "disk_usage", real)
 
 
-def test_a_clip_without_duration_in_its_header_is_counted_not_guessed(tmp_path: Path) -> None:
-    """A raw H.264 stream has no duration in its header: the planned frame count comes from its packets."""
-    from pipeline.video import VideoRequest, planned_frames
-
+def test_a_clip_without_duration_in_its_header_is_counted(tmp_path: Path, capsys) -> None:
+    """A raw H.264 stream has no duration in its header: the plan counts its frames as it reads them."""
     raw = tmp_path / "raw.h264"
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25:duration=1.6", "-c:v", "libx264", "-f", "h264", str(raw))
-    info = media.probe(raw)
-    assert info.estimated_frames() is None
-    req = VideoRequest(input=raw, output=tmp_path / "o.mp4", config=None, video=None)  # type: ignore[arg-type]
-    assert planned_frames(info, req) == 40
+    assert media.probe(raw).estimated_frames() is None
+    work = tmp_path / "work"
+    code, err = run(["video", str(raw), "-o", str(tmp_path / "o.mp4"), *FAST, "--workdir", str(work), "--keep-work"],
+                    capsys)
+    assert code == 0, err
+    assert plan(work)["frames"] == 40 and "40 frames" in err
 
 
 def test_flow_is_far_steadier_than_dreaming_each_frame_alone(tmp_path: Path, capsys) -> None:
@@ -228,14 +249,14 @@ def test_flow_is_far_steadier_than_dreaming_each_frame_alone(tmp_path: Path, cap
     from dreamcore.coherence import frame_instability
 
     clip = make_pan(tmp_path / "pan.mp4", frames=12)
+    src = [f.astype(np.float32) / 255 for f in read_frames(clip)]
     series = {}
     for mode in ("none", "flow"):
         work = tmp_path / f"work-{mode}"
         code, err = run(["video", str(clip), "-o", str(tmp_path / f"{mode}.mp4"), *FAST, "--coherence", mode,
-                         "--workdir", str(work), "--keep-work"], capsys)
+                         "--workdir", str(work), "--keep-frames"], capsys)
         assert code == 0 and "1 shots" in err, err
-        src = [read_rgb(work / "src" / media.frame_name(i)) for i in range(12)]
-        out = [read_rgb(work / "dream" / media.frame_name(i)) for i in range(12)]
+        out = [f.astype(np.float32) / 255 for f in dreamt_all(work)]
         series[mode] = [frame_instability(src[i - 1], out[i - 1], src[i], out[i]) for i in range(1, 12)]
         strength = [float(np.mean(np.abs(o - s))) for o, s in zip(out, src, strict=True)]
         assert min(strength) > 0.004, strength  # a dream, not the source
@@ -292,20 +313,15 @@ def test_megamind_frames_rate_audio(tmp_path: Path, capsys) -> None:
 
 
 def test_lost_frame_timestamps_are_an_error_not_a_guessed_rate(tmp_path: Path, monkeypatch) -> None:
-    """If ffmpeg reports fewer timestamps than frames it wrote, decoding stops with a message
-    instead of inventing a frame rate."""
+    """If ffmpeg's report lacks a frame's timestamp, reading stops with a message instead of
+    inventing one or shifting the others."""
+    import re
+
     from pipeline.errors import PipelineError
 
     clip = make_clip(tmp_path / "c.mp4", seconds=0.5, audio=False)
-    real = media._run
-
-    def fewer_timestamps(args, check=True):
-        proc = real(args, check=check)
-        proc.stderr = "\n".join(ln for ln in proc.stderr.splitlines() if "pts_time:0.0" not in ln)
-        return proc
-
-    monkeypatch.setattr(media, "_run", fewer_timestamps)
-    out = tmp_path / "frames"
-    out.mkdir()
-    with pytest.raises(PipelineError, match=r"timestamps of (\d|1[01]) of 12 decoded frames"):
-        media.decode(clip, out)
+    # the report of frame 5 goes missing
+    monkeypatch.setattr(media, "_SHOWINFO", re.compile(r"n:\s*(\d*[0-46-9]|\d\d+)\s+pts:\s*(-?\d+)\s+pts_time:"
+                                                       r"(-?[\d.e+-]+)(?:.*?duration_time:([\d.]+))?"))
+    with pytest.raises(PipelineError, match="no timestamp for frame 5"):
+        scanned(clip)

@@ -1,0 +1,352 @@
+"""What runs on the Dask workers for `dreamreel video`: dream a frame, encode a chunk.
+
+Workers reach a job only through what its tasks carry (:class:`JobSpec`) and its store: never
+through the command's own paths. A frame task decodes its source frame itself (each worker keeps a
+decoder open per segment, reading on in order; a frame out of order seeks), dreams it from the
+previous frame's dream, which it receives in memory as the previous task's result, saves it to the
+store (so a killed job resumes from it), and returns it for the next frame. A chunk task encodes a
+run of stored frames into H.264, cross-fading the overlap where a shot was split, puts the chunk in
+the store and drops the frames it no longer needs.
+
+Everything a frame depends on is the job's (config, plan, index, the previous dream as stored
+bytes), so a resumed job, or a frame dreamt again after its worker died, gives the same pixels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import EXIT_USAGE, PipelineError
+from .store import Store, StoreUnavailable
+
+
+class StoreNotShared(StoreUnavailable):
+    """A worker does not see the job's store (a path local to another machine): the user must give
+    one every worker shares, so it is bad usage."""
+
+    exit_code = EXIT_USAGE
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What every task of a job carries: small, picklable, the same for all its tasks."""
+
+    id: str  # the job's identity (input, range, config), so tasks of two jobs never mix
+    store: Store
+    token: str  # written into the store by the command; a worker that reads another is not in this job
+    input: str  # where workers read the clip: the command's path, or a copy in the store
+    input_key: str  # the clip's fingerprint: names a worker's local copy of a remote input
+    size: tuple[int, int]  # (width, height) of the frames, upright
+    config: dict[str, Any]  # the DreamConfig, with the network as the command resolved it
+    video: dict[str, Any]  # the VideoConfig
+    rate: str | None  # the constant frame rate, or None for irregular timing
+    keep_frames: bool = False  # keep every dreamt frame in the store (--keep-frames), not only those in flight
+
+
+def frame_rel(seg: int, index: int) -> str:
+    return f"frames/{seg:04d}/{index:06d}.png"
+
+
+def chunk_rel(name: str) -> str:
+    return f"chunks/{name}"
+
+
+# --- per-worker state ---------------------------------------------------------------------------
+
+_lock = threading.Lock()
+_verified: set[tuple[str, str]] = set()
+_inputs: dict[str, str] = {}
+_decoders: OrderedDict[tuple[str, int], _Decoder] = OrderedDict()
+MAX_DECODERS = 4  # open ffmpeg decoders per worker (one per segment it is dreaming)
+
+
+def check_job(job: JobSpec) -> None:
+    """This worker sees the job's store: the token the command wrote there is the job's. Once per
+    job and worker, for workers that join later too."""
+    import socket
+
+    if (job.id, job.token) in _verified:
+        return
+    try:
+        found = job.store.read_bytes("token")
+    except StoreUnavailable as exc:
+        raise StoreNotShared(f"worker {socket.gethostname()} cannot read the job store ({exc})") from None
+    if found is None or found.decode().strip() != job.token:
+        raise StoreNotShared(f"worker {socket.gethostname()} does not see this job's store at {job.store.url} "
+                             f"({'no job there' if found is None else 'another job there'}): a folder local to "
+                             "another machine? give --workdir a path or URL that every worker shares")
+    _verified.add((job.id, job.token))
+
+
+def _reads_token(store: Store, token: str) -> str | None:
+    """Run on a worker: None when it reads this token from the store, else why not."""
+    import socket
+
+    try:
+        found = store.read_bytes("token")
+    except StoreUnavailable as exc:
+        return f"worker {socket.gethostname()} cannot read the job store ({exc})"
+    if found is None or found.decode().strip() != token:
+        return f"worker {socket.gethostname()} does not see this job's store at {store.url}"
+    return None
+
+
+def check_store_shared(client: Any, store: Store, token: str) -> None:
+    """Every worker of the cluster now sees the job's store (the command wrote ``token`` there):
+    checked before any work; workers that join later check in their first task."""
+    from .schedule import SchedulerError
+
+    answers = client.run(_reads_token, store, token)
+    if not answers:
+        raise SchedulerError("the Dask cluster has no workers")
+    bad = [why for why in answers.values() if why]
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise StoreNotShared(f"{bad[0]}{more}: a folder local to another machine? give --workdir a path or URL "
+                             "that every worker shares")
+
+
+def local_input(job: JobSpec) -> str:
+    """A path ffmpeg can read the clip from on this worker: the job's own path, or a copy of a URL
+    made once per worker machine."""
+    from .store import is_url
+
+    if not is_url(job.input):
+        if not os.path.exists(job.input):
+            import socket
+
+            raise StoreNotShared(f"worker {socket.gethostname()} cannot read the input {job.input}")
+        return job.input
+    with _lock:
+        if job.input_key in _inputs:
+            return _inputs[job.input_key]
+        import fsspec
+
+        cache = Path(tempfile.gettempdir()) / "dreamreel-inputs"
+        cache.mkdir(exist_ok=True)
+        target = cache / f"{job.input_key}{Path(job.input).suffix}"
+        if not target.exists():
+            part = target.with_name(f".{target.name}.{os.getpid()}.part")
+            with fsspec.open(job.input, "rb") as src, open(part, "wb") as dst:
+                while block := src.read(1 << 22):
+                    dst.write(block)
+            os.replace(part, target)
+        _inputs[job.input_key] = str(target)
+        return str(target)
+
+
+class _Decoder:
+    """Source frames of one segment, read on in order from one ffmpeg process. It starts with a
+    seek; where the seek finds nothing or the wrong frame (streams without a usable index), it reads
+    from the clip's start instead and skips to the frame."""
+
+    def __init__(self, src: str, pts: float, index: int, size: tuple[int, int]):
+        from . import media
+
+        self.src, self.size = src, size
+        self.pipe = media.open_frames(src, pts, size)
+        self.next = index
+        self.sought = True
+
+    def frame(self, index: int, pts: float) -> np.ndarray:
+        from . import media
+
+        got = self._skip_to(pts)
+        if (got is None or abs(got[0] - pts) > 1e-4) and self.sought:
+            self.pipe.close()
+            self.pipe, self.sought = media.open_frames(self.src, None, self.size), False
+            got = self._skip_to(pts)
+        if got is None or abs(got[0] - pts) > 1e-4:
+            found = "the end of the clip" if got is None else f"a frame at {got[0]:.6f} s"
+            raise PipelineError(f"decoding frame {index} (at {pts:.6f} s) found {found}: the input changed?")
+        self.next = index + 1
+        return got[1]
+
+    def _skip_to(self, pts: float) -> tuple[float, np.ndarray] | None:
+        got = self.pipe.read()
+        while got is not None and got[0] < pts - 1e-4:
+            got = self.pipe.read()
+        return got
+
+    def close(self) -> None:
+        self.pipe.close()
+
+
+def source_frame(job: JobSpec, seg: int, index: int, pts: float) -> np.ndarray:
+    """Source frame ``index`` (RGB uint8), from this worker's decoder for the segment when it is
+    at that frame, else from a new one that seeks to it."""
+    key = (job.id, seg)
+    with _lock:
+        dec = _decoders.pop(key, None)
+    if dec is None or dec.next != index:
+        if dec is not None:
+            dec.close()
+        dec = _Decoder(local_input(job), pts, index, job.size)
+    try:
+        frame = dec.frame(index, pts)
+    except BaseException:
+        dec.close()
+        raise
+    with _lock:
+        _decoders[key] = dec
+        while len(_decoders) > MAX_DECODERS:
+            _decoders.popitem(last=False)[1].close()
+    return frame
+
+
+def close_decoder(job: JobSpec, seg: int) -> None:
+    with _lock:
+        dec = _decoders.pop((job.id, seg), None)
+    if dec is not None:
+        dec.close()
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    if not ok:
+        raise PipelineError("cannot encode a frame as PNG")
+    return buf.tobytes()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    import cv2
+
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise PipelineError("a stored frame does not decode")
+    return np.ascontiguousarray(bgr[..., ::-1])
+
+
+def crossfade(frame: np.ndarray, other: np.ndarray, k: float) -> np.ndarray:
+    """An output frame in an overlap: ``other``'s share ``k``. Both are dreams of the same source
+    frame, so this cross-fades their dream residuals."""
+    return np.round((1 - k) * frame.astype(np.float32) + k * other.astype(np.float32)).astype(np.uint8)
+
+
+def stored_frame(job: JobSpec, seg: int, index: int) -> np.ndarray | None:
+    data = job.store.read_bytes(frame_rel(seg, index))
+    return None if data is None else decode_png(data)
+
+
+# --- the tasks ---------------------------------------------------------------------------------
+
+def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev: dict[str, Any] | None,
+               prev_pts: float | None, last: bool) -> dict[str, Any]:
+    """Dream frame ``index`` of segment ``seg``. ``fresh``: a chain's first frame (the whole dream).
+    ``prev``: the previous task's result (its source and dream frames), or None when the chain
+    continues from a stored frame (a resumed job); ``prev_pts`` is then that frame's time."""
+    from dreamcore.coherence import optical_flow, start_frame
+    from dreamcore.config import DreamConfig, VideoConfig
+    from dreamcore.engine import Engine
+
+    from .runtime import load_tensorflow, numerics
+    from .schedule import check_stop
+
+    t0 = time.perf_counter()
+    check_job(job)
+    if fresh:
+        prev = None
+    elif prev is None:  # continue from the stored previous frame: its source first
+        assert prev_pts is not None
+        prev_src = source_frame(job, seg, index - 1, prev_pts)
+        prev_dream = stored_frame(job, seg, index - 1)
+        if prev_dream is None:
+            raise PipelineError(f"frame {index - 1} of segment {seg} is missing from the store: --restart the job")
+        prev = {"src": prev_src, "dream": prev_dream}
+    src = source_frame(job, seg, index, pts)
+    if last:
+        close_decoder(job, seg)
+    decode_s = time.perf_counter() - t0
+    result: dict[str, Any] = {"seg": seg, "index": index, "src": src, "skipped": False}
+    done = stored_frame(job, seg, index)
+    if done is not None:  # dreamt before (a resumed job, or a result lost with its worker)
+        return {**result, "dream": done, "skipped": True}
+    load_tensorflow()
+    cfg, vcfg = DreamConfig.from_mapping(job.config), VideoConfig.from_mapping(job.video)
+    flow_s = 0.0
+    if fresh:
+        start, iterations = src.astype(np.float32) / 255, cfg.iterations
+    else:
+        assert prev is not None
+        cur, prev_src, prev_dream = (a.astype(np.float32) / 255 for a in (src, prev["src"], prev["dream"]))
+        tf0 = time.perf_counter()
+        flow = optical_flow(prev_src, cur) if vcfg.coherence == "flow" else None
+        flow_s = time.perf_counter() - tf0
+        start = start_frame(vcfg.coherence, cur, prev_src, prev_dream, vcfg.blend, vcfg.carry, flow)
+        iterations = vcfg.followup_iterations
+    td0 = time.perf_counter()
+    dreamt = Engine(cfg).dream_rgb(start, progress=check_stop, iterations=iterations, seed_key=(index,))
+    dream_s = time.perf_counter() - td0
+    dream = np.round(np.clip(dreamt, 0, 1) * 255).astype(np.uint8)
+    ts0 = time.perf_counter()
+    job.store.write_bytes(frame_rel(seg, index), encode_png(dream))
+    store_s = time.perf_counter() - ts0
+    return {**result, "dream": dream, "seconds": time.perf_counter() - t0, "decode_s": decode_s, "flow_s": flow_s,
+            "dream_s": dream_s, "store_s": store_s, "layout": numerics()}
+
+
+def chunk_task(job: JobSpec, chunk: dict[str, Any], segment: dict[str, Any], blend: dict[str, Any] | None,
+               durations: list[float], after: Any = None) -> dict[str, Any]:
+    """Encode output frames [first, end) of a segment into ``chunks/<name>``; ``blend``: the next
+    segment of the shot (a Segment as a dict), whose warm frames cross-fade into this chunk's last
+    ones. Then drop the stored frames no chain needs any more: this chunk's, but for its last one
+    while its segment goes on (the next frame continues from it); the next segment's warm frames
+    once blended, but for their last (that chain may still continue from it; one frame a split)."""
+    from . import media
+    from .plan import Chunk, crossfade_weight
+
+    t0 = time.perf_counter()
+    check_job(job)
+    c = Chunk(**chunk)
+    w, h = job.size
+    rate = Fraction(job.rate) if job.rate else None
+    with tempfile.TemporaryDirectory(prefix="dreamreel-chunk-") as tmp:
+        out = Path(tmp) / c.name
+        enc = media.ChunkEncoder(out, w, h, rate, None if rate else durations)
+        try:
+            for i in range(c.first, c.end):
+                frame = stored_frame(job, c.seg, i)
+                if frame is None:
+                    raise PipelineError(f"frame {i} of segment {c.seg} is missing from the store: --restart the job")
+                if blend is not None and i >= blend["warm_from"]:
+                    other = stored_frame(job, blend["id"], i)
+                    if other is None:
+                        raise PipelineError(f"warm frame {i} of segment {blend['id']} is missing from the store")
+                    frame = crossfade(frame, other, crossfade_weight(i, blend["warm_from"], blend["first"]))
+                enc.write(frame)
+            enc.finish()
+        except BaseException:
+            enc.abort()
+            raise
+        job.store.put_file(out, chunk_rel(c.name))
+    if not job.keep_frames:
+        last = c.end if c.end == segment["end"] else c.end - 1
+        for i in range(max(c.first - 1, segment["first"]), last):
+            job.store.delete(frame_rel(c.seg, i))
+        if blend is not None:  # its last warm frame stays: that chain may continue from it
+            for i in range(blend["warm_from"], blend["first"] - 1):
+                job.store.delete(frame_rel(blend["id"], i))
+    return {"chunk": c.name, "frames": c.end - c.first, "seconds": time.perf_counter() - t0}
+
+
+def release_worker_state() -> None:
+    """Close this worker's decoders (tests, and a worker shutting down)."""
+    with _lock:
+        decoders = list(_decoders.values())
+        _decoders.clear()
+    for dec in decoders:
+        with contextlib.suppress(Exception):
+            dec.close()

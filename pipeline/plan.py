@@ -1,0 +1,155 @@
+"""Planning a video job, in the command's process, from one light pass over the clip.
+
+ffmpeg decodes the chosen range once, scaled to 256 px wide while decoding: that gives every
+frame's timestamp (the file's own, so workers can seek to any frame) and feeds the cut detector.
+Nothing else heavy happens here: no frame is written anywhere.
+
+The plan cuts the frames into *segments*, each dreamt by one chain of tasks: a segment is a shot.
+A shot is split only when there are more workers than segments to run (or when
+``video.chunk_frames`` forces it); a piece after the first then starts ``video.overlap_frames``
+early, and over those frames the output cross-fades from the earlier piece's dream to this one's, so
+the pattern morphs instead of jumping. Each segment's frames are encoded in *chunks* of at most
+:data:`CHUNK_FRAMES`, on the workers, as soon as they are dreamt; the dreamt frames are then dropped
+from the store, which so holds about (segments in flight x a chunk) frames at any time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from dreamcore.config import VideoConfig
+
+from . import media
+
+SCAN_WIDTH = 256
+# Frames per encoded chunk: what a chain may hold in the store before it is encoded (2 s at 24 fps).
+CHUNK_FRAMES = 48
+# A shot is split for idle workers only into pieces at least this long (a split costs a fresh start).
+MIN_SPLIT_FRAMES = 48
+# Stored dreamt frames are PNG (fast setting): about this share of raw RGB, measured on dreams
+# (a dream adds detail, so it compresses less than its source); chunks about this many bytes per pixel.
+PNG_RATIO = 0.75
+CHUNK_BYTES_PER_PIXEL = 0.1
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Frames [warm_from, end) are dreamt in one chain, starting fresh at ``warm_from``; frames
+    [first, end) are this segment's in the output. Frames [warm_from, first) overlap the segment
+    before it in the same shot and are cross-faded with that one's last frames."""
+
+    id: int
+    warm_from: int
+    first: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Output frames [first, end) of segment ``seg``, encoded together; ``blend`` is the next
+    segment of the same shot whose warm frames cross-fade into this chunk's last ones."""
+
+    seg: int
+    first: int
+    end: int
+    blend: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.first:06d}-{self.end:06d}.mp4"
+
+
+def scan_size(width: int, height: int) -> tuple[int, int]:
+    w = min(SCAN_WIDTH, width)
+    return w, max(2, round(height * w / width / 2) * 2)
+
+
+def scan(src: Path, info: media.SourceInfo, vcfg: VideoConfig, start: float | None, duration: float | None,
+         frames: int | None) -> tuple[media.Scan, list[int]]:
+    """The light pass: timestamps of the chosen range and where its shots begin."""
+    from dreamcore.coherence import CutDetector
+
+    detector = CutDetector(vcfg.scene_detector, vcfg.scene_threshold, vcfg.adaptive_threshold, vcfg.min_scene_frames)
+    result = media.scan(src, scan_size(*info.display_size), start, duration, frames, on_frame=detector.feed)
+    return result, detector.shots()
+
+
+def plan_segments(frames: int, shot_starts: list[int], workers: int, chunk: int, overlap: int) -> list[Segment]:
+    """Shots, split only where workers would otherwise wait (or every ``chunk`` frames if given)."""
+    bounds = [*shot_starts, frames]
+    pieces: list[list[int]] = [[s, e] for s, e in zip(bounds[:-1], bounds[1:], strict=True)]  # [first, end)
+    shot_of = {s: s for s in shot_starts}
+    if chunk:
+        forced = []
+        for s, e in pieces:
+            first = s
+            while first < e:
+                end = e if e - first <= chunk + chunk // 4 else first + chunk
+                forced.append([first, end])
+                shot_of[first] = s
+                first = end
+        pieces = forced
+    else:
+        while len(pieces) < workers:
+            longest = max(pieces, key=lambda p: p[1] - p[0])
+            s, e = longest
+            if e - s < 2 * MIN_SPLIT_FRAMES:
+                break
+            mid = s + (e - s) // 2
+            pieces[pieces.index(longest):pieces.index(longest) + 1] = [[s, mid], [mid, e]]
+            shot_of[mid] = shot_of[s]
+    segments = []
+    for i, (s, e) in enumerate(pieces):
+        split = shot_of[s] != s  # not a shot's start: it overlaps the piece before it
+        prev_len = pieces[i - 1][1] - pieces[i - 1][0] if split else 0
+        segments.append(Segment(i, s - min(overlap, prev_len) if split else s, s, e))
+    return segments
+
+
+def plan_chunks(segments: list[Segment], size: int = CHUNK_FRAMES) -> list[Chunk]:
+    """Each segment's output frames in runs of at most ``size``; a segment's last chunk holds the
+    whole overlap with the next piece of its shot, so one chunk does the whole cross-fade."""
+    chunks = []
+    for seg, nxt in zip(segments, [*segments[1:], None], strict=True):
+        blend = nxt.id if nxt is not None and nxt.warm_from < nxt.first else None
+        overlap = seg.end - nxt.warm_from if blend is not None else 0
+        cuts = list(range(seg.first, seg.end, size)) + [seg.end]
+        if len(cuts) > 2 and cuts[-1] - cuts[-2] < overlap:
+            del cuts[-2]  # a last chunk shorter than the overlap joins the one before it
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            chunks.append(Chunk(seg.id, a, b, blend if b == seg.end else None))
+    return chunks
+
+
+def crossfade_weight(index: int, warm_from: int, first: int) -> float:
+    """The next segment's share of output frame ``index`` in an overlap [warm_from, first): rises
+    from 1/(n+1) to n/(n+1), so neither end of the overlap is a jump."""
+    n = first - warm_from
+    return (index - warm_from + 1) / (n + 1)
+
+
+def store_bound(frames: int, width: int, height: int, in_flight: int, overlap: int) -> int:
+    """Bytes the store holds at most: dreamt frames of the chains in flight (a chunk each, its
+    overlap, the frame a chain continues from) and every encoded chunk."""
+    frame = width * height * 3 * PNG_RATIO
+    held = in_flight * (CHUNK_FRAMES + overlap + 2) * frame
+    return int(held + frames * width * height * CHUNK_BYTES_PER_PIXEL) + (16 << 20)
+
+
+def plan_dict(result: media.Scan, shots: list[int], segments: list[Segment], chunks: list[Chunk]) -> dict[str, Any]:
+    return {"frames": result.frames, "pts": result.pts, "frame_rate": str(result.frame_rate) if result.frame_rate
+            else None, "constant_rate": result.is_constant_rate(), "errors": result.errors,
+            "last_duration": result.last_duration, "shots": shots, "segments": [asdict(s) for s in segments],
+            "chunks": [asdict(c) for c in chunks]}
+
+
+def durations(plan: dict[str, Any]) -> list[float]:
+    """How long each frame shows: until the next one; the last, its own duration as ffmpeg gave it
+    (else one frame at the stream's rate)."""
+    pts = plan["pts"]
+    rate = plan["frame_rate"]
+    last = plan["last_duration"] or (1 / float(Fraction(rate)) if rate else 1 / 24)
+    return [b - a for a, b in zip(pts, pts[1:], strict=False)] + [last]

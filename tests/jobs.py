@@ -1,0 +1,54 @@
+"""Reading what a video job left in its work folder (run with --keep-frames), and clips' frames."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import media
+from pipeline.frames import crossfade, decode_png, frame_rel
+
+
+def plan(work: Path) -> dict:
+    return json.loads((work / "job.json").read_text())["plan"]
+
+
+def dreamt(work: Path, index: int) -> np.ndarray:
+    """Output frame ``index`` as its segment dreamt it (before any cross-fade), RGB uint8."""
+    seg = next(s for s in plan(work)["segments"] if s["first"] <= index < s["end"])
+    return decode_png((work / frame_rel(seg["id"], index)).read_bytes())
+
+
+def dreamt_all(work: Path) -> list[np.ndarray]:
+    return [dreamt(work, i) for i in range(plan(work)["frames"])]
+
+
+def scanned(path: Path) -> media.Scan:
+    """Frame count, rate and timestamps of a clip, as the product reads them."""
+    return media.scan(path, media.probe(path).display_size)
+
+
+def frames_of(path: Path) -> list[np.ndarray]:
+    frames: list[np.ndarray] = []
+    media.scan(path, media.probe(path).display_size, on_frame=lambda i, f: frames.append(f.copy()))
+    return frames
+
+
+def output_frames(work: Path) -> list[np.ndarray]:
+    """The job's output frames before encoding: each segment's own, cross-faded where a shot was
+    split, as the chunk tasks mixed them (from the frames a --keep-frames run kept)."""
+    from pipeline.plan import crossfade_weight
+
+    p = plan(work)
+    segments = p["segments"]
+    out = []
+    for i in range(p["frames"]):
+        frame = dreamt(work, i)
+        nxt = next((s for s in segments if s["warm_from"] <= i < s["first"]), None)
+        if nxt is not None:
+            other = decode_png((work / frame_rel(nxt["id"], i)).read_bytes())
+            frame = crossfade(frame, other, crossfade_weight(i, nxt["warm_from"], nxt["first"]))
+        out.append(frame)
+    return out
