@@ -120,10 +120,10 @@ def image_task(spec: BatchSpec, src: str, dst: str, rel: str) -> dict[str, Any]:
     False, its reason), never an exception. A worker that cannot see the job fails the job."""
     import tempfile
 
-    from dreamcore.engine import Engine, from_float_rgb, to_float_rgb
+    from dreamcore.engine import from_float_rgb, to_float_rgb
 
     from .errors import InputError
-    from .frames import check_job
+    from .frames import check_job, engine
     from .imagefile import encode_image, read_image
     from .runtime import load_tensorflow, numerics
 
@@ -135,10 +135,10 @@ def image_task(spec: BatchSpec, src: str, dst: str, rel: str) -> dict[str, Any]:
         except InputError as exc:
             return {"rel": rel, "ok": False, "reason": str(exc).split(": ", 1)[-1]}
     load_tensorflow()
-    engine = Engine(DreamConfig.from_mapping(spec.config))  # built once per worker process, then cached
+    dreamer = engine(DreamConfig.from_mapping(spec.config))  # built once per worker process, then cached
     try:
         rgb, alpha = to_float_rgb(picture.pixels)
-        dreamt = engine.dream_rgb(rgb)
+        dreamt = dreamer.dream_rgb(rgb)
         _put(encode_image(from_float_rgb(dreamt, alpha, picture.pixels.dtype), Path(dst).suffix), dst)
     except (MemoryError, OSError, ValueError) as exc:  # this item's failure, not the batch's
         return {"rel": rel, "ok": False, "reason": f"{type(exc).__name__}: {exc}"}
@@ -207,7 +207,7 @@ def run_batch(req: BatchRequest) -> BatchReport:
 
     from .jobs import job_id, open_job
     from .schedule import DeathGuard, Task, dask_client, job_threads, run_chains
-    from .video import pinned
+    from .video import announce_dashboard, pinned
 
     check_dirs(req.in_dir, req.out_dir)
     req.out_dir.mkdir(parents=True, exist_ok=True)
@@ -268,6 +268,8 @@ def run_batch(req: BatchRequest) -> BatchReport:
         try:
             if todo:
                 with dask_client(req.workers, req.scheduler, job["numerics"]["threads"]) as client:
+                    if req.scheduler:
+                        announce_dashboard(client)
                     where = _locations(client, req, store, todo, staged) if req.scheduler else {
                         it.rel: (str(it.src), str(it.dst)) for it in todo}
                     run = uuid.uuid4().hex[:6]
@@ -345,7 +347,7 @@ def _store_files(store: Store, prefix: str) -> list[str]:
     if store.local:
         root = store.local_path(prefix)
         return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) if root.exists() else []
-    base = store.path(prefix)
+    base = store.fresh(prefix)
     return sorted(p[len(base.split("://", 1)[-1]) + 1:] for p in store.fs.find(base))
 
 

@@ -7,11 +7,12 @@ Exit codes (README: "Exit codes and errors"): 0 done; 1 failed; 2 bad usage or i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from dreamcore.errors import DreamError
@@ -341,6 +342,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _setup_logging()
     debug = bool(os.environ.get("DREAMREEL_DEBUG"))
+    with _ctrl_c_remembered():
+        return _run(args, debug)
+
+
+@contextlib.contextmanager
+def _ctrl_c_remembered() -> Iterator[None]:
+    """Ctrl-C also sets a flag the scheduling loop checks (pipeline.schedule.on_sigint). Only where
+    SIGINT is at Python's default: a runner that ignores it (nohup, `cmd &`) keeps ignoring it."""
+    import signal
+    import threading
+
+    from .schedule import INTERRUPTED, on_sigint
+
+    INTERRUPTED.clear()
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _run(args: argparse.Namespace, debug: bool) -> int:
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

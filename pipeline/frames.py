@@ -243,6 +243,20 @@ def stored_frame(job: JobSpec, seg: int, index: int) -> np.ndarray | None:
 
 # --- the tasks ---------------------------------------------------------------------------------
 
+def engine(cfg: Any) -> Any:
+    """The network the command resolved, built once per worker; a worker that cannot load it fails
+    the job, naming itself (it never falls back to another network)."""
+    import socket
+
+    from dreamcore.engine import Engine
+    from dreamcore.errors import WeightsError
+
+    try:
+        return Engine(cfg)
+    except WeightsError as exc:
+        raise WeightsError(f"worker {socket.gethostname()}: {exc}") from None
+
+
 def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev: dict[str, Any] | None,
                prev_pts: float | None, last: bool) -> dict[str, Any]:
     """Dream frame ``index`` of segment ``seg``. ``fresh``: a chain's first frame (the whole dream).
@@ -250,7 +264,6 @@ def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev
     continues from a stored frame (a resumed job); ``prev_pts`` is then that frame's time."""
     from dreamcore.coherence import optical_flow, start_frame
     from dreamcore.config import DreamConfig, VideoConfig
-    from dreamcore.engine import Engine
 
     from .runtime import load_tensorflow, numerics
     from .schedule import check_stop
@@ -288,7 +301,7 @@ def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev
         start = start_frame(vcfg.coherence, cur, prev_src, prev_dream, vcfg.blend, vcfg.carry, flow)
         iterations = vcfg.followup_iterations
     td0 = time.perf_counter()
-    dreamt = Engine(cfg).dream_rgb(start, progress=check_stop, iterations=iterations, seed_key=(index,))
+    dreamt = engine(cfg).dream_rgb(start, progress=check_stop, iterations=iterations, seed_key=(index,))
     dream_s = time.perf_counter() - td0
     dream = np.round(np.clip(dreamt, 0, 1) * 255).astype(np.uint8)
     ts0 = time.perf_counter()

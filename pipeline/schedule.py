@@ -33,6 +33,16 @@ CLOSE_TIMEOUT_S = 1.0
 
 # Set the moment the command is interrupted; tasks in this process poll it between gradient steps.
 STOP = threading.Event()
+# Set by Ctrl-C and kept: Python may deliver the KeyboardInterrupt inside a finalizer (a Dask
+# future's __del__), which swallows it; the scheduling loop then still sees this and stops.
+INTERRUPTED = threading.Event()
+
+
+def on_sigint(signum: int, frame: Any) -> None:
+    """The command's SIGINT handler: remember, tell this process's tasks, then interrupt."""
+    INTERRUPTED.set()
+    STOP.set()
+    raise KeyboardInterrupt
 
 
 class Stopped(Exception):
@@ -232,6 +242,24 @@ def run_chains(
     run_graph(client, tasks, on_result, on_error, guard)
 
 
+def _as_completed(futures: list[Any]) -> Iterator[Any]:
+    """Futures as they finish, in half-second waits, so that an interrupt that Python swallowed is
+    still noticed (:data:`INTERRUPTED`) within half a second."""
+    from distributed import wait
+
+    pending = set(futures)
+    while pending:
+        if INTERRUPTED.is_set():
+            raise KeyboardInterrupt
+        try:
+            done, _ = wait(list(pending), timeout=0.5, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            continue
+        for fut in done:
+            pending.discard(fut)
+            yield fut
+
+
 def _refs(value: Any) -> list[str]:
     if isinstance(value, Ref):
         return [value.key]
@@ -259,15 +287,14 @@ def run_graph(
     on_error: Callable[[Task, BaseException], None] | None = None,
     guard: DeathGuard | None = None,
 ) -> None:
-    """Submit the tasks in order (earlier ones go first when several can run) and call
+    """Submit the tasks in order (earlier ones first when several could run) and call
     ``on_result`` with each result (or summary) as it finishes. A failed task goes to ``on_error``
     when given (a batch records it and goes on); otherwise it raises, after the remaining tasks are
     cancelled. The command holds a task's future only until its last dependent is submitted, so
     Dask drops every result as soon as nothing needs it. With a ``guard``, a task that keeps killing
     workers fails after ``guard.limit`` deaths. Ctrl-C sets :data:`STOP` at once, then cancels."""
-    from distributed import as_completed
-
-    STOP.clear()
+    if not INTERRUPTED.is_set():
+        STOP.clear()
     last_use = {}
     for n, task in enumerate(tasks):
         for key in _refs((task.args, task.kwargs)):
@@ -278,18 +305,19 @@ def run_graph(
         fn, args = task.fn, _bind(task.args, futures)
         if guard is not None:
             fn, args = _guarded, (guard, task.key, task.fn, *args)
-        fut = client.submit(fn, *args, key=task.key, pure=False, **_bind(task.kwargs, futures))
+        # An explicit priority: submissions within Dask's fifo_timeout (100 ms) share one, and then
+        # the order is arbitrary (chains interleave, chunks wait, stored frames pile up).
+        fut = client.submit(fn, *args, key=task.key, pure=False, priority=-n, **_bind(task.kwargs, futures))
         if task.key in last_use:
             futures[task.key] = fut
         if task.summary is not None:
-            fut = client.submit(task.summary, fut, key=f"{task.key}-summary", pure=False)
+            fut = client.submit(task.summary, fut, key=f"{task.key}-summary", pure=False, priority=-n)
         watched[fut] = task
         for key in _refs((task.args, task.kwargs)):
             if last_use[key] == n:
                 del futures[key]
-    pending = as_completed(list(watched))
     try:
-        for fut in pending:
+        for fut in _as_completed(list(watched)):
             task = watched.pop(fut)
             if fut.status == "error" and on_error is not None:
                 on_error(task, fut.exception())

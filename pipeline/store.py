@@ -141,15 +141,22 @@ class Store:
         return local
 
     # -- listing and removal --
+    def fresh(self, rel: str) -> str:
+        """A remote path, its cached listings dropped first: other processes write this store, and
+        fsspec caches what it listed."""
+        path = self.path(rel)
+        self.fs.invalidate_cache(path)
+        return path
+
     def exists(self, rel: str) -> bool:
-        return Path(self.path(rel)).exists() if self.local else self.fs.exists(self.path(rel))
+        return Path(self.path(rel)).exists() if self.local else self.fs.exists(self.fresh(rel))
 
     def names(self, rel: str) -> list[str]:
         """Names in a folder (empty when there is none)."""
         try:
             if self.local:
                 return sorted(p.name for p in self.local_path(rel).iterdir() if not p.name.startswith("."))
-            return sorted(Path(p).name for p in self.fs.ls(self.path(rel), detail=False))
+            return sorted(Path(p).name for p in self.fs.ls(self.fresh(rel), detail=False))
         except FileNotFoundError:
             return []
 
@@ -185,7 +192,7 @@ class Store:
             root = self.local_path(rel)
             return sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) if root.exists() else 0
         try:
-            return int(self.fs.du(self.path(rel)))
+            return int(self.fs.du(self.fresh(rel)))
         except FileNotFoundError:
             return 0
 

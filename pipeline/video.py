@@ -178,9 +178,7 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
     with dask_client(req.workers, req.scheduler, job["numerics"]["threads"]) as client:
         workers = len(client.scheduler_info().get("workers", {})) or 1
         if req.scheduler:
-            link = getattr(client, "dashboard_link", None)
-            if link:
-                log.warning("Dask dashboard: %s", link)
+            announce_dashboard(client)
         if "plan" not in job:
             t0 = time.perf_counter()
             job["plan"] = _plan(req, src, info, workers)
@@ -208,6 +206,7 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
         def on_result(r: dict[str, Any]) -> None:
             if "chunk" in r:
                 stats["chunk_seconds"].append(r["seconds"])
+                store.log(f"encoded {r['chunk']}")
                 return
             if not r["skipped"]:
                 store.log(f"dreamt {r['seg']} {r['index']}")
@@ -215,8 +214,8 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
                 stats["task_seconds"].append(r["seconds"])
                 for part in ("decode", "flow", "dream", "store"):
                     stats[f"{part}_seconds"].append(r[f"{part}_s"])
-                stats["dreamt"] += r["index"] in kept
-            if r["index"] in kept and r["index"] not in done:
+                stats["dreamt"] += (r["seg"], r["index"]) in kept
+            if (r["seg"], r["index"]) in kept and r["index"] not in done:
                 done.add(r["index"])
                 bar.update(1)
 
@@ -230,6 +229,12 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
     if layouts.warning():
         log.warning(layouts.warning())
     return stats
+
+
+def announce_dashboard(client: Any) -> None:
+    """One line with the cluster's dashboard, where people watch long jobs (when it has one)."""
+    if "dashboard" in client.scheduler_info().get("services", {}):
+        log.info("Dask dashboard: %s", client.dashboard_link)
 
 
 def _input_for_workers(client: Any, req: VideoRequest, store: Store, src: Path) -> str:
@@ -261,9 +266,10 @@ def sees_file(path: str, size: int, mtime_ns: int) -> bool:
     return st.st_size == size and st.st_mtime_ns == mtime_ns
 
 
-def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str) -> tuple[list[Task], set[int], set[int]]:
-    """The tasks still to run, in the order Dask should prefer them; the kept frames already done,
-    and every kept frame. Each segment's frame tasks come in order, each chunk's task right after
+def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str) -> tuple[list[Task], set[int],
+                                                                                 set[tuple[int, int]]]:
+    """The tasks still to run, in the order Dask should prefer them; the output frames already done,
+    and every output frame as (segment, index). Each segment's frame tasks come in order, each chunk's task right after
     its last frame (so chunks are encoded, and their frames dropped, as the chain goes); a chunk that
     cross-fades into the next segment comes after that segment's last warm frame."""
     from .plan import durations
@@ -274,7 +280,7 @@ def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str) -> tuple
     dur = durations(plan)
     chunks_done = set(store.names("chunks"))
     done: set[int] = set()
-    kept = {i for s in segments for i in range(s.first, s.end)}
+    kept = {(s.id, i) for s in segments for i in range(s.first, s.end)}
     for c in chunks:
         if c.name in chunks_done:
             done.update(range(c.first, c.end))

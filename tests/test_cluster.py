@@ -206,3 +206,47 @@ def test_a_task_that_keeps_killing_workers_is_bounded_by_the_job_not_the_schedul
         cluster.close()
     assert results == [0, 1, 4, 9] and list(errors) == ["killer"], errors
     assert isinstance(errors["killer"], WorkerDeaths) and f"took down {MAX_DEATHS} workers" in str(errors["killer"])
+
+
+def test_restart_on_a_reused_folder_dreams_with_the_new_settings_on_long_lived_workers(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """The workers live on between the two runs; nothing of the first job's settings may stick."""
+    clip = make_clip(tmp_path / "clip.mp4", seconds=0.5, audio=False)
+    work = ["--workdir", str(tmp_path / "work"), "--scheduler", cluster.address]
+    assert main(["video", str(clip), "-o", str(tmp_path / "a.mp4"), *VIDEO_FAST, *work, "--keep-work"]) == 0
+    assert main(["video", str(clip), "-o", str(tmp_path / "b.mp4"), *VIDEO_FAST, *work, "--restart",
+                 "--set", "step=0.04"]) == 0
+    assert main(["video", str(clip), "-o", str(tmp_path / "local-b.mp4"), *VIDEO_FAST, "--set", "step=0.04"]) == 0
+    a, b, local_b = (read_frames(tmp_path / n) for n in ("a.mp4", "b.mp4", "local-b.mp4"))
+    assert [f.tobytes() for f in b] == [f.tobytes() for f in local_b]
+    assert np.abs(b[-1].astype(np.float32) - a[-1]).mean() > 1.0
+
+
+def test_two_jobs_on_one_clip_at_once_on_one_scheduler_both_complete_and_are_right(
+        cluster: Cluster, tmp_path: Path) -> None:
+    clip = make_clip(tmp_path / "clip.mp4", seconds=0.8, audio=False)
+    runs = {}
+    for seed in (1, 2):
+        runs[seed] = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "video", str(clip), "-o",
+                                       str(tmp_path / f"c{seed}.mp4"), *VIDEO_FAST, "--seed", str(seed),
+                                       "--scheduler", cluster.address], stderr=subprocess.PIPE, text=True)
+    for seed, proc in runs.items():
+        assert proc.wait(timeout=600) == 0, proc.stderr.read() if proc.stderr else ""
+        assert main(["video", str(clip), "-o", str(tmp_path / f"l{seed}.mp4"), *VIDEO_FAST, "--seed", str(seed)]) == 0
+        remote, local = read_frames(tmp_path / f"c{seed}.mp4"), read_frames(tmp_path / f"l{seed}.mp4")
+        assert [f.tobytes() for f in remote] == [f.tobytes() for f in local], seed
+    assert read_frames(tmp_path / "c1.mp4")[-1].tobytes() != read_frames(tmp_path / "c2.mp4")[-1].tobytes()
+
+
+def test_a_worker_that_cannot_load_the_resolved_network_fails_the_job_in_one_line(
+        cluster: Cluster, tmp_path: Path, capsys) -> None:
+    """InceptionV3 with ImageNet weights, which no worker has or can download: the job fails, naming
+    the worker; nothing falls back to another network, nothing is written."""
+    clip = make_clip(tmp_path / "clip.mp4", seconds=0.3, audio=False)
+    code = main(["video", str(clip), "-o", str(tmp_path / "o.mp4"), "--model", "inception_v3", "--layers",
+                 "mixed2=1", "--set", "iterations=1", "--set", "octaves=1", "-q", "--scheduler", cluster.address])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("dreamreel: info: Dask dashboard")]
+    assert code == 2 and len(lines) == 1, err
+    assert lines[0].startswith("dreamreel: error: worker ") and "ImageNet weights" in lines[0]
+    assert not (tmp_path / "o.mp4").exists()

@@ -325,3 +325,49 @@ def test_lost_frame_timestamps_are_an_error_not_a_guessed_rate(tmp_path: Path, m
                                                        r"(-?[\d.e+-]+)(?:.*?duration_time:([\d.]+))?"))
     with pytest.raises(PipelineError, match="no timestamp for frame 5"):
         scanned(clip)
+
+
+def test_peak_store_use_stays_within_the_bound(tmp_path: Path, capsys) -> None:
+    """150 frames in forced segments of 24 (overlaps of 6), one worker: frames are dropped as their
+    chunks are encoded, so the store never holds more than the bound the disk check uses (a chunk,
+    an overlap and a frame or two per segment in flight, and the chunks), measured while it runs."""
+    import contextlib
+    import os
+    import threading
+    import time
+
+    from pipeline.plan import CHUNK_FRAMES, store_bound
+
+    clip = make_clip(tmp_path / "long.mp4", seconds=6, rate="25", audio=False)
+    work = tmp_path / "work"
+    peak = {"frames": 0, "bytes": 0}
+    stop = threading.Event()
+
+    def sizes() -> list[tuple[Path, int]]:
+        found = []
+        for root, _, names in os.walk(work):  # files come and go while it looks: take what stays
+            for name in names:
+                with contextlib.suppress(FileNotFoundError):
+                    found.append((Path(root) / name, os.stat(os.path.join(root, name)).st_size))
+        return found
+
+    def watch() -> None:
+        while not stop.is_set():
+            files = sizes()
+            peak["frames"] = max(peak["frames"], sum(1 for p, _ in files if p.parent.parent.name == "frames"))
+            peak["bytes"] = max(peak["bytes"], sum(n for _, n in files))
+            time.sleep(0.01)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        code, err = run(["video", str(clip), "-o", str(tmp_path / "o.mp4"), *FAST, "--workdir", str(work),
+                         "--keep-work", "--set", "video.chunk_frames=24", "--set", "video.overlap_frames=6"], capsys)
+    finally:
+        stop.set()
+        watcher.join()
+    assert code == 0, err
+    assert len(plan(work)["segments"]) == 6
+    assert 0 < peak["frames"] <= CHUNK_FRAMES + 6 + 2 < 150
+    assert peak["bytes"] <= store_bound(150, 96, 64, 1, 6)
+    print(f"peak store: {peak['frames']} frames, {peak['bytes']} bytes; bound {store_bound(150, 96, 64, 1, 6)}")

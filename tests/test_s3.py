@@ -1,0 +1,188 @@
+"""No shared filesystem, for real: the job store on an S3 server (moto in server mode, a real HTTP
+endpoint on 127.0.0.1), a Dask scheduler, and two workers that cannot see the command's folders.
+
+Each worker runs in its own mount namespace in which the command's folder is an empty tmpfs, with
+its own private working directory: the input and output paths given to the command do not exist
+for it (the test proves it). Everything the workers read or write goes through the store."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.cli import main
+from pipeline.imagefile import read_image
+from tests.clips import make_clip, read_frames
+from tests.media import REPO, image_folder
+from tests.test_cluster import free_port
+from tests.test_video import FAST as VIDEO_FAST
+
+BIN = Path(sys.executable).parent
+BUCKET = "dreamreel-test"
+
+
+def can_hide_folders() -> bool:
+    if not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+pytestmark = pytest.mark.skipif(not can_hide_folders(), reason="needs unshare -m (root) to hide folders from workers")
+
+
+def wait_for_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+class World:
+    """An S3 server, a scheduler and hidden-folder workers; ``env`` reaches the store."""
+
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.cmd_root = tmp / "cmd"  # the command's folder: the workers see an empty tmpfs here
+        self.cmd_root.mkdir()
+        self.s3_port = free_port()
+        self.env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                    "AWS_DEFAULT_REGION": "us-east-1", "FSSPEC_S3_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}",
+                    "PYTHONPATH": str(REPO)}
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.s3 = self._start([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.s3_port)])
+        wait_for_port(self.s3_port)
+        self.fs.mkdir(BUCKET)
+        port = free_port()
+        self.address = f"tcp://127.0.0.1:{port}"
+        self._start([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"])
+        wait_for_port(port)
+        self.workers = [self.add_worker(n) for n in range(2)]
+        from distributed import Client
+
+        with Client(self.address, timeout="30s") as c:
+            c.wait_for_workers(2, timeout=120)
+
+    @property
+    def fs(self):  # noqa: ANN201
+        import s3fs
+
+        return s3fs.S3FileSystem(key="testing", secret="testing", use_listings_cache=False,
+                                 endpoint_url=f"http://127.0.0.1:{self.s3_port}")
+
+    def _start(self, argv: list[str]) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(argv, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(proc)
+        return proc
+
+    def add_worker(self, n: int) -> subprocess.Popen[bytes]:
+        private = self.tmp / f"worker{n}"
+        private.mkdir()
+        script = (f"mount -t tmpfs tmpfs '{self.cmd_root}' && cd '{private}' && exec '{BIN / 'dask'}' worker "
+                  f"{self.address} --nthreads 1 --no-nanny --no-dashboard --local-directory '{private}'")
+        return self._start(["unshare", "-m", "--propagation", "private", "sh", "-c", script])
+
+    def dreamreel(self, *argv: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *argv], env=self.env, cwd=self.cmd_root,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def stored(self, prefix: str) -> int:
+        try:
+            return len(self.fs.find(f"{BUCKET}/{prefix}"))
+        except FileNotFoundError:
+            return 0
+
+    def close(self) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+                p.wait()
+
+
+@pytest.fixture()
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path)
+    try:
+        yield w
+    finally:
+        w.close()
+
+
+def wait_until(ready, proc: subprocess.Popen[str], timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if ready():
+            return
+        time.sleep(0.1)
+    assert proc.poll() is None, "finished before the kill: " + (proc.stderr.read() if proc.stderr else "")
+    raise AssertionError("no progress")
+
+
+def test_video_and_images_with_the_store_on_s3_and_hidden_folders(world: World, tmp_path: Path) -> None:
+    from distributed import Client
+
+    clip = make_clip(world.cmd_root / "clip.mp4", cut_at=0.5, seconds=1.4)
+    photos = image_folder(world.cmd_root / "photos", 8, 96, 128)
+    with Client(world.address, timeout="10s") as client:  # the workers really cannot see them
+        for path in (clip, photos, world.cmd_root / "out"):
+            assert not any(client.run(os.path.exists, str(path)).values()), path
+        assert all(client.run(os.path.exists, str(tmp_path)).values())
+
+    args = [*VIDEO_FAST, "--set", "iterations=3", "--set", "video.chunk_frames=8", "--set", "video.overlap_frames=3"]
+    assert main(["video", str(clip), "-o", str(tmp_path / "local.mp4"), *args]) == 0
+    local = read_frames(tmp_path / "local.mp4")
+
+    # 1. On the cluster, one worker killed mid-job: the job goes on on the other.
+    run = world.dreamreel("video", "clip.mp4", "-o", "out.mp4", *args, "--workdir", f"s3://{BUCKET}/video1",
+                          "--scheduler", world.address)
+    wait_until(lambda: world.stored("video1/chunks") >= 1, run)
+    world.workers[0].send_signal(signal.SIGKILL)
+    assert run.wait(timeout=600) == 0, run.stderr.read() if run.stderr else ""
+    assert "uploading it to the job store once" in (run.stderr.read() if run.stderr else "")
+    assert [f.tobytes() for f in read_frames(world.cmd_root / "out.mp4")] == [f.tobytes() for f in local]
+    assert world.stored("video1") == 0  # the store is cleared after success
+    world.workers[0] = world.add_worker(2)
+    with Client(world.address, timeout="10s") as c:
+        c.wait_for_workers(2, timeout=120)
+
+    # 2. The command itself killed mid-job, then the same command again: it resumes, identical.
+    argv = ["video", "clip.mp4", "-o", "again.mp4", *args, "--workdir", f"s3://{BUCKET}/video2", "--scheduler",
+            world.address]
+    first = world.dreamreel(*argv)
+    wait_until(lambda: world.stored("video2/chunks") >= 2, first)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    done_before = world.stored("video2/chunks")
+    again = world.dreamreel(*argv)
+    assert again.wait(timeout=600) == 0, again.stderr.read() if again.stderr else ""
+    err = again.stderr.read() if again.stderr else ""
+    assert done_before >= 2 and " resumed" in err and not err.count(" 0 resumed"), err
+    assert [f.tobytes() for f in read_frames(world.cmd_root / "again.mp4")] == [f.tobytes() for f in local]
+
+    # 3. A folder of images the same way: inputs uploaded once, dreams brought home; a worker killed.
+    fast = ["--model", "inception_v3", "--weights", "untrained", "--layers", "mixed2=1", "--set", "iterations=4",
+            "--set", "octaves=1", "-q"]
+    assert main(["images", str(photos), "-o", str(tmp_path / "photos-local"), *fast]) == 0
+    batch = world.dreamreel("images", "photos", "-o", "dreams", *fast, "--workdir", f"s3://{BUCKET}/images",
+                            "--scheduler", world.address)
+    wait_until(lambda: (world.cmd_root / "dreams").exists() and len(list((world.cmd_root / "dreams").glob("*.png")))
+               >= 2, batch)
+    world.workers[1].send_signal(signal.SIGKILL)
+    assert batch.wait(timeout=600) == 0, batch.stderr.read() if batch.stderr else ""
+    for i in range(8):
+        a = read_image(world.cmd_root / "dreams" / f"{i}.png").pixels
+        assert np.array_equal(a, read_image(tmp_path / "photos-local" / f"{i}.png").pixels), i
+        assert np.abs(a.astype(np.float32) - read_image(photos / f"{i}.png").pixels).mean() > 1.0
