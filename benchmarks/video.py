@@ -90,7 +90,7 @@ def bench_video(clip: Path, config: DreamConfig, video: VideoConfig, frames: int
                      "rest of the tasks": sum(stats["task_seconds"]) - sum(parts.values()), "join": t["join"]}
             if not workers or workers == 1:  # one worker: the rest of the frames phase is scheduling
                 split["scheduling"] = t["frames"] - tasks
-            split["other"] = seconds - sum(split.values())
+                split["other"] = seconds - sum(split.values())
             seams = [(sg["warm_from"], sg["first"]) for sg in plan(work)["segments"] if sg["warm_from"] < sg["first"]]
             results.append(ModeResult(mode, len(strengths), seconds, tasks, instability, float(np.mean(strengths)),
                                       split, series, seams))
@@ -156,12 +156,13 @@ def report(results: list[ModeResult]) -> str:
                          f"instability over each overlap and the frame after it: "
                          f"{', '.join(f'{w:.3f}' for w in worst)}; median over the clip {median:.3f}; "
                          f"worst / median {max(worst) / median:.2f}")
-    lines.append("where the time goes (seconds, share of wall):")
+    lines.append("where the time goes (seconds, share of all; with several workers, task seconds summed):")
     for r in modes:
         if r.split:
-            parts = ", ".join(f"{k} {v:.1f} ({v / r.seconds:.1%})" for k, v in r.split.items())
+            total = sum(r.split.values())
+            parts = ", ".join(f"{k} {v:.1f} ({v / total:.1%})" for k, v in r.split.items())
             io = sum(v for k, v in r.split.items() if k not in ("dream", "flow"))
-            lines.append(f"  {r.mode}: {parts}; all but dream and flow: {io / r.seconds:.1%}")
+            lines.append(f"  {r.mode}: {parts}; all but dream and flow: {io / total:.1%}")
     return "\n".join(lines)
 
 

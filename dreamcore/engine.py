@@ -96,9 +96,12 @@ class Engine:
         c = self.config
         params = self.params if iterations is None else dataclasses.replace(self.params, iterations=iterations)
         seed = None if c.seed is None else [c.seed, *seed_key]
-        canonical = np.asarray(rgb, dtype=np.float32) * 2.0 - 1.0
+        canonical = np.multiply(rgb, 2.0, dtype=np.float32)  # in place from here: frames can be large
+        canonical -= 1.0
         out = self.dreamer.dream(canonical, params, c.octaves, c.octave_scale, c.max_side, seed, progress)
-        return (out + 1.0) * 0.5
+        out += 1.0
+        out *= 0.5
+        return out
 
 
 def to_float_rgb(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

@@ -54,8 +54,14 @@ class JobSpec:
     keep_frames: bool = False  # keep every dreamt frame in the store (--keep-frames), not only those in flight
 
 
-def frame_rel(seg: int, index: int) -> str:
-    return f"frames/{seg:04d}/{index:06d}.png"
+def frame_ext(job: JobSpec) -> str:
+    """Stored frames are raw RGB: writing one costs a tenth of encoding it (measured at 1080p: 5.6 ms
+    against x264's ~48 ms; PNG's fastest level took 61 ms). --keep-frames keeps PNGs, for people."""
+    return "png" if job.keep_frames else "rgb"
+
+
+def frame_rel(seg: int, index: int, ext: str = "png") -> str:
+    return f"frames/{seg:04d}/{index:06d}.{ext}"
 
 
 def chunk_rel(name: str) -> str:
@@ -237,8 +243,85 @@ def crossfade(frame: np.ndarray, other: np.ndarray, k: float) -> np.ndarray:
 
 
 def stored_frame(job: JobSpec, seg: int, index: int) -> np.ndarray | None:
-    data = job.store.read_bytes(frame_rel(seg, index))
-    return None if data is None else decode_png(data)
+    ext = frame_ext(job)
+    data = job.store.read_bytes(frame_rel(seg, index, ext))
+    if data is None:
+        return None
+    if ext == "png":
+        return decode_png(data)
+    w, h = job.size
+    if len(data) != w * h * 3:
+        raise PipelineError(f"frame {index} of segment {seg} in the store is not whole: --restart the job")
+    return np.frombuffer(data, np.uint8).reshape(h, w, 3)
+
+
+def store_frame(job: JobSpec, seg: int, index: int, rgb: np.ndarray) -> None:
+    ext = frame_ext(job)
+    job.store.write_bytes(frame_rel(seg, index, ext), encode_png(rgb) if ext == "png" else rgb.tobytes(),
+                          durable=False)
+
+
+def drop_frame(job: JobSpec, seg: int, index: int) -> None:
+    job.store.delete(frame_rel(seg, index, frame_ext(job)))
+
+
+# --- chunks encoded as their frames are dreamt -------------------------------------------------
+
+class _Stream:
+    """A chunk's encoder on this worker, fed by the frame tasks of its chain as they finish, so that
+    x264 runs beside the dreaming and no frame is read back; the chunk task then only finishes it.
+    Anything out of order (a chain resumed or moved to another worker) drops it, and the chunk task
+    encodes from the stored frames instead: the same frames, the same encoder, the same bytes."""
+
+    def __init__(self, job: JobSpec, chunk: dict[str, Any], durations: list[float]):
+        from . import media
+
+        self.dir = Path(tempfile.mkdtemp(prefix="dreamreel-stream-"))
+        self.out = self.dir / f"{chunk['first']:06d}-{chunk['end']:06d}.mp4"
+        rate = Fraction(job.rate) if job.rate else None
+        self.encoder = media.ChunkEncoder(self.out, *job.size, rate, None if rate else durations)
+        self.next = chunk["first"]
+        self.end = chunk["end"]
+
+    def abort(self) -> None:
+        import shutil
+
+        self.encoder.abort()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_streams: dict[tuple[str, str], _Stream] = {}
+
+
+def stream_frame(job: JobSpec, chunk: dict[str, Any] | None, durations: list[float], index: int,
+                 rgb: np.ndarray) -> None:
+    """Give frame ``index`` to its chunk's encoder on this worker (opened at the chunk's first)."""
+    if chunk is None:
+        return
+    key = (job.id, f"{chunk['first']:06d}-{chunk['end']:06d}")
+    with _lock:
+        stream = _streams.pop(key, None)
+    if index == chunk["first"]:
+        if stream is not None:
+            stream.abort()
+        stream = _Stream(job, chunk, durations)
+    if stream is None or stream.next != index:
+        if stream is not None:
+            stream.abort()
+        return
+    try:
+        stream.encoder.write(rgb)
+    except BaseException:
+        stream.abort()
+        raise
+    stream.next += 1
+    with _lock:
+        _streams[key] = stream
+
+
+def take_stream(job: JobSpec, name: str) -> _Stream | None:
+    with _lock:
+        return _streams.pop((job.id, name[:-4]), None)
 
 
 # --- the tasks ---------------------------------------------------------------------------------
@@ -258,10 +341,13 @@ def engine(cfg: Any) -> Any:
 
 
 def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev: dict[str, Any] | None,
-               prev_pts: float | None, last: bool) -> dict[str, Any]:
+               prev_pts: float | None, last: bool, chunk: dict[str, Any] | None = None,
+               durations: list[float] | None = None) -> dict[str, Any]:
     """Dream frame ``index`` of segment ``seg``. ``fresh``: a chain's first frame (the whole dream).
     ``prev``: the previous task's result (its source and dream frames), or None when the chain
-    continues from a stored frame (a resumed job); ``prev_pts`` is then that frame's time."""
+    continues from a stored frame (a resumed job); ``prev_pts`` is then that frame's time.
+    ``chunk``: the output chunk the frame goes to, streamed to its encoder here (None for frames
+    that a cross-fade still has to mix); ``durations``: that chunk's frame durations."""
     from dreamcore.coherence import optical_flow, start_frame
     from dreamcore.config import DreamConfig, VideoConfig
 
@@ -286,15 +372,16 @@ def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev
     result: dict[str, Any] = {"seg": seg, "index": index, "src": src, "skipped": False}
     done = stored_frame(job, seg, index)
     if done is not None:  # dreamt before (a resumed job, or a result lost with its worker)
+        stream_frame(job, chunk, durations or [], index, done)
         return {**result, "dream": done, "skipped": True}
     load_tensorflow()
     cfg, vcfg = DreamConfig.from_mapping(job.config), VideoConfig.from_mapping(job.video)
     flow_s = 0.0
     if fresh:
-        start, iterations = src.astype(np.float32) / 255, cfg.iterations
+        start, iterations = np.divide(src, 255, dtype=np.float32), cfg.iterations
     else:
         assert prev is not None
-        cur, prev_src, prev_dream = (a.astype(np.float32) / 255 for a in (src, prev["src"], prev["dream"]))
+        cur, prev_src, prev_dream = (np.divide(a, 255, dtype=np.float32) for a in (src, prev["src"], prev["dream"]))
         tf0 = time.perf_counter()
         flow = optical_flow(prev_src, cur) if vcfg.coherence == "flow" else None
         flow_s = time.perf_counter() - tf0
@@ -303,10 +390,13 @@ def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev
     td0 = time.perf_counter()
     dreamt = engine(cfg).dream_rgb(start, progress=check_stop, iterations=iterations, seed_key=(index,))
     dream_s = time.perf_counter() - td0
-    dream = np.round(np.clip(dreamt, 0, 1) * 255).astype(np.uint8)
+    np.clip(dreamt, 0, 1, out=dreamt)
+    dreamt *= 255
+    dream = np.rint(dreamt, out=dreamt).astype(np.uint8)
     ts0 = time.perf_counter()
-    job.store.write_bytes(frame_rel(seg, index), encode_png(dream))
+    store_frame(job, seg, index, dream)
     store_s = time.perf_counter() - ts0
+    stream_frame(job, chunk, durations or [], index, dream)
     return {**result, "dream": dream, "seconds": time.perf_counter() - t0, "decode_s": decode_s, "flow_s": flow_s,
             "dream_s": dream_s, "store_s": store_s, "layout": numerics()}
 
@@ -326,6 +416,17 @@ def chunk_task(job: JobSpec, chunk: dict[str, Any], segment: dict[str, Any], ble
     c = Chunk(**chunk)
     w, h = job.size
     rate = Fraction(job.rate) if job.rate else None
+    stream = take_stream(job, c.name) if blend is None else None
+    if stream is not None and stream.next == c.end:
+        try:
+            stream.encoder.finish()
+            job.store.put_file(stream.out, chunk_rel(c.name))
+        finally:
+            stream.abort()
+        _drop_encoded(job, c, segment, blend)
+        return {"chunk": c.name, "frames": c.end - c.first, "seconds": time.perf_counter() - t0, "streamed": True}
+    if stream is not None:
+        stream.abort()
     with tempfile.TemporaryDirectory(prefix="dreamreel-chunk-") as tmp:
         out = Path(tmp) / c.name
         enc = media.ChunkEncoder(out, w, h, rate, None if rate else durations)
@@ -345,21 +446,30 @@ def chunk_task(job: JobSpec, chunk: dict[str, Any], segment: dict[str, Any], ble
             enc.abort()
             raise
         job.store.put_file(out, chunk_rel(c.name))
-    if not job.keep_frames:
-        last = c.end if c.end == segment["end"] else c.end - 1
-        for i in range(max(c.first - 1, segment["first"]), last):
-            job.store.delete(frame_rel(c.seg, i))
-        if blend is not None:  # its last warm frame stays: that chain may continue from it
-            for i in range(blend["warm_from"], blend["first"] - 1):
-                job.store.delete(frame_rel(blend["id"], i))
-    return {"chunk": c.name, "frames": c.end - c.first, "seconds": time.perf_counter() - t0}
+    _drop_encoded(job, c, segment, blend)
+    return {"chunk": c.name, "frames": c.end - c.first, "seconds": time.perf_counter() - t0, "streamed": False}
+
+
+def _drop_encoded(job: JobSpec, c: Any, segment: dict[str, Any], blend: dict[str, Any] | None) -> None:
+    if job.keep_frames:
+        return
+    last = c.end if c.end == segment["end"] else c.end - 1
+    for i in range(max(c.first - 1, segment["first"]), last):
+        drop_frame(job, c.seg, i)
+    if blend is not None:  # its last warm frame stays: that chain may continue from it
+        for i in range(blend["warm_from"], blend["first"] - 1):
+            drop_frame(job, blend["id"], i)
 
 
 def release_worker_state() -> None:
-    """Close this worker's decoders (tests, and a worker shutting down)."""
+    """Close this worker's decoders and encoders (tests, and a worker shutting down)."""
     with _lock:
-        decoders = list(_decoders.values())
+        decoders, streams = list(_decoders.values()), list(_streams.values())
         _decoders.clear()
+        _streams.clear()
     for dec in decoders:
         with contextlib.suppress(Exception):
             dec.close()
+    for stream in streams:
+        with contextlib.suppress(Exception):
+            stream.abort()

@@ -9,11 +9,13 @@ from pathlib import Path
 from .errors import InputError, UsageError
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+def write_atomic(path: str | os.PathLike[str], data: bytes, durable: bool = True) -> None:
     """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it into place.
 
     A kill at any moment leaves either the old file (or none) or the complete new one; the
     temporary name starts with a dot and ends in ``.part`` so it is never taken for an output.
+    ``durable=False`` skips the fsync: the rename still makes a killed process's file whole (its
+    writes reach the disk), only a power cut can tear it; for data that can be checked and redone.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
@@ -22,7 +24,8 @@ def write_atomic(path: str | os.PathLike[str], data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -5,8 +5,9 @@ frame's timestamp (the file's own, so workers can seek to any frame) and feeds t
 Nothing else heavy happens here: no frame is written anywhere.
 
 The plan cuts the frames into *segments*, each dreamt by one chain of tasks: a segment is a shot.
-A shot is split only when there are more workers than segments to run (or when
-``video.chunk_frames`` forces it); a piece after the first then starts ``video.overlap_frames``
+A shot is split only where workers would otherwise wait: while there are fewer segments than workers,
+or one is longer than a worker's share of all frames (or when ``video.chunk_frames`` forces it);
+one local worker never splits a shot. A piece after the first then starts ``video.overlap_frames``
 early, and over those frames the output cross-fades from the earlier piece's dream to this one's, so
 the pattern morphs instead of jumping. Each segment's frames are encoded in *chunks* of at most
 :data:`CHUNK_FRAMES`, on the workers, as soon as they are dreamt; the dreamt frames are then dropped
@@ -15,6 +16,7 @@ from the store, which so holds about (segments in flight x a chunk) frames at an
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -29,8 +31,9 @@ SCAN_WIDTH = 256
 CHUNK_FRAMES = 48
 # A shot is split for idle workers only into pieces at least this long (a split costs a fresh start).
 MIN_SPLIT_FRAMES = 48
-# Stored dreamt frames are PNG (fast setting): about this share of raw RGB, measured on dreams
-# (a dream adds detail, so it compresses less than its source); chunks about this many bytes per pixel.
+# Frames kept with --keep-frames are PNG: at most this share of raw RGB (measured on dreams at
+# 1080p: 0.18; a dream adds detail, so it compresses less than its source). Chunks (H.264 at CRF 18)
+# take about this many bytes per pixel and frame, with room to spare (measured: 0.02 at 1080p).
 PNG_RATIO = 0.75
 CHUNK_BYTES_PER_PIXEL = 0.1
 
@@ -93,10 +96,14 @@ def plan_segments(frames: int, shot_starts: list[int], workers: int, chunk: int,
                 first = end
         pieces = forced
     else:
-        while len(pieces) < workers:
+        # Workers would wait when there are fewer segments than workers, and at the end of a job
+        # while one long segment still runs: split the longest while either holds (a segment longer
+        # than a worker's share of all frames). One worker's share is everything: never a split.
+        share = math.ceil(frames / max(1, workers))
+        while True:
             longest = max(pieces, key=lambda p: p[1] - p[0])
             s, e = longest
-            if e - s < 2 * MIN_SPLIT_FRAMES:
+            if e - s < 2 * MIN_SPLIT_FRAMES or (len(pieces) >= workers and e - s <= share):
                 break
             mid = s + (e - s) // 2
             pieces[pieces.index(longest):pieces.index(longest) + 1] = [[s, mid], [mid, e]]
@@ -107,6 +114,21 @@ def plan_segments(frames: int, shot_starts: list[int], workers: int, chunk: int,
         prev_len = pieces[i - 1][1] - pieces[i - 1][0] if split else 0
         segments.append(Segment(i, s - min(overlap, prev_len) if split else s, s, e))
     return segments
+
+
+def start_order(segments: list[Segment]) -> list[Segment]:
+    """The order in which the job hands segments to workers: the longest shot first (a long shot
+    started last leaves every other worker idle while it runs; measured by benchmarks.simulate), and
+    the pieces of a split shot in order (a piece's warm frames wait in the store until the piece
+    before it cross-fades them, so that one must not start last)."""
+    shots: list[list[Segment]] = []
+    for seg in segments:
+        if seg.warm_from == seg.first or not shots:  # a shot's first piece starts fresh, no overlap
+            shots.append([seg])
+        else:
+            shots[-1].append(seg)
+    shots.sort(key=lambda shot: -(shot[-1].end - shot[0].first))  # stable: equal shots in film order
+    return [seg for shot in shots for seg in shot]
 
 
 def plan_chunks(segments: list[Segment], size: int = CHUNK_FRAMES) -> list[Chunk]:
@@ -131,11 +153,14 @@ def crossfade_weight(index: int, warm_from: int, first: int) -> float:
     return (index - warm_from + 1) / (n + 1)
 
 
-def store_bound(frames: int, width: int, height: int, in_flight: int, overlap: int) -> int:
-    """Bytes the store holds at most: dreamt frames of the chains in flight (a chunk each, its
-    overlap, the frame a chain continues from) and every encoded chunk."""
-    frame = width * height * 3 * PNG_RATIO
-    held = in_flight * (CHUNK_FRAMES + overlap + 2) * frame
+def store_bound(frames: int, width: int, height: int, in_flight: int, overlap: int, keep_frames: bool = False) -> int:
+    """Bytes the store holds at most: the dreamt frames (raw RGB) of the chains in flight, a chunk
+    each with its overlap and the frame a chain continues from, and every encoded chunk. With
+    --keep-frames: every frame, as PNG."""
+    if keep_frames:
+        held = frames * width * height * 3 * PNG_RATIO
+    else:
+        held = in_flight * (CHUNK_FRAMES + overlap + 2) * width * height * 3
     return int(held + frames * width * height * CHUNK_BYTES_PER_PIXEL) + (16 << 20)
 
 

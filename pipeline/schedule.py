@@ -79,6 +79,10 @@ class SchedulerError(PipelineError):
     """The Dask scheduler cannot be reached, or was lost mid-job."""
 
 
+LOST_SCHEDULER = ("lost the Dask scheduler mid-job (its tasks were cancelled); run the same command again, against "
+                  "a new scheduler if need be: it resumes")
+
+
 class WorkerDeaths(PipelineError):
     """A task took :data:`MAX_DEATHS` workers down with it."""
 
@@ -246,6 +250,7 @@ def _as_completed(futures: list[Any]) -> Iterator[Any]:
     """Futures as they finish, in half-second waits, so that an interrupt that Python swallowed is
     still noticed (:data:`INTERRUPTED`) within half a second."""
     from distributed import wait
+    from distributed.client import FuturesCancelledError
 
     pending = set(futures)
     while pending:
@@ -255,6 +260,8 @@ def _as_completed(futures: list[Any]) -> Iterator[Any]:
             done, _ = wait(list(pending), timeout=0.5, return_when="FIRST_COMPLETED")
         except TimeoutError:
             continue
+        except FuturesCancelledError:
+            raise SchedulerError(LOST_SCHEDULER) from None
         for fut in done:
             pending.discard(fut)
             yield fut
@@ -325,8 +332,7 @@ def run_graph(
             # "lost" is not this: a finished task whose result died with its worker is lost until
             # Dask computes it again, which result() waits for.
             if fut.status == "cancelled":
-                raise SchedulerError("lost the Dask scheduler mid-job (its tasks were cancelled); run the same "
-                                     "command again, against a new scheduler if need be: it resumes")
+                raise SchedulerError(LOST_SCHEDULER)
             on_result(fut.result())
     except BaseException:
         STOP.set()

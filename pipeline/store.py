@@ -96,12 +96,14 @@ class Store:
         except OSError as exc:
             raise StoreUnavailable(f"{self.path(rel)}: cannot read ({exc})") from None
 
-    def write_bytes(self, rel: str, data: bytes) -> None:
+    def write_bytes(self, rel: str, data: bytes, durable: bool = True) -> None:
+        """Write whole; ``durable=False``: no fsync (see fsutil.write_atomic), for frames, whose size
+        tells when a power cut tore one."""
         try:
             if self.local:
                 target = self.local_path(rel)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                write_atomic(target, data)
+                write_atomic(target, data, durable)
             else:
                 self.fs.pipe_file(self.path(rel), data)
         except OSError as exc:

@@ -109,6 +109,7 @@ def run_video(req: VideoRequest) -> dict[str, Any]:
             "range": {"start": req.start, "duration": req.duration, "frames": req.frames},
             "config": cfg.to_dict(),
             "video": req.video.to_dict(),
+            "keep_frames": req.keep_frames,  # how frames are stored: a resume must read them the same way
         }
         identity["input"]["path"] = req.input
         with store.locked():
@@ -147,14 +148,15 @@ def _plan(req: VideoRequest, src: Path, info: media.SourceInfo, workers: int) ->
     return p.plan_dict(result, shots, segments, p.plan_chunks(segments))
 
 
-def check_store_space(store: Store, plan: dict[str, Any], size: tuple[int, int], workers: int) -> None:
+def check_store_space(store: Store, plan: dict[str, Any], size: tuple[int, int], workers: int,
+                      keep_frames: bool) -> None:
     from .plan import store_bound
 
     if not store.local:
         return  # an object store: no disk of ours fills up
     in_flight = max(1, min(len(plan["segments"]), workers))
     overlap = max((s["first"] - s["warm_from"] for s in plan["segments"]), default=0)
-    need = store_bound(plan["frames"], *size, in_flight, overlap)
+    need = store_bound(plan["frames"], *size, in_flight, overlap, keep_frames)
     probe_dir = Path(store.url)
     while not probe_dir.exists():
         probe_dir = probe_dir.parent
@@ -173,7 +175,7 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
     from .schedule import DeathGuard, dask_client, run_graph
 
     layouts = LayoutLog(lambda j: store.write_json("job.json", j), job)
-    stats: dict[str, Any] = {"dreamt": 0, "resumed": 0, "chunk_seconds": [],
+    stats: dict[str, Any] = {"dreamt": 0, "resumed": 0, "chunk_seconds": [], "chunks_streamed": [],
                              **{f"{part}_seconds": [] for part in ("task", "decode", "flow", "dream", "store")}}
     with dask_client(req.workers, req.scheduler, job["numerics"]["threads"]) as client:
         workers = len(client.scheduler_info().get("workers", {})) or 1
@@ -183,7 +185,7 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
             t0 = time.perf_counter()
             job["plan"] = _plan(req, src, info, workers)
             timings["plan"] = time.perf_counter() - t0
-            check_store_space(store, job["plan"], info.display_size, workers)
+            check_store_space(store, job["plan"], info.display_size, workers, req.keep_frames)
             store.write_json("job.json", job)
         plan = job["plan"]
         if plan["errors"]:
@@ -206,6 +208,7 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
         def on_result(r: dict[str, Any]) -> None:
             if "chunk" in r:
                 stats["chunk_seconds"].append(r["seconds"])
+                stats["chunks_streamed"].append(r["streamed"])
                 store.log(f"encoded {r['chunk']}")
                 return
             if not r["skipped"]:
@@ -272,7 +275,7 @@ def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str) -> tuple
     and every output frame as (segment, index). Each segment's frame tasks come in order, each chunk's task right after
     its last frame (so chunks are encoded, and their frames dropped, as the chain goes); a chunk that
     cross-fades into the next segment comes after that segment's last warm frame."""
-    from .plan import durations
+    from .plan import durations, start_order
 
     segments = [Segment(**s) for s in plan["segments"]]
     chunks = [Chunk(**c) for c in plan["chunks"]]
@@ -284,8 +287,8 @@ def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str) -> tuple
     for c in chunks:
         if c.name in chunks_done:
             done.update(range(c.first, c.end))
-    stored = {s.id: sorted(int(n[:-4]) for n in store.names(f"frames/{s.id:04d}") if n.endswith(".png"))
-              for s in segments}
+    stored = {s.id: sorted(int(n.split(".")[0]) for n in store.names(f"frames/{s.id:04d}")
+                           if n.endswith((".png", ".rgb"))) for s in segments}
     for s in segments:
         done.update(i for i in stored[s.id] if i >= s.first)
     fresh_always = spec.video["coherence"] == "none"
@@ -334,10 +337,12 @@ def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str) -> tuple
         chains[s.id] = list(range(begin, need[s.id]))
         planned.update(key("f", s.id, i) for i in chains[s.id])
     chunk_by_end = {}
+    chunk_of = {}  # (segment, output frame) -> the chunk still to encode that it goes to
     for c in chunks:
         if c.name not in chunks_done:
             chunk_by_end.setdefault((c.seg, c.end - 1), []).append(c)
-    for s in segments:
+            chunk_of.update({(c.seg, i): c for i in range(c.first, c.end)})
+    for s in start_order(segments):
         # Chunks whose frames are all stored already can be encoded at once.
         for c in chunks:
             if c.seg == s.id and c.name not in chunks_done and key("f", s.id, c.end - 1) not in planned:
@@ -349,9 +354,11 @@ def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str) -> tuple
             # Every mode chains (a chunk waits for its last frame; frames decode in order); a fresh
             # frame ignores what it is given.
             prev = Ref(prev_key) if prev_key in planned else None
+            c = chunk_of.get((s.id, i))
+            streamed = (asdict(c), dur[c.first:c.end]) if c is not None and c.blend is None else (None, None)
             add(Task(key("f", s.id, i), frame_task,
-                     (spec, s.id, i, pts[i], fresh, prev, None if fresh else pts[i - 1], i == need[s.id] - 1),
-                     summary=frame_summary))
+                     (spec, s.id, i, pts[i], fresh, prev, None if fresh else pts[i - 1], i == need[s.id] - 1,
+                      *streamed), summary=frame_summary))
             for c in chunk_by_end.get((s.id, i), []):
                 task, waiting = chunk_after(c)
                 deferred.setdefault(waiting, []).append(task) if waiting else add(task)

@@ -18,7 +18,7 @@ def plan(work: Path) -> dict:
 def dreamt(work: Path, index: int) -> np.ndarray:
     """Output frame ``index`` as its segment dreamt it (before any cross-fade), RGB uint8."""
     seg = next(s for s in plan(work)["segments"] if s["first"] <= index < s["end"])
-    return decode_png((work / frame_rel(seg["id"], index)).read_bytes())
+    return decode_png((work / frame_rel(seg["id"], index, "png")).read_bytes())
 
 
 def dreamt_all(work: Path) -> list[np.ndarray]:
@@ -48,7 +48,7 @@ def output_frames(work: Path) -> list[np.ndarray]:
         frame = dreamt(work, i)
         nxt = next((s for s in segments if s["warm_from"] <= i < s["first"]), None)
         if nxt is not None:
-            other = decode_png((work / frame_rel(nxt["id"], i)).read_bytes())
+            other = decode_png((work / frame_rel(nxt["id"], i, "png")).read_bytes())
             frame = crossfade(frame, other, crossfade_weight(i, nxt["warm_from"], nxt["first"]))
         out.append(frame)
     return out

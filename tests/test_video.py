@@ -38,11 +38,14 @@ def test_one_worker_never_splits_a_shot() -> None:
                                                                                               (100, 100, 3000)]
 
 
-def test_shots_split_only_while_workers_would_wait_and_overlap_where_split() -> None:
+def test_shots_split_only_where_workers_would_wait_and_overlap_where_split() -> None:
     segs = plan_segments(400, [0, 100], workers=4, chunk=0, overlap=12)
-    # 2 shots for 4 workers: the longest piece is halved until there are 4
+    # 2 shots for 4 workers: the longest piece is halved until there are 4 and none is longer than a
+    # worker's share (100 frames)
     assert [(s.warm_from, s.first, s.end) for s in segs] == [(0, 0, 100), (100, 100, 175), (163, 175, 250),
-                                                             (238, 250, 400)]
+                                                             (238, 250, 325), (313, 325, 400)]
+    # enough shots for the workers, and none longer than a share: nothing splits
+    assert len(plan_segments(400, [0, 100, 200, 300], workers=4, chunk=0, overlap=12)) == 4
     starts = {0, 100}
     for s in segs:
         assert (s.warm_from == s.first) == (s.first in starts)  # a shot's start is fresh, a split overlaps
@@ -213,13 +216,13 @@ def test_locked_work_folder_is_refused(cut_clip: Path, tmp_path: Path, capsys) -
 def test_disk_check_refuses_one_byte_short_and_passes_at_the_bound(cut_clip: Path, tmp_path: Path, capsys,
                                                                    monkeypatch) -> None:
     """The bound: the frames one segment holds at a time (a chunk, its overlap, the frame it continues
-    from, as PNG) and every encoded chunk; one byte less free fails before any dreaming."""
+    from, raw) and every encoded chunk; one byte less free fails before any dreaming."""
     import shutil
     from collections import namedtuple
 
-    from pipeline.plan import CHUNK_BYTES_PER_PIXEL, CHUNK_FRAMES, PNG_RATIO
+    from pipeline.plan import CHUNK_BYTES_PER_PIXEL, CHUNK_FRAMES
 
-    need = int(1 * (CHUNK_FRAMES + 0 + 2) * 96 * 64 * 3 * PNG_RATIO + 36 * 96 * 64 * CHUNK_BYTES_PER_PIXEL) + (16 << 20)
+    need = int(1 * (CHUNK_FRAMES + 0 + 2) * 96 * 64 * 3 + 36 * 96 * 64 * CHUNK_BYTES_PER_PIXEL) + (16 << 20)
     usage = namedtuple("usage", "total used free")
     for free, code in ((need - 1, 1), (need, 0)):
         monkeypatch.setattr(shutil, "disk_usage", lambda p, free=free: usage(10**12, 10**12 - free, free))
@@ -371,3 +374,14 @@ def test_peak_store_use_stays_within_the_bound(tmp_path: Path, capsys) -> None:
     assert 0 < peak["frames"] <= CHUNK_FRAMES + 6 + 2 < 150
     assert peak["bytes"] <= store_bound(150, 96, 64, 1, 6)
     print(f"peak store: {peak['frames']} frames, {peak['bytes']} bytes; bound {store_bound(150, 96, 64, 1, 6)}")
+
+
+def test_longest_shot_starts_first_and_a_split_shots_pieces_keep_their_order() -> None:
+    from pipeline.plan import start_order
+
+    segs = plan_segments(400, [0, 50, 300], workers=4, chunk=0, overlap=12)
+    shots = [(s.warm_from == s.first, s.first) for s in start_order(segs)]
+    # the 250-frame shot (split in 4 pieces that overlap: a share is 100 frames) first, its pieces in
+    # order; then the 100-frame shot; then the 50-frame one
+    assert [first for _, first in shots] == [50, 112, 175, 237, 300, 0]
+    assert [fresh for fresh, _ in shots] == [True, False, False, False, True, True]

@@ -1,0 +1,81 @@
+"""`python -m benchmarks.serial`: how much work besides dreaming the video path does.
+
+A 1080p clip (96 frames of ../shared/media/Megamind.avi scaled up, else a generated pan) goes through
+the whole `dreamreel video` path with the cheapest dream there is (1 octave, 1 step, dreamt at 64 px,
+no coherence), and, in the same run, through a plain ``ffmpeg -i clip -c:v libx264 -crf 18``
+transcode. With a dream this cheap, what is left is the pipeline itself: the plan's light pass,
+decoding, storing each frame for resume, encoding, scheduling, joining. Start-up (imports,
+TensorFlow, the network, the cluster) is excluded: a small job runs first, untimed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from .common import REPO, scaled_copy
+
+CHEAP = {"model": "inception_v3", "weights": "untrained", "layers": {"mixed2": 1.0}, "octaves": 1, "iterations": 1,
+         "max_side": 64}
+
+
+def make_clip(folder: Path, frames: int, size: tuple[int, int]) -> Path:
+    megamind = REPO.parent / "shared" / "media" / "Megamind.avi"
+    if megamind.exists():
+        return scaled_copy(megamind, folder / "clip.mp4", *size, None, frames)
+    from tests.clips import make_pan
+
+    return scaled_copy(make_pan(folder / "pan.mp4", frames=frames, size=(320, 180)), folder / "clip.mp4", *size)
+
+
+def run(clip: Path, out: Path, coherence: str, workers: int | None) -> dict:
+    from dreamcore.config import DreamConfig, VideoConfig
+    from pipeline.video import VideoRequest, run_video
+
+    req = VideoRequest(input=str(clip), output=str(out), config=DreamConfig(**CHEAP),
+                       video=VideoConfig(coherence=coherence), quiet=True, workers=workers)
+    t0 = time.perf_counter()
+    stats = run_video(req)
+    stats["wall"] = time.perf_counter() - t0
+    return stats
+
+
+def main(argv: list[str] | None = None) -> None:
+    from pipeline.media import ffmpeg_exe
+    from pipeline.runtime import load_tensorflow
+
+    p = argparse.ArgumentParser(prog="python -m benchmarks.serial", description=__doc__)
+    p.add_argument("--frames", type=int, default=96)
+    p.add_argument("--modes", default="none,flow", help="coherence modes to run (default none,flow)")
+    args = p.parse_args(argv)
+    load_tensorflow()
+    with tempfile.TemporaryDirectory(prefix="dreamreel-serial-") as tmp:
+        folder = Path(tmp)
+        clip = make_clip(folder, args.frames, (1920, 1080))
+        run(scaled_copy(clip, folder / "warm.mp4", 1920, 1080, None, 2), folder / "warm-out.mp4", "flow", None)
+        t0 = time.perf_counter()
+        subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(clip), "-c:v", "libx264", "-crf", "18",
+                        str(folder / "transcode.mp4")], check=True)
+        transcode = time.perf_counter() - t0
+        print(f"# {args.frames} frames of 1920x1080; cheapest dream {CHEAP}")
+        print(f"ffmpeg -i clip -c:v libx264 -crf 18: {transcode:.2f} s ({transcode / args.frames * 1000:.0f} ms/frame)")
+        for mode in args.modes.split(","):
+            stats = run(clip, folder / f"{mode}.mp4", mode, None)
+            t = stats["timings"]
+            parts = {"plan (light pass)": t.get("plan", 0.0)}
+            for part in ("decode", "flow", "dream", "store"):
+                parts[part] = sum(stats[f"{part}_seconds"])
+            parts["encode chunks"] = sum(stats["chunk_seconds"])
+            parts["join"] = t["join"]
+            parts["the rest"] = stats["wall"] - sum(parts.values())
+            split = ", ".join(f"{k} {v:.2f} s" for k, v in parts.items())
+            streamed = stats["chunks_streamed"]
+            print(f"dreamreel video, coherence {mode}: {stats['wall']:.2f} s = {stats['wall'] / transcode:.2f}x the "
+                  f"transcode ({sum(streamed)} of {len(streamed)} chunks encoded as their frames were dreamt); {split}")
+
+
+if __name__ == "__main__":
+    main()
