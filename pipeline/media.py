@@ -375,7 +375,11 @@ class ChunkEncoder:
             assert rate
             video = ffmpeg.input("pipe:", f="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}",
                                  framerate=str(rate)).video
-            args = (ffmpeg.output(_even(video, width, height), _url(out), f="mp4", **X264)
+            # The track's timescale is the rate's own numerator, so each frame lasts a whole number of
+            # ticks and players read back the exact rate (with the muxer's default, 4 x 2997 for
+            # 2997/125, ffmpeg reads back 24000/1001).
+            args = (ffmpeg.output(_even(video, width, height), _url(out), f="mp4", video_track_timescale=rate.numerator,
+                                  **X264)
                     .global_args("-hide_banner", "-nostdin", "-y", "-loglevel", "error").get_args())
             self.proc = subprocess.Popen([ffmpeg_exe(), *args], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.PIPE)
@@ -433,19 +437,22 @@ class ChunkEncoder:
 
 
 def join(chunks: list[Path], out: Path, audio_from: Path | None, start: float | None, duration: float | None,
-         constant_rate: bool) -> str:
+         rate: Fraction | None) -> str:
     """The chunks, one after another, by stream copy, with the source's audio; write ``out`` (a
-    temporary name: the caller renames it). Returns how audio went."""
+    temporary name: the caller renames it). ``rate``: the constant frame rate (None: irregular
+    timing, kept as the chunks have it). Returns how audio went."""
     import ffmpeg
 
     listing = out.with_name(f".{out.name}.ffconcat")
     listing.write_text("ffconcat version 1.0\n" + "".join(f"file '{c.resolve()}'\n" for c in chunks))
     video = ffmpeg.input(_url(listing), f="concat", safe=0).video
     vopts: dict[str, Any] = {"c:v": "copy"}
-    if not constant_rate:
+    if rate is None:
         vopts["fps_mode"] = "passthrough"
     if out.suffix.lower() in (".mp4", ".m4v", ".mov"):
         vopts["movflags"] = "+faststart"
+        if rate is not None:  # as the chunks have it (ChunkEncoder): the exact rate reads back
+            vopts["video_track_timescale"] = rate.numerator
 
     def attempt(audio_codec: str | None) -> subprocess.CompletedProcess[str]:
         streams = [video]

@@ -381,17 +381,20 @@ def _assemble(req: VideoRequest, store: Store, job: dict[str, Any], audio_from: 
         from .plan import durations
 
         span = plan["pts"][-1] - plan["pts"][0] + durations(plan)[-1]
+    from fractions import Fraction
+
+    rate = Fraction(plan["frame_rate"]) if plan["constant_rate"] else None
     with tempfile.TemporaryDirectory(prefix="dreamreel-join-") as tmp:
         files = [store.get_file(chunk_rel(c.name), Path(tmp) / c.name) for c in chunks]
         if is_url(req.output):
             out = Path(tmp) / f"out{Path(req.output).suffix}"
-            how = media.join(files, out, audio_from, req.start, span, plan["constant_rate"])
+            how = media.join(files, out, audio_from, req.start, span, rate)
             _upload(out, req.output)
             return how
         final = Path(req.output)
         out = final.parent / f".{final.name}.part{final.suffix}"
         try:
-            how = media.join(files, out, audio_from, req.start, span, plan["constant_rate"])
+            how = media.join(files, out, audio_from, req.start, span, rate)
             os.replace(out, final)
         finally:
             out.unlink(missing_ok=True)
