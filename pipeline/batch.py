@@ -270,7 +270,7 @@ def run_batch(req: BatchRequest) -> BatchReport:
                 with dask_client(req.workers, req.scheduler, job["numerics"]["threads"]) as client:
                     if req.scheduler:
                         announce_dashboard(client)
-                    where = _locations(client, req, store, todo, staged) if req.scheduler else {
+                    where = _locations(client, req, store, job["token"], todo, staged) if req.scheduler else {
                         it.rel: (str(it.src), str(it.dst)) for it in todo}
                     run = uuid.uuid4().hex[:6]
                     tasks = [[Task(f"dreamreel-{spec.id}-{run}-image-{i}", image_task, (spec, *where[it.rel], it.rel))]
@@ -283,7 +283,7 @@ def run_batch(req: BatchRequest) -> BatchReport:
     return report
 
 
-def _locations(client: Any, req: BatchRequest, store: Store, todo: list[Item],
+def _locations(client: Any, req: BatchRequest, store: Store, token: str, todo: list[Item],
                staged: dict[str, Path]) -> dict[str, tuple[str, str]]:
     """Where the cluster's workers read each image and write its dream. Folders every worker sees
     at the same paths are used as they are; otherwise inputs are uploaded into the store once and
@@ -296,7 +296,7 @@ def _locations(client: Any, req: BatchRequest, store: Store, todo: list[Item],
         answers = client.run(sees_file, str(path.resolve()), st.st_size, st.st_mtime_ns)
         return bool(answers) and all(answers.values())
 
-    check_store_shared(client, store, spec_token(store))
+    check_store_shared(client, store, token)
     probe = req.out_dir / f".dreamreel-probe-{os.getpid()}"
     probe.write_bytes(b"probe")
     try:
@@ -317,10 +317,6 @@ def _locations(client: Any, req: BatchRequest, store: Store, todo: list[Item],
             staged[it.rel] = it.dst
         where[it.rel] = (src, dst)
     return where
-
-
-def spec_token(store: Store) -> str:
-    return (store.read_bytes("token") or b"").decode().strip()
 
 
 def _bring_home(store: Store, out_dir: Path, rel: str | None = None, final: Path | None = None) -> None:

@@ -14,7 +14,6 @@ bytes), so a resumed job, or a frame dreamt again after its worker died, gives t
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
 import threading
@@ -459,17 +458,3 @@ def _drop_encoded(job: JobSpec, c: Any, segment: dict[str, Any], blend: dict[str
     if blend is not None:  # its last warm frame stays: that chain may continue from it
         for i in range(blend["warm_from"], blend["first"] - 1):
             drop_frame(job, blend["id"], i)
-
-
-def release_worker_state() -> None:
-    """Close this worker's decoders and encoders (tests, and a worker shutting down)."""
-    with _lock:
-        decoders, streams = list(_decoders.values()), list(_streams.values())
-        _decoders.clear()
-        _streams.clear()
-    for dec in decoders:
-        with contextlib.suppress(Exception):
-            dec.close()
-    for stream in streams:
-        with contextlib.suppress(Exception):
-            stream.abort()

@@ -90,12 +90,6 @@ class SourceInfo:
     def display_size(self) -> tuple[int, int]:
         return (self.height, self.width) if self.rotation % 180 else (self.width, self.height)
 
-    def estimated_frames(self) -> int | None:
-        """Frames from the header's duration and rate; None when the header lacks either."""
-        if self.duration and self.fps:
-            return max(1, round(self.duration * float(self.fps)))
-        return None
-
 
 _STREAM = re.compile(r"^\s*Stream #\d+:\d+(?:\[\w+\])?(?:\(\w+\))?: (Video|Audio|Subtitle|Data|Attachment): (.*)$")
 
@@ -160,17 +154,6 @@ def parse_header(p: Path, text: str) -> SourceInfo:
         audio_codec=audio.split(",")[0].split()[0] if audio else None,
         streams=streams,
     )
-
-
-def count_frames(path: str | os.PathLike[str]) -> int:
-    """Frames of the first video stream, counted from its packets (read, not decoded): for a clip
-    whose header gives no duration or rate."""
-    proc = _run(["-hide_banner", "-nostdin", "-i", _url(path), "-map", "0:v:0", "-c", "copy", "-f", "null", "-"],
-                check=False)
-    counts = re.findall(r"frame=\s*(\d+)", proc.stderr)
-    if not counts:
-        raise InputError(f"{path}: cannot count its video frames ({_last_error(proc.stderr)})")
-    return int(counts[-1])
 
 
 # --- frames through pipes ---------------------------------------------------------------------
