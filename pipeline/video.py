@@ -84,6 +84,8 @@ def local_copy(location: str) -> Iterator[Path]:
         try:
             with fsspec.open(location, "rb") as src, open(target, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 22)
+        except FileNotFoundError:
+            raise UsageError(f"{location}: no such file") from None
         except (OSError, ImportError, ValueError) as exc:
             raise UsageError(f"{location}: cannot read ({exc})") from None
         yield target

@@ -38,7 +38,7 @@ def can_hide_folders() -> bool:
     return probe.returncode == 0
 
 
-pytestmark = pytest.mark.skipif(not can_hide_folders(), reason="needs unshare -m (root) to hide folders from workers")
+hides_folders = pytest.mark.skipif(not can_hide_folders(), reason="needs unshare -m (root) to hide folders")
 
 
 def wait_for_port(port: int, timeout: float = 30) -> None:
@@ -131,6 +131,7 @@ def wait_until(ready, proc: subprocess.Popen[str], timeout: float = 240) -> None
     raise AssertionError("no progress")
 
 
+@hides_folders
 def test_video_and_images_with_the_store_on_s3_and_hidden_folders(world: World, tmp_path: Path) -> None:
     from distributed import Client
 
@@ -186,3 +187,48 @@ def test_video_and_images_with_the_store_on_s3_and_hidden_folders(world: World, 
         a = read_image(world.cmd_root / "dreams" / f"{i}.png").pixels
         assert np.array_equal(a, read_image(tmp_path / "photos-local" / f"{i}.png").pixels), i
         assert np.abs(a.astype(np.float32) - read_image(photos / f"{i}.png").pixels).mean() > 1.0
+
+
+@pytest.fixture()
+def s3(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Only an S3 server (no cluster): the environment that reaches it."""
+    import s3fs
+
+    port = free_port()
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "FSSPEC_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    server = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=f"http://127.0.0.1:{port}").mkdir(BUCKET)
+        yield env
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+
+
+def test_input_output_and_work_folder_as_urls(s3: dict[str, str], tmp_path: Path) -> None:
+    import s3fs
+
+    fs = s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=s3["FSSPEC_S3_ENDPOINT_URL"])
+    clip = make_clip(tmp_path / "clip.mp4", cut_at=0.5, seconds=1.0)
+    fs.put_file(str(clip), f"{BUCKET}/in/clip.mp4")
+
+    def dreamreel(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pipeline.cli", "video", *argv, *VIDEO_FAST], env=s3,
+                              capture_output=True, text=True, timeout=600, cwd=tmp_path)
+
+    done = dreamreel(f"s3://{BUCKET}/in/clip.mp4", "-o", f"s3://{BUCKET}/out/dream.mp4", "--workdir",
+                     f"s3://{BUCKET}/jobs/one")
+    assert done.returncode == 0, done.stderr
+    fs.get_file(f"{BUCKET}/out/dream.mp4", str(tmp_path / "dream.mp4"))
+    assert main(["video", str(clip), "-o", str(tmp_path / "local.mp4"), *VIDEO_FAST]) == 0
+    assert [f.tobytes() for f in read_frames(tmp_path / "dream.mp4")] == [
+        f.tobytes() for f in read_frames(tmp_path / "local.mp4")]
+    assert not fs.exists(f"{BUCKET}/jobs/one")  # the work folder is cleared after success
+    again = dreamreel(f"s3://{BUCKET}/in/clip.mp4", "-o", f"s3://{BUCKET}/out/dream.mp4")
+    assert again.returncode == 2 and "already exists" in again.stderr
+    missing = dreamreel(f"s3://{BUCKET}/in/nothere.mp4", "-o", f"s3://{BUCKET}/out/x.mp4")
+    lines = [ln for ln in missing.stderr.splitlines() if ln.strip()]
+    assert missing.returncode == 2 and lines == [f"dreamreel: error: s3://{BUCKET}/in/nothere.mp4: no such file"]
