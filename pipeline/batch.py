@@ -206,8 +206,8 @@ def run_batch(req: BatchRequest) -> BatchReport:
     from tqdm import tqdm
 
     from .jobs import job_id, open_job
-    from .schedule import DeathGuard, Task, dask_client, job_threads, run_chains
-    from .video import announce_dashboard, pinned
+    from .schedule import DeathGuard, Task, announce_dashboard, dask_client, job_threads, run_chains
+    from .settings import pinned
 
     check_dirs(req.in_dir, req.out_dir)
     req.out_dir.mkdir(parents=True, exist_ok=True)
@@ -289,7 +289,7 @@ def _locations(client: Any, req: BatchRequest, store: Store, token: str, todo: l
     at the same paths are used as they are; otherwise inputs are uploaded into the store once and
     dreams written there, then brought home by this command as each one finishes."""
     from .frames import check_store_shared
-    from .video import sees_file
+    from .schedule import sees_file
 
     def visible(path: Path) -> bool:
         st = path.stat()

@@ -355,7 +355,8 @@ def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev
 
     t0 = time.perf_counter()
     check_job(job)
-    if fresh:
+    done = stored_frame(job, seg, index)  # dreamt before: a resumed job, or a result lost with its worker
+    if fresh or done is not None:
         prev = None
     elif prev is None:  # continue from the stored previous frame: its source first
         assert prev_pts is not None
@@ -369,8 +370,7 @@ def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev
         close_decoder(job, seg)
     decode_s = time.perf_counter() - t0
     result: dict[str, Any] = {"seg": seg, "index": index, "src": src, "skipped": False}
-    done = stored_frame(job, seg, index)
-    if done is not None:  # dreamt before (a resumed job, or a result lost with its worker)
+    if done is not None:
         stream_frame(job, chunk, durations or [], index, done)
         return {**result, "dream": done, "skipped": True}
     load_tensorflow()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -226,6 +227,21 @@ def _threads_here(threads: int | None) -> bool:
 
     load_tensorflow(threads)
     return numerics()["threads"] == threads
+
+
+def announce_dashboard(client: Any) -> None:
+    """One line with the cluster's dashboard, where people watch long jobs (when it has one)."""
+    if "dashboard" in client.scheduler_info().get("services", {}):
+        logging.getLogger("dreamcore").info("Dask dashboard: %s", client.dashboard_link)
+
+
+def sees_file(path: str, size: int, mtime_ns: int) -> bool:
+    """Run on a worker: whether it sees this very file at this path."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return st.st_size == size and st.st_mtime_ns == mtime_ns
 
 
 def run_chains(

@@ -116,3 +116,11 @@ def resolve_noted(config: DreamConfig) -> Resolution:
     for note in res.notes:
         logging.getLogger("dreamcore").warning(note)
     return res
+
+
+def pinned(config: DreamConfig) -> DreamConfig:
+    """The config with the network the command resolved: workers build exactly this (no worker
+    resolves `auto` on its own, so one job never mixes networks)."""
+    res = resolve_noted(config)
+    return config.replace(model=res.backbone.name, weights=res.backbone.weights_name(res.weights),
+                          layers=dict(res.layers))

@@ -34,7 +34,8 @@ from .errors import PipelineError, UsageError
 from .frames import JobSpec, check_store_shared, chunk_rel, chunk_task, frame_task
 from .jobs import JOB_VERSION, LayoutLog, file_fingerprint, job_id, open_job
 from .plan import Chunk, Segment
-from .schedule import Ref, Task
+from .schedule import Ref, Task, announce_dashboard, sees_file
+from .settings import pinned
 from .store import Store, is_url
 
 log = logging.getLogger("dreamcore")
@@ -89,16 +90,6 @@ def local_copy(location: str) -> Iterator[Path]:
         except (OSError, ImportError, ValueError) as exc:
             raise UsageError(f"{location}: cannot read ({exc})") from None
         yield target
-
-
-def pinned(config: DreamConfig) -> DreamConfig:
-    """The config with the network the command resolved: workers build exactly this (no worker
-    resolves `auto` on its own, so one job never mixes networks)."""
-    from .settings import resolve_noted
-
-    res = resolve_noted(config)
-    return config.replace(model=res.backbone.name, weights=res.backbone.weights_name(res.weights),
-                          layers=dict(res.layers))
 
 
 def run_video(req: VideoRequest) -> dict[str, Any]:
@@ -236,12 +227,6 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
     return stats
 
 
-def announce_dashboard(client: Any) -> None:
-    """One line with the cluster's dashboard, where people watch long jobs (when it has one)."""
-    if "dashboard" in client.scheduler_info().get("services", {}):
-        log.info("Dask dashboard: %s", client.dashboard_link)
-
-
 def _input_for_workers(client: Any, req: VideoRequest, store: Store, src: Path) -> str:
     """Where the cluster's workers read the clip: its URL; its path when every worker sees the same
     file there; else a copy in the store, uploaded once."""
@@ -262,21 +247,13 @@ def _input_for_workers(client: Any, req: VideoRequest, store: Store, src: Path) 
     return store.path(rel)
 
 
-def sees_file(path: str, size: int, mtime_ns: int) -> bool:
-    """Run on a worker: whether it sees this very file at this path."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    return st.st_size == size and st.st_mtime_ns == mtime_ns
-
-
 def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str) -> tuple[list[Task], set[int],
                                                                                  set[tuple[int, int]]]:
-    """The tasks still to run, in the order Dask should prefer them; the output frames already done,
-    and every output frame as (segment, index). Each segment's frame tasks come in order, each chunk's task right after
-    its last frame (so chunks are encoded, and their frames dropped, as the chain goes); a chunk that
-    cross-fades into the next segment comes after that segment's last warm frame."""
+    """The tasks still to run, in the order Dask should prefer them; the output frames already done;
+    and every output frame as (segment, index). Segments come in their start order, each one's frame
+    tasks in order, each chunk's task right after its last frame (so chunks are encoded, and their
+    frames dropped, as the chain goes); a chunk that cross-fades into the next segment comes after
+    that segment's last warm frame."""
     from .plan import durations, start_order
 
     segments = [Segment(**s) for s in plan["segments"]]
@@ -317,7 +294,7 @@ def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str) -> tuple
         for later in deferred.pop(task.key, []):
             add(later)
 
-    def chunk_after(c: Chunk) -> tuple[Task, str | None]:
+    def add_chunk(c: Chunk) -> None:
         seg = segments[c.seg]
         deps = [key("f", c.seg, c.end - 1)]
         blend = None
@@ -329,12 +306,15 @@ def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str) -> tuple
         task = Task(key("c", c.seg, c.first), chunk_task,
                     (spec, asdict(c), asdict(seg), blend, dur[c.first:c.end]), {"after": refs})
         waiting = next((k for k in deps if k in planned and k not in submitted), None)
-        return task, waiting
+        if waiting:  # after the task it waits for, which is not in the list yet
+            deferred.setdefault(waiting, []).append(task)
+        else:
+            add(task)
 
     planned: set[str] = set()
     chains: dict[int, list[int]] = {}
     for s in segments:
-        resume = max((i for i in stored[s.id]), default=None)
+        resume = max(stored[s.id], default=None)
         begin = s.warm_from if resume is None else resume + 1
         chains[s.id] = list(range(begin, need[s.id]))
         planned.update(key("f", s.id, i) for i in chains[s.id])
@@ -348,8 +328,7 @@ def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str) -> tuple
         # Chunks whose frames are all stored already can be encoded at once.
         for c in chunks:
             if c.seg == s.id and c.name not in chunks_done and key("f", s.id, c.end - 1) not in planned:
-                task, waiting = chunk_after(c)
-                deferred.setdefault(waiting, []).append(task) if waiting else add(task)
+                add_chunk(c)
         for i in chains[s.id]:
             fresh = fresh_always or i == s.warm_from
             prev_key = key("f", s.id, i - 1)
@@ -362,8 +341,7 @@ def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str) -> tuple
                      (spec, s.id, i, pts[i], fresh, prev, None if fresh else pts[i - 1], i == need[s.id] - 1,
                       *streamed), summary=frame_summary))
             for c in chunk_by_end.get((s.id, i), []):
-                task, waiting = chunk_after(c)
-                deferred.setdefault(waiting, []).append(task) if waiting else add(task)
+                add_chunk(c)
     leftover = [t.key for ts in deferred.values() for t in ts]
     if leftover:
         raise PipelineError(f"internal: tasks never scheduled: {leftover[:3]}")
