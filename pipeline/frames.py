@@ -279,6 +279,7 @@ class _Stream:
         self.out = self.dir / f"{chunk['first']:06d}-{chunk['end']:06d}.mp4"
         rate = Fraction(job.rate) if job.rate else None
         self.encoder = media.ChunkEncoder(self.out, *job.size, rate, None if rate else durations)
+        self.seg = chunk["seg"]
         self.next = chunk["first"]
         self.end = chunk["end"]
 
@@ -289,7 +290,10 @@ class _Stream:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-_streams: dict[tuple[str, str], _Stream] = {}
+_streams: dict[tuple[str, str], _Stream] = {}  # least recently fed first
+# Open encoders per worker. One whose chunk task ran on another worker is never taken: a newer
+# chunk of its segment drops it when still unfinished, and this bound drops the oldest.
+MAX_STREAMS = 8
 
 
 def stream_frame(job: JobSpec, chunk: dict[str, Any] | None, durations: list[float], index: int,
@@ -303,6 +307,12 @@ def stream_frame(job: JobSpec, chunk: dict[str, Any] | None, durations: list[flo
     if index == chunk["first"]:
         if stream is not None:
             stream.abort()
+        with _lock:
+            stale = [k for k, s in _streams.items() if k[0] == job.id and s.seg == chunk["seg"] and s.next != s.end]
+            stale += list(_streams)[:max(0, len(_streams) - MAX_STREAMS + 1)]
+            dropped = [_streams.pop(k) for k in dict.fromkeys(stale)]
+        for old in dropped:
+            old.abort()
         stream = _Stream(job, chunk, durations)
     if stream is None or stream.next != index:
         if stream is not None:
@@ -341,12 +351,20 @@ def engine(cfg: Any) -> Any:
 
 def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev: dict[str, Any] | None,
                prev_pts: float | None, last: bool, chunk: dict[str, Any] | None = None,
-               durations: list[float] | None = None) -> dict[str, Any]:
+               durations: list[float] | None = None, encoded_in: str | None = None) -> dict[str, Any]:
     """Dream frame ``index`` of segment ``seg``. ``fresh``: a chain's first frame (the whole dream).
     ``prev``: the previous task's result (its source and dream frames), or None when the chain
     continues from a stored frame (a resumed job); ``prev_pts`` is then that frame's time.
     ``chunk``: the output chunk the frame goes to, streamed to its encoder here (None for frames
-    that a cross-fade still has to mix); ``durations``: that chunk's frame durations."""
+    that a cross-fade still has to mix); ``durations``: that chunk's frame durations.
+    ``encoded_in``: the chunk that holds this frame's pixels once encoded (for a warm frame, the
+    chunk it cross-fades into).
+
+    Dask computes a task again when its result died with a worker, and with it every task before it
+    in the chain whose result is gone too: a lost result's whole lineage. So a frame whose chunk is
+    encoded, and which the store dropped as no longer needed, is not dreamt again: the task answers
+    with no pixels. (A frame is dropped only once the frame after it is stored or encoded too, so no
+    task needs those pixels; one that does reads the stored frame, or says it is missing.)"""
     from dreamcore.coherence import optical_flow, start_frame
     from dreamcore.config import DreamConfig, VideoConfig
 
@@ -356,9 +374,11 @@ def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev
     t0 = time.perf_counter()
     check_job(job)
     done = stored_frame(job, seg, index)  # dreamt before: a resumed job, or a result lost with its worker
+    if done is None and encoded_in is not None and job.store.exists(chunk_rel(encoded_in)):
+        return {"seg": seg, "index": index, "src": None, "dream": None, "skipped": True}
     if fresh or done is not None:
         prev = None
-    elif prev is None:  # continue from the stored previous frame: its source first
+    elif prev is None or prev["dream"] is None:  # continue from the stored previous frame: its source first
         assert prev_pts is not None
         prev_src = source_frame(job, seg, index - 1, prev_pts)
         prev_dream = stored_frame(job, seg, index - 1)
@@ -416,6 +436,12 @@ def chunk_task(job: JobSpec, chunk: dict[str, Any], segment: dict[str, Any], ble
     w, h = job.size
     rate = Fraction(job.rate) if job.rate else None
     stream = take_stream(job, c.name) if blend is None else None
+    if job.store.exists(chunk_rel(c.name)):  # run again after a lost result (see frame_task): done already
+        if stream is not None:
+            stream.abort()
+        _drop_encoded(job, c, segment, blend)
+        return {"chunk": c.name, "frames": c.end - c.first, "seconds": time.perf_counter() - t0, "streamed": False,
+                "again": True}
     if stream is not None and stream.next == c.end:
         try:
             stream.encoder.finish()

@@ -7,7 +7,9 @@ job recorded when it began, so a job resumed with another ``--workers`` dreams w
 (README: "Exact results"). Tasks are plain functions of picklable arguments; a chain's task gets the
 previous task's future as an argument, which is all Dask needs to order them.
 
-A worker lost mid-task costs only that task: the scheduler runs it again elsewhere. A task that
+A worker lost mid-task costs only that task: the scheduler runs it again elsewhere. The results
+it held are computed again too, with their lineage (the earlier tasks of a chain); the video tasks
+make that cheap and harmless (a stored frame is read, an encoded one skipped). A task that
 keeps taking workers down is stopped by the job itself: every start of a task leaves a mark in the
 job's work folder, and the start after :data:`MAX_DEATHS` unfinished ones fails at once. That bound
 holds whatever the scheduler's own ``allowed-failures`` is (a remote scheduler never reads this

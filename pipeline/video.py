@@ -319,11 +319,14 @@ def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str) -> tuple
         chains[s.id] = list(range(begin, need[s.id]))
         planned.update(key("f", s.id, i) for i in chains[s.id])
     chunk_by_end = {}
-    chunk_of = {}  # (segment, output frame) -> the chunk still to encode that it goes to
+    chunk_of = {}  # (segment, frame) -> the chunk still to encode that the frame ends up in
     for c in chunks:
         if c.name not in chunks_done:
             chunk_by_end.setdefault((c.seg, c.end - 1), []).append(c)
             chunk_of.update({(c.seg, i): c for i in range(c.first, c.end)})
+            if c.blend is not None:  # the next segment's warm frames end up in this chunk too
+                nxt = segments[c.blend]
+                chunk_of.update({(nxt.id, i): c for i in range(nxt.warm_from, nxt.first)})
     for s in start_order(segments):
         # Chunks whose frames are all stored already can be encoded at once.
         for c in chunks:
@@ -336,10 +339,11 @@ def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str) -> tuple
             # frame ignores what it is given.
             prev = Ref(prev_key) if prev_key in planned else None
             c = chunk_of.get((s.id, i))
-            streamed = (asdict(c), dur[c.first:c.end]) if c is not None and c.blend is None else (None, None)
+            out = c is not None and c.seg == s.id  # an output frame of this segment (not a warm frame)
+            streamed = (asdict(c), dur[c.first:c.end]) if out and c.blend is None else (None, None)
             add(Task(key("f", s.id, i), frame_task,
                      (spec, s.id, i, pts[i], fresh, prev, None if fresh else pts[i - 1], i == need[s.id] - 1,
-                      *streamed), summary=frame_summary))
+                      *streamed, c.name if c is not None else None), summary=frame_summary))
             for c in chunk_by_end.get((s.id, i), []):
                 add_chunk(c)
     leftover = [t.key for ts in deferred.values() for t in ts]

@@ -152,3 +152,74 @@ def test_ctrl_c_to_the_process_group_stops_within_seconds_even_mid_frame(workers
     survivors = subprocess.run(["pgrep", "-a", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split("\n")
     survivors = [s for s in survivors if s and "<defunct>" not in s]  # dead, not yet reaped by init
     assert not survivors
+
+
+def test_tasks_computed_again_after_a_lost_worker_dream_nothing_twice(clip: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker lost holding results: Dask computes each lost result again, and with it the lost
+    result's whole lineage (every earlier task of its chain), in order, while the job has moved on
+    (chunks encoded, their frames dropped). Every such task must succeed, dream nothing, and change
+    nothing: here, after every few tasks, each chunk task so far runs again alone, then the whole
+    graph so far runs again in order."""
+    from pipeline import schedule
+    from pipeline.cli import main
+
+    assert main(["video", str(clip), "-o", str(tmp_path / "plain.mp4"), *ARGS]) == 0
+    again: list[dict] = []
+
+    def inline(client, tasks, on_result, on_error=None, guard=None):
+        results: dict[str, object] = {}
+        for n, task in enumerate(tasks):
+            results[task.key] = task.fn(*schedule._bind(task.args, results), **schedule._bind(task.kwargs, results))
+            on_result(task.summary(results[task.key]) if task.summary else results[task.key])
+            if n % 4 == 3 or n == len(tasks) - 1:
+                for t in tasks[:n + 1]:  # a chunk's own result lost: the chunk task alone, again
+                    if t.fn.__name__ == "chunk_task":
+                        again.append(t.fn(*schedule._bind(t.args, results), **schedule._bind(t.kwargs, results)))
+                redone: dict[str, object] = {}  # a frame's result lost: its lineage, again
+                for t in tasks[:n + 1]:
+                    redone[t.key] = t.fn(*schedule._bind(t.args, redone), **schedule._bind(t.kwargs, redone))
+                    again.append(redone[t.key])
+
+    monkeypatch.setattr(schedule, "run_graph", inline)
+    assert main(["video", str(clip), "-o", str(tmp_path / "again.mp4"), *ARGS]) == 0
+    frames = [r for r in again if "chunk" not in r]
+    chunks = [r for r in again if "chunk" in r]
+    assert len(frames) > 100 and len(chunks) > 10
+    assert all(r["skipped"] and "layout" not in r for r in frames)  # nothing dreamt again
+    assert all(r["again"] for r in chunks)  # nothing encoded again
+    source = read_frames(clip)
+    out = read_frames(tmp_path / "again.mp4")
+    assert [f.tobytes() for f in out] == [f.tobytes() for f in read_frames(tmp_path / "plain.mp4")]
+    assert np.abs(out[5].astype(np.float32) - source[5]).mean() > 1.0  # a dream, not a copy
+
+
+def test_a_worker_keeps_no_encoder_its_chunk_task_never_takes(tmp_path: Path) -> None:
+    """A chain that moved to another worker leaves this worker's encoder for its chunk unfinished
+    (or finished, with the chunk task run elsewhere): the next chunk of that segment drops an
+    unfinished one, and no worker holds more than MAX_STREAMS, whatever the job's length."""
+    from pipeline import frames
+    from pipeline.store import Store
+
+    job = frames.JobSpec(id="j", store=Store(str(tmp_path / "store")), token="t", input="", input_key="",
+                         size=(32, 16), config={}, video={}, rate="24")
+    rgb = np.zeros((16, 32, 3), np.uint8)
+
+    def chunk(seg: int, first: int) -> dict:
+        return {"seg": seg, "first": first, "end": first + 4, "blend": None}
+
+    try:
+        frames.stream_frame(job, chunk(0, 0), [1 / 24] * 4, 0, rgb)
+        frames.stream_frame(job, chunk(0, 0), [1 / 24] * 4, 1, rgb)  # then the chain moves away
+        moved = frames._streams[("j", "000000-000004")]
+        frames.stream_frame(job, chunk(0, 4), [1 / 24] * 4, 4, rgb)  # it comes back for the next chunk
+        assert ("j", "000000-000004") not in frames._streams and not moved.dir.exists()
+        for seg in range(1, 2 * frames.MAX_STREAMS):  # chunks whose tasks run elsewhere, one per segment
+            for i in range(4):
+                frames.stream_frame(job, chunk(seg, 8 * seg), [1 / 24] * 4, 8 * seg + i, rgb)
+        assert len(frames._streams) == frames.MAX_STREAMS
+        assert ("j", f"{8 * (2 * frames.MAX_STREAMS - 1):06d}-{8 * (2 * frames.MAX_STREAMS - 1) + 4:06d}") \
+            in frames._streams
+    finally:
+        for key in list(frames._streams):
+            frames._streams.pop(key).abort()
