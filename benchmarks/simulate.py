@@ -73,7 +73,7 @@ def measure(size: tuple[int, int]) -> Costs:
 
     first = timed(lambda: engine.dream_rgb(frame), 1)
     followup = timed(lambda: engine.dream_rgb(frame, iterations=VideoConfig().followup_iterations), 2)
-    flow = timed(lambda: optical_flow(frame, frame), 3)
+    flow = timed(lambda: optical_flow(frame, frame, VideoConfig().flow_side), 3)
     with tempfile.TemporaryDirectory() as tmp:
         clip = scaled_copy(REPO / "samples" / "fruits-pan.mp4", Path(tmp) / "c.mp4", w, h)
         n = media.scan(clip, size).frames

@@ -68,12 +68,33 @@ def _gray(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(np.ascontiguousarray(u8), cv2.COLOR_RGB2GRAY)
 
 
-def optical_flow(prev_rgb: np.ndarray, cur_rgb: np.ndarray) -> Flow:
-    """DIS optical flow both ways on the source frames; a forward-backward consistency check
-    (Sundaram et al. 2010) marks the pixels that the previous frame cannot explain."""
+def optical_flow(prev_rgb: np.ndarray, cur_rgb: np.ndarray, max_side: int | None = None) -> Flow:
+    """DIS optical flow both ways on the source frames (RGB float in [0, 1] or uint8); a
+    forward-backward consistency check (Sundaram et al. 2010) marks the pixels that the previous
+    frame cannot explain. With ``max_side``, larger frames are shrunk to it first (area average) and
+    the field and mask are scaled back up: the cost falls with the area, and the dream's carried
+    residual moves a little less exactly (``benchmarks.flow`` and ``benchmarks.video`` measure
+    both; README "Video")."""
     import cv2
 
     prev_g, cur_g = _gray(prev_rgb), _gray(cur_rgb)
+    h, w = prev_g.shape
+    if not max_side or max(h, w) <= max_side:
+        return _flow(prev_g, cur_g)
+    k = max_side / max(h, w)
+    size = (max(8, round(w * k)), max(8, round(h * k)))
+    small = _flow(cv2.resize(prev_g, size, interpolation=cv2.INTER_AREA),
+                  cv2.resize(cur_g, size, interpolation=cv2.INTER_AREA))
+    backward = cv2.resize(small.backward, (w, h), interpolation=cv2.INTER_LINEAR)
+    backward[..., 0] *= w / size[0]
+    backward[..., 1] *= h / size[1]
+    visible = np.clip(cv2.resize(small.visible, (w, h), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+    return Flow(backward=backward, visible=visible)
+
+
+def _flow(prev_g: np.ndarray, cur_g: np.ndarray) -> Flow:
+    import cv2
+
     dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
     backward = dis.calc(cur_g, prev_g, None)
     forward = dis.calc(prev_g, cur_g, None)
@@ -84,12 +105,28 @@ def optical_flow(prev_rgb: np.ndarray, cur_rgb: np.ndarray) -> Flow:
     visible = (err <= bound).astype(np.float32)
     # Pixels that came from outside the previous frame are not visible either.
     h, w = backward.shape[:2]
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    src_x, src_y = xs + backward[..., 0], ys + backward[..., 1]
+    came_from = _grid(h, w) + backward
+    src_x, src_y = came_from[..., 0], came_from[..., 1]
     visible *= (src_x >= 0) & (src_x <= w - 1) & (src_y >= 0) & (src_y <= h - 1)
     # Soften the mask's edges a little so a masked region does not leave a hard outline.
     visible = cv2.GaussianBlur(visible, (0, 0), 1.0)
     return Flow(backward=backward, visible=visible)
+
+
+_grids: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _grid(h: int, w: int) -> np.ndarray:
+    """(H, W, 2) float32: each pixel's (x, y). Kept per size (a clip's frames share one), read-only."""
+    grid = _grids.get((h, w))
+    if grid is None:
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        grid = np.dstack([xs, ys])
+        grid.flags.writeable = False
+        if len(_grids) >= 4:
+            _grids.clear()
+        _grids[(h, w)] = grid
+    return grid
 
 
 def warp(image: np.ndarray, backward: np.ndarray) -> np.ndarray:
@@ -97,11 +134,8 @@ def warp(image: np.ndarray, backward: np.ndarray) -> np.ndarray:
     import cv2
 
     h, w = backward.shape[:2]
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    map_x = xs + backward[..., 0]
-    map_y = ys + backward[..., 1]
-    return cv2.remap(np.ascontiguousarray(image, dtype=np.float32), map_x, map_y, interpolation=cv2.INTER_LINEAR,
-                     borderMode=cv2.BORDER_REPLICATE)
+    return cv2.remap(np.ascontiguousarray(image, dtype=np.float32), _grid(h, w) + backward, None,
+                     interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def start_frame(
@@ -112,16 +146,22 @@ def start_frame(
     blend: float,
     carry: float,
     flow: Flow | None = None,
+    flow_side: int | None = None,
 ) -> np.ndarray:
-    """The image a frame's dream starts from. With no previous frame (a shot's first), the source."""
+    """The image a frame's dream starts from. With no previous frame (a shot's first), the source.
+    ``flow``: the flow between the source frames when already computed, else computed here (at
+    most ``flow_side`` pixels on the long side)."""
     if mode == "none" or prev_dream is None or prev_src is None:
         return cur_src
     if mode == "blend":
         return (1.0 - blend) * cur_src + blend * prev_dream
     if mode == "flow":
-        flow = flow or optical_flow(prev_src, cur_src)
-        residual = warp(prev_dream - prev_src, flow.backward)
-        return np.clip(cur_src + carry * flow.visible[..., None] * residual, 0.0, 1.0)
+        flow = flow or optical_flow(prev_src, cur_src, flow_side)
+        # cur + carry * visible * residual, in place (frames are large; the same products and sums)
+        start = warp(prev_dream - prev_src, flow.backward)
+        start *= (carry * flow.visible)[..., None]
+        start += cur_src
+        return np.clip(start, 0.0, 1.0, out=start)
     raise ValueError(f"unknown coherence mode {mode!r}; allowed: {', '.join(COHERENCE_MODES)}")
 
 

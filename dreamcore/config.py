@@ -189,6 +189,8 @@ VIDEO_SCHEMA: dict[str, _Field] = {
     "adaptive_threshold": _Field("float", False, "a number from 1 to 255 (adaptive: a frame's change over its "
                                  "neighbours')", _in(1, 255)),
     "min_scene_frames": _Field("int", False, "an integer from 1 to 100000", _in(1, 100000)),
+    "flow_side": _Field("int", False, "0 (optical flow at full size) or an integer from 64 to 100000 (the long side "
+                        "frames are shrunk to for optical flow)", lambda v: v == 0 or 64 <= v <= 100000),
     "chunk_frames": _Field("int", False, "0 (split a shot only when workers would otherwise wait) or an integer "
                            "from 8 to 100000 (split every shot into pieces this long)",
                            lambda v: v == 0 or 8 <= v <= 100000),
@@ -209,6 +211,7 @@ class VideoConfig:
     scene_threshold: float = 27.0
     adaptive_threshold: float = 3.0
     min_scene_frames: int = 1
+    flow_side: int = 768
     chunk_frames: int = 0
     overlap_frames: int = 12
 

@@ -74,6 +74,41 @@ def test_pixels_entering_at_the_border_are_masked(pan) -> None:
     assert visible[12:-12, :SHIFT - 1].mean() < 0.5  # the left edge came from outside the frame
 
 
+def test_flow_at_a_working_size_is_computed_small_and_scaled_back(monkeypatch) -> None:
+    """video.flow_side: a 512x384 pan moving 8 px, its flow computed at 128 px on the long side. DIS
+    sees only the small frames, and the field comes back at full size in full-size pixels: the
+    same motion, the same masked border, as the full-size flow finds."""
+    import cv2
+
+    big = texture(384, 512 + 32, seed=3)
+    prev, cur = big[:, 16:16 + 512], big[:, 8:8 + 512]  # cur[y, x] = prev[y, x - 8]
+    full = optical_flow(prev, cur)
+    seen: list[tuple[int, ...]] = []
+    real = cv2.DISOpticalFlow_create
+
+    class Spy:
+        def __init__(self, preset: int):
+            self.dis = real(preset)
+
+        def calc(self, a, b, flow):
+            seen.append(a.shape)
+            return self.dis.calc(a, b, flow)
+
+    monkeypatch.setattr(cv2, "DISOpticalFlow_create", Spy)
+    small = optical_flow(prev, cur, max_side=128)
+    assert seen == [(96, 128), (96, 128)]
+    assert small.backward.shape == full.backward.shape and small.visible.shape == full.visible.shape
+    inner = (slice(32, -32), slice(32, -32))
+    assert np.median(small.backward[..., 0][inner]) == pytest.approx(-8, abs=0.3)
+    assert np.median(np.abs(small.backward[..., 1][inner])) < 0.3
+    assert np.abs(small.backward - full.backward)[inner].mean() < 0.3
+    assert small.visible[inner].mean() > 0.95 and small.visible[32:-32, :4].mean() < 0.5
+    # a field already at or under the working size is computed as it is
+    seen.clear()
+    optical_flow(prev[:96, :128], cur[:96, :128], max_side=128)
+    assert seen == [(96, 128), (96, 128)]
+
+
 def test_flow_start_carries_the_dream_moved_with_the_picture(pan) -> None:
     """The previous dream's residual lands where its picture went: start - cur equals the carried,
     shifted residual, not the residual where it was."""

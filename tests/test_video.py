@@ -269,6 +269,34 @@ def test_flow_is_far_steadier_than_dreaming_each_frame_alone(tmp_path: Path, cap
     assert np.mean(series["flow"]) < 0.25 * np.mean(series["none"]), series
 
 
+def test_flow_at_a_working_size_is_as_steady(tmp_path: Path, capsys, monkeypatch) -> None:
+    """video.flow_side reaches every follow-up frame's flow, and a flow computed at half size still
+    carries the dream with the picture (the pan's flow instability stays far below `none`'s, which
+    the test above puts over 1.0)."""
+    from dreamcore import coherence
+    from dreamcore.coherence import frame_instability
+
+    sides: list[int | None] = []
+    real = coherence.optical_flow
+
+    def spy(prev, cur, max_side=None):
+        sides.append(max_side)
+        return real(prev, cur, max_side)
+
+    clip = make_pan(tmp_path / "pan.mp4", frames=8)
+    monkeypatch.setattr(coherence, "optical_flow", spy)
+    work = tmp_path / "work"
+    code, err = run(["video", str(clip), "-o", str(tmp_path / "out.mp4"), *FAST, "--set", "video.flow_side=64",
+                     "--workdir", str(work), "--keep-frames"], capsys)
+    assert code == 0, err
+    assert sides == [64] * 7
+    monkeypatch.undo()
+    src = [f.astype(np.float32) / 255 for f in read_frames(clip)]
+    out = [f.astype(np.float32) / 255 for f in dreamt_all(work)]
+    series = [frame_instability(src[i - 1], out[i - 1], src[i], out[i]) for i in range(1, 8)]
+    assert np.mean(series) < 0.25, series
+
+
 def test_start_selects_the_frames_from_that_time(tmp_path: Path, capsys) -> None:
     """--start 0.5 at 24000/1001 fps begins at frame 12: each dreamt frame is nearest to source
     frame 12 + k among all the clip's frames."""
