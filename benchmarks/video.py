@@ -35,6 +35,9 @@ class ModeResult:
     split: dict[str, float] | None = None
     series: list[float | None] | None = None
     seams: list[tuple[int, int]] | None = None  # (warm_from, first) of every split of a shot
+    followups: list[tuple[float, float, float]] | None = None  # (task wall, its gradient steps, its store)
+    encode_per_frame: float = 0.0  # chunk tasks' seconds per frame (x264 itself runs beside the frame tasks)
+    raw_store: float = 0.0  # one frame stored raw, as a job does (this benchmark keeps PNGs to measure them)
 
     @property
     def per_frame(self) -> float:
@@ -93,10 +96,24 @@ def bench_video(clip: Path, config: DreamConfig, video: VideoConfig, frames: int
                 split["other"] = seconds - sum(split.values())
             seams = [(sg["warm_from"], sg["first"]) for sg in plan(work)["segments"] if sg["warm_from"] < sg["first"]]
             results.append(ModeResult(mode, len(strengths), seconds, tasks, instability, float(np.mean(strengths)),
-                                      split, series, seams))
+                                      split, series, seams, stats["followups"],
+                                      sum(stats["chunk_seconds"]) / max(1, len(strengths)), raw_store_time(work)))
         if reference_frames > 0:
             results.append(_reference_frames(clip, config, reference_frames))
     return results
+
+
+def raw_store_time(work: Path) -> float:
+    """Seconds to store one of the job's frames raw, as a job without --keep-frames does."""
+    from pipeline.store import Store
+    from tests.jobs import output_frames
+
+    frame = output_frames(work)[0]
+    store = Store(str(work / "raw-probe"))
+    t0 = time.perf_counter()
+    for i in range(10):
+        store.write_bytes(f"frames/0000/{i:06d}.rgb", frame.tobytes(), durable=False)
+    return (time.perf_counter() - t0) / 10
 
 
 def _reference_frames(clip: Path, config: DreamConfig, count: int) -> ModeResult:
@@ -156,6 +173,15 @@ def report(results: list[ModeResult]) -> str:
                          f"instability over each overlap and the frame after it: "
                          f"{', '.join(f'{w:.3f}' for w in worst)}; median over the clip {median:.3f}; "
                          f"worst / median {max(worst) / median:.2f}")
+    for r in modes:
+        if r.followups:
+            wall, steps, png = (sum(v) / len(r.followups) for v in zip(*r.followups, strict=True))
+            job = wall - png + r.raw_store  # as a job stores frames: raw, not the PNGs kept here
+            lines.append(f"  {r.mode} follow-up frames ({len(r.followups)}): task wall {job:.3f} s = "
+                         f"{job / steps:.3f}x their own gradient steps ({steps:.3f} s), fixed work "
+                         f"{(job - steps) / steps:.1%} of the steps (frames stored raw as in a job, "
+                         f"{r.raw_store * 1000:.1f} ms, not as this benchmark's PNGs, {png * 1000:.1f} ms); "
+                         f"chunk encoding besides: {r.encode_per_frame * 1000:.1f} ms a frame")
     lines.append("where the time goes (seconds, share of all; with several workers, task seconds summed):")
     for r in modes:
         if r.split:

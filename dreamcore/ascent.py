@@ -11,6 +11,8 @@ tutorial's method).
 from __future__ import annotations
 
 import math
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +24,16 @@ from .objective import dream_loss
 
 # progress(octave, octaves, iteration, iterations, loss): octave and iteration count from 1.
 Progress = Callable[[int, int, int, int, float], None]
+
+
+_clock = threading.local()
+
+
+def step_seconds() -> float:
+    """Seconds this thread has spent in gradient steps (roll, gradient, update), all dreams
+    together: the difference around a dream is its steps' own time, the rest of its time is fixed
+    work (resizes, re-injection)."""
+    return getattr(_clock, "seconds", 0.0)
 
 
 @dataclass(frozen=True)
@@ -140,6 +152,7 @@ class Dreamer:
         # When tiled, the roll must reach across a tile for the borders to wander everywhere.
         reach = max(params.jitter, params.tile // 2) if tiled else params.jitter
         for i in range(params.iterations):
+            t0 = time.perf_counter()
             dy, dx = (int(v) for v in rng.integers(-reach, reach + 1, size=2)) if reach else (0, 0)
             rolled = np.roll(img, (dy, dx), axis=(0, 1)) if (dy or dx) else img
             loss, grad = self.gradient(rolled, params.tile)
@@ -149,6 +162,7 @@ class Dreamer:
             # the keras example's 1e-6, and they still point somewhere worth going.
             grad /= max(float(np.mean(np.abs(grad))), 1e-20)
             img += params.step * grad
+            _clock.seconds = step_seconds() + time.perf_counter() - t0
             if on_step is not None:
                 on_step(i + 1, loss)
             if params.max_loss is not None and loss > params.max_loss:

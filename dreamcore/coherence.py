@@ -92,6 +92,15 @@ def optical_flow(prev_rgb: np.ndarray, cur_rgb: np.ndarray, max_side: int | None
     return Flow(backward=backward, visible=visible)
 
 
+def flow_size(flow_side: int, max_side: int | None) -> int | None:
+    """The long side optical flow works at: ``video.flow_side`` (0: full size), and no more than
+    the dream's own ``max_side``, since the carried dream has no finer detail than that; at least
+    64 px."""
+    if not flow_side:
+        return None
+    return max(64, min(flow_side, max_side)) if max_side else flow_side
+
+
 def _flow(prev_g: np.ndarray, cur_g: np.ndarray) -> Flow:
     import cv2
 

@@ -365,7 +365,8 @@ def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev
     encoded, and which the store dropped as no longer needed, is not dreamt again: the task answers
     with no pixels. (A frame is dropped only once the frame after it is stored or encoded too, so no
     task needs those pixels; one that does reads the stored frame, or says it is missing.)"""
-    from dreamcore.coherence import optical_flow, start_frame
+    from dreamcore.ascent import step_seconds
+    from dreamcore.coherence import flow_size, optical_flow, start_frame
     from dreamcore.config import DreamConfig, VideoConfig
 
     from .runtime import load_tensorflow, numerics
@@ -402,13 +403,14 @@ def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev
         assert prev is not None
         cur, prev_src, prev_dream = (np.divide(a, 255, dtype=np.float32) for a in (src, prev["src"], prev["dream"]))
         tf0 = time.perf_counter()
-        flow = optical_flow(prev["src"], src, vcfg.flow_side) if vcfg.coherence == "flow" else None
+        flow = optical_flow(prev["src"], src, flow_size(vcfg.flow_side, cfg.max_side)) if vcfg.coherence == "flow" \
+            else None
         flow_s = time.perf_counter() - tf0
         start = start_frame(vcfg.coherence, cur, prev_src, prev_dream, vcfg.blend, vcfg.carry, flow)
         iterations = vcfg.followup_iterations
-    td0 = time.perf_counter()
+    td0, steps0 = time.perf_counter(), step_seconds()
     dreamt = engine(cfg).dream_rgb(start, progress=check_stop, iterations=iterations, seed_key=(index,))
-    dream_s = time.perf_counter() - td0
+    dream_s, steps_s = time.perf_counter() - td0, step_seconds() - steps0
     np.clip(dreamt, 0, 1, out=dreamt)
     dreamt *= 255
     dream = np.rint(dreamt, out=dreamt).astype(np.uint8)
@@ -417,7 +419,7 @@ def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev
     store_s = time.perf_counter() - ts0
     stream_frame(job, chunk, durations or [], index, dream)
     return {**result, "dream": dream, "seconds": time.perf_counter() - t0, "decode_s": decode_s, "flow_s": flow_s,
-            "dream_s": dream_s, "store_s": store_s, "layout": numerics()}
+            "dream_s": dream_s, "steps_s": steps_s, "store_s": store_s, "fresh": fresh, "layout": numerics()}
 
 
 def chunk_task(job: JobSpec, chunk: dict[str, Any], segment: dict[str, Any], blend: dict[str, Any] | None,

@@ -168,8 +168,9 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
     from .schedule import DeathGuard, dask_client, run_graph
 
     layouts = LayoutLog(lambda j: store.write_json("job.json", j), job)
-    stats: dict[str, Any] = {"dreamt": 0, "resumed": 0, "chunk_seconds": [], "chunks_streamed": [],
-                             **{f"{part}_seconds": [] for part in ("task", "decode", "flow", "dream", "store")}}
+    parts = ("task", "decode", "flow", "dream", "steps", "store")
+    stats: dict[str, Any] = {"dreamt": 0, "resumed": 0, "chunk_seconds": [], "chunks_streamed": [], "followups": [],
+                             **{f"{part}_seconds": [] for part in parts}}
     with dask_client(req.workers, req.scheduler, job["numerics"]["threads"]) as client:
         workers = len(client.scheduler_info().get("workers", {})) or 1
         if req.scheduler:
@@ -208,8 +209,10 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
                 store.log(f"dreamt {r['seg']} {r['index']}")
                 layouts.saw(r["layout"])
                 stats["task_seconds"].append(r["seconds"])
-                for part in ("decode", "flow", "dream", "store"):
+                for part in ("decode", "flow", "dream", "steps", "store"):
                     stats[f"{part}_seconds"].append(r[f"{part}_s"])
+                if not r["fresh"]:
+                    stats["followups"].append((r["seconds"], r["steps_s"], r["store_s"]))
                 stats["dreamt"] += (r["seg"], r["index"]) in kept
             if (r["seg"], r["index"]) in kept and r["index"] not in done:
                 done.add(r["index"])

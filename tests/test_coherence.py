@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dreamcore.coherence import CutDetector, optical_flow, start_frame, warp
+from dreamcore.coherence import CutDetector, flow_size, optical_flow, start_frame, warp
 
 H, W, SHIFT = 96, 128, 3
 
@@ -107,6 +107,14 @@ def test_flow_at_a_working_size_is_computed_small_and_scaled_back(monkeypatch) -
     seen.clear()
     optical_flow(prev[:96, :128], cur[:96, :128], max_side=128)
     assert seen == [(96, 128), (96, 128)]
+
+
+def test_flow_works_at_flow_side_capped_by_the_dreams_max_side() -> None:
+    assert flow_size(768, None) == 768
+    assert flow_size(768, 360) == 360
+    assert flow_size(512, 1024) == 512
+    assert flow_size(768, 32) == 64  # never below 64 px
+    assert flow_size(0, 360) is None  # 0: full size, whatever the dream's size
 
 
 def test_flow_start_carries_the_dream_moved_with_the_picture(pan) -> None:

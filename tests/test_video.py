@@ -270,9 +270,9 @@ def test_flow_is_far_steadier_than_dreaming_each_frame_alone(tmp_path: Path, cap
 
 
 def test_flow_at_a_working_size_is_as_steady(tmp_path: Path, capsys, monkeypatch) -> None:
-    """video.flow_side reaches every follow-up frame's flow, and a flow computed at half size still
-    carries the dream with the picture (the pan's flow instability stays far below `none`'s, which
-    the test above puts over 1.0)."""
+    """video.flow_side reaches every follow-up frame's flow, capped by the dream's max_side (here
+    100, capped to 64), and a flow computed at half size still carries the dream with the picture
+    (the pan's flow instability stays far below `none`'s, which the test above puts over 1.0)."""
     from dreamcore import coherence
     from dreamcore.coherence import frame_instability
 
@@ -286,7 +286,8 @@ def test_flow_at_a_working_size_is_as_steady(tmp_path: Path, capsys, monkeypatch
     clip = make_pan(tmp_path / "pan.mp4", frames=8)
     monkeypatch.setattr(coherence, "optical_flow", spy)
     work = tmp_path / "work"
-    code, err = run(["video", str(clip), "-o", str(tmp_path / "out.mp4"), *FAST, "--set", "video.flow_side=64",
+    code, err = run(["video", str(clip), "-o", str(tmp_path / "out.mp4"), *FAST, "--set", "video.flow_side=100",
+                     "--set", "max_side=64",
                      "--workdir", str(work), "--keep-frames"], capsys)
     assert code == 0, err
     assert sides == [64] * 7
