@@ -37,6 +37,9 @@ def trials(cores: int) -> dict[str, dict[str, Any]]:
     specs: dict[str, dict[str, Any]] = {
         "baseline (the engine)": {},
         "bfloat16": {"precision": "bfloat16"},
+        # oneDNN's math mode: float32 tensors, its kernels may compute in bfloat16 (AMX/AVX512_BF16)
+        "oneDNN bf16 math mode": {"env": {"TF_SET_ONEDNN_FPMATH_MODE": "BF16"}},
+        "bfloat16 and oneDNN bf16 math mode": {"precision": "bfloat16", "env": {"TF_SET_ONEDNN_FPMATH_MODE": "BF16"}},
         "XLA jit_compile": {"jit": True, "determinism": False},
         "no op determinism": {"determinism": False},
         "retrace per shape": {"retrace": True},
@@ -63,6 +66,7 @@ def bench_trials(only: list[str] | None = None, steps: int = 4, small: bool = Fa
             spec = dict(specs[name])
             env = dict(os.environ)
             env.pop("DREAMREEL_TF_THREADS", None)  # trials set threads themselves
+            env.update(spec.pop("env", {}))
             out = Path(tmp) / f"trial{i}"
             sizes = {"sizes": [[192, 192], [192, 320]], "dream_side": 96} if small else {}
             cmd = [sys.executable, "-m", "benchmarks.trials", "--child", json.dumps({**spec, **sizes, "steps": steps}),
