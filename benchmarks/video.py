@@ -38,6 +38,7 @@ class ModeResult:
     followups: list[tuple[float, float, float]] | None = None  # (task wall, its gradient steps, its store)
     encode_per_frame: float = 0.0  # chunk tasks' seconds per frame (x264 itself runs beside the frame tasks)
     raw_store: float = 0.0  # one frame stored raw, as a job does (this benchmark keeps PNGs to measure them)
+    strengths: list[float] | None = None  # per output frame
 
     @property
     def per_frame(self) -> float:
@@ -97,7 +98,8 @@ def bench_video(clip: Path, config: DreamConfig, video: VideoConfig, frames: int
             seams = [(sg["warm_from"], sg["first"]) for sg in plan(work)["segments"] if sg["warm_from"] < sg["first"]]
             results.append(ModeResult(mode, len(strengths), seconds, tasks, instability, float(np.mean(strengths)),
                                       split, series, seams, stats["followups"],
-                                      sum(stats["chunk_seconds"]) / max(1, len(strengths)), raw_store_time(work)))
+                                      sum(stats["chunk_seconds"]) / max(1, len(strengths)), raw_store_time(work),
+                                      strengths))
         if reference_frames > 0:
             results.append(_reference_frames(clip, config, reference_frames))
     return results
@@ -174,6 +176,10 @@ def report(results: list[ModeResult]) -> str:
                          f"{', '.join(f'{w:.3f}' for w in worst)}; median over the clip {median:.3f}; "
                          f"worst / median {max(worst) / median:.2f}")
     for r in modes:
+        if r.strengths and len(r.strengths) >= 20:
+            first, last = float(np.mean(r.strengths[:10])), float(np.mean(r.strengths[-10:]))
+            lines.append(f"  {r.mode} strength of the first 10 frames {first:.4f}, of the last 10 {last:.4f}: "
+                         f"{last / first:.2f}x")
         if r.followups:
             wall, steps, png = (sum(v) / len(r.followups) for v in zip(*r.followups, strict=True))
             job = wall - png + r.raw_store  # as a job stores frames: raw, not the PNGs kept here
