@@ -184,6 +184,8 @@ VIDEO_SCHEMA: dict[str, _Field] = {
     "blend": _Field("float", False, "a number from 0 to 1 (share of the previous dreamt frame)", _in(0, 1)),
     "carry": _Field("float", False, "a number from 0 to 1 (share of the warped dream kept by flow)", _in(0, 1)),
     "followup_iterations": _Field("int", False, "an integer from 1 to 10000", _in(1, 10000)),
+    "followup_octaves": _Field("int", False, "0 (every octave) or an integer from 1 to 12 (a follow-up frame dreams "
+                               "only that many of the largest octaves)", _in(0, 12)),
     "scene_detector": _Field("str", False, "adaptive or content", lambda v: v in SCENE_DETECTORS),
     "scene_threshold": _Field("float", False, "a number from 1 to 255 (content: mean HSV difference)", _in(1, 255)),
     "adaptive_threshold": _Field("float", False, "a number from 1 to 255 (adaptive: a frame's change over its "
@@ -207,6 +209,7 @@ class VideoConfig:
     blend: float = 0.5
     carry: float = 0.95
     followup_iterations: int = 1
+    followup_octaves: int = 0
     scene_detector: str = "adaptive"
     scene_threshold: float = 27.0
     adaptive_threshold: float = 3.0

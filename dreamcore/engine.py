@@ -85,11 +85,13 @@ class Engine:
         progress: Progress | None = None,
         *,
         iterations: int | None = None,
+        octaves: int | None = None,
         seed_key: Sequence[int] = (),
     ) -> np.ndarray:
         """Dream an RGB float image (H, W, 3) in [0, 1]; returns float32 (H, W, 3) in [0, 1].
 
-        ``iterations`` overrides the config's (a video's follow-up frames run fewer);
+        ``iterations`` overrides the config's (a video's follow-up frames run fewer); ``octaves``
+        keeps only the largest ones of the config's (at most as many as it has);
         ``seed_key`` extends the seed (a frame's index), so every frame of a clip has its own
         repeatable jitter, whatever order or process it is dreamt in.
         """
@@ -98,7 +100,8 @@ class Engine:
         seed = None if c.seed is None else [c.seed, *seed_key]
         canonical = np.multiply(rgb, 2.0, dtype=np.float32)  # in place from here: frames can be large
         canonical -= 1.0
-        out = self.dreamer.dream(canonical, params, c.octaves, c.octave_scale, c.max_side, seed, progress)
+        n = c.octaves if octaves is None else max(1, min(octaves, c.octaves))
+        out = self.dreamer.dream(canonical, params, n, c.octave_scale, c.max_side, seed, progress)
         out += 1.0
         out *= 0.5
         return out

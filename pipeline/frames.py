@@ -397,6 +397,7 @@ def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev
     load_tensorflow()
     cfg, vcfg = DreamConfig.from_mapping(job.config), VideoConfig.from_mapping(job.video)
     flow_s = 0.0
+    octaves = None
     if fresh:
         start, iterations = np.divide(src, 255, dtype=np.float32), cfg.iterations
     else:
@@ -407,9 +408,10 @@ def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev
             else None
         flow_s = time.perf_counter() - tf0
         start = start_frame(vcfg.coherence, cur, prev_src, prev_dream, vcfg.blend, vcfg.carry, flow)
-        iterations = vcfg.followup_iterations
+        iterations, octaves = vcfg.followup_iterations, vcfg.followup_octaves or None
     td0, steps0 = time.perf_counter(), step_seconds()
-    dreamt = engine(cfg).dream_rgb(start, progress=check_stop, iterations=iterations, seed_key=(index,))
+    dreamt = engine(cfg).dream_rgb(start, progress=check_stop, iterations=iterations, octaves=octaves,
+                                   seed_key=(index,))
     dream_s, steps_s = time.perf_counter() - td0, step_seconds() - steps0
     np.clip(dreamt, 0, 1, out=dreamt)
     dreamt *= 255

@@ -46,6 +46,19 @@ def test_progress_reports_every_step_of_every_octave() -> None:
     assert seen == [(1, 2, 1, 3), (1, 2, 2, 3), (1, 2, 3, 3), (2, 2, 1, 3), (2, 2, 2, 3), (2, 2, 3, 3)]
 
 
+def test_fewer_octaves_keep_the_largest_ones() -> None:
+    """video.followup_octaves: dream_rgb(octaves=1) of a 3-octave config is that config's dream with
+    its largest octave only (the same pixels as a 1-octave config), and never more than it has."""
+    rgb = synthetic_image(160, 200).astype(np.float32) / 255
+    cfg = {**SMALL, "octaves": 3, "max_loss": None}
+    three = Engine(DreamConfig(**cfg))
+    one = Engine(DreamConfig(**{**cfg, "octaves": 1})).dream_rgb(rgb, seed_key=(4,))
+    np.testing.assert_array_equal(three.dream_rgb(rgb, octaves=1, seed_key=(4,)), one)
+    full = three.dream_rgb(rgb, seed_key=(4,))
+    assert not np.array_equal(full, one)
+    np.testing.assert_array_equal(three.dream_rgb(rgb, octaves=5, seed_key=(4,)), full)
+
+
 def test_max_loss_ends_the_octave() -> None:
     seen: list[tuple[int, int]] = []
     img = synthetic_image(160, 200)

@@ -298,6 +298,24 @@ def test_flow_at_a_working_size_is_as_steady(tmp_path: Path, capsys, monkeypatch
     assert np.mean(series) < 0.25, series
 
 
+def test_followup_octaves_reach_follow_up_frames_only(tmp_path: Path, capsys, monkeypatch) -> None:
+    from dreamcore.engine import Engine
+
+    asked: list[tuple[int | None, int | None]] = []
+    real = Engine.dream_rgb
+
+    def spy(self, rgb, progress=None, *, iterations=None, octaves=None, seed_key=()):
+        asked.append((iterations, octaves))
+        return real(self, rgb, progress, iterations=iterations, octaves=octaves, seed_key=seed_key)
+
+    monkeypatch.setattr(Engine, "dream_rgb", spy)
+    clip = make_pan(tmp_path / "pan.mp4", frames=5)
+    code, err = run(["video", str(clip), "-o", str(tmp_path / "out.mp4"), *FAST, "--set", "octaves=2",
+                     "--set", "video.followup_octaves=1"], capsys)
+    assert code == 0, err
+    assert asked == [(2, None)] + [(1, 1)] * 4  # the shot's first frame in full, then the top octave
+
+
 def test_start_selects_the_frames_from_that_time(tmp_path: Path, capsys) -> None:
     """--start 0.5 at 24000/1001 fps begins at frame 12: each dreamt frame is nearest to source
     frame 12 + k among all the clip's frames."""
