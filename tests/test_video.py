@@ -270,9 +270,9 @@ def test_flow_is_far_steadier_than_dreaming_each_frame_alone(tmp_path: Path, cap
 
 
 def test_flow_at_a_working_size_is_as_steady(tmp_path: Path, capsys, monkeypatch) -> None:
-    """video.flow_side reaches every follow-up frame's flow, capped by the dream's max_side (here
-    100, capped to 64), and a flow computed at half size still carries the dream with the picture
-    (the pan's flow instability stays far below `none`'s, which the test above puts over 1.0)."""
+    """video.flow_side reaches every follow-up frame's flow, capped by the dream's max_side, and a
+    flow computed at half size still carries the dream with the picture (the pan's flow instability
+    stays far below `none`'s, which the test above puts over 1.0)."""
     from dreamcore import coherence
     from dreamcore.coherence import frame_instability
 
@@ -286,11 +286,15 @@ def test_flow_at_a_working_size_is_as_steady(tmp_path: Path, capsys, monkeypatch
     clip = make_pan(tmp_path / "pan.mp4", frames=8)
     monkeypatch.setattr(coherence, "optical_flow", spy)
     work = tmp_path / "work"
-    code, err = run(["video", str(clip), "-o", str(tmp_path / "out.mp4"), *FAST, "--set", "video.flow_side=100",
-                     "--set", "max_side=64",
+    code, err = run(["video", str(clip), "-o", str(tmp_path / "out.mp4"), *FAST, "--set", "video.flow_side=64",
                      "--workdir", str(work), "--keep-frames"], capsys)
     assert code == 0, err
     assert sides == [64] * 7
+    sides.clear()  # a dream at most 72 px: the flow no finer (100 capped to 72)
+    code, err = run(["video", str(clip), "-o", str(tmp_path / "capped.mp4"), *FAST, "--set", "video.flow_side=100",
+                     "--set", "max_side=72", "--frames", "3"], capsys)
+    assert code == 0, err
+    assert sides == [72] * 2
     monkeypatch.undo()
     src = [f.astype(np.float32) / 255 for f in read_frames(clip)]
     out = [f.astype(np.float32) / 255 for f in dreamt_all(work)]
