@@ -37,15 +37,17 @@ MUTANTS = [
     Mutant("1", "the gradient step adds nothing to the image (a dream that is the identity)",
            "dreamcore/ascent.py", "img += params.step * grad", "img += 0.0 * grad"),
     Mutant("2a", "flow coherence ignores the flow (the dream residual is carried unmoved)",
-           "dreamcore/coherence.py", "residual = warp(prev_dream - prev_src, flow.backward)",
-           "residual = prev_dream - prev_src"),
+           "dreamcore/coherence.py", "start = warp(prev_dream - prev_src, flow.backward)",
+           "start = prev_dream - prev_src"),
     Mutant("2b", "flow coherence ignores the flow (a follow-up frame starts from the bare source)",
            "dreamcore/coherence.py", '    if mode == "flow":\n', '    if mode == "flow":\n        return cur_src\n'),
     Mutant("3", "a follow-up frame ignores the previous dream altogether (every mode)",
            "dreamcore/coherence.py", 'if mode == "none" or prev_dream is None or prev_src is None:', "if True:"),
     Mutant("4", "the occlusion mask is all ones (nothing is ever occluded)",
-           "dreamcore/coherence.py", "return Flow(backward=backward, visible=visible)",
-           "return Flow(backward=backward, visible=np.ones_like(visible))"),
+           "dreamcore/coherence.py",  # the mask DIS gives, before any scaling to full size
+           "visible = cv2.GaussianBlur(visible, (0, 0), 1.0)\n    return Flow(backward=backward, visible=visible)",
+           "visible = cv2.GaussianBlur(visible, (0, 0), 1.0)\n    return Flow(backward=backward, "
+           "visible=np.ones_like(visible))"),
     Mutant("5", "scene cuts are never found",
            "dreamcore/coherence.py", "return sorted({0, *(int(c) for c in self._cuts)})", "return [0]"),
 ]

@@ -86,3 +86,11 @@ def test_engine_ceiling_and_flop_count() -> None:
     model = keras.Model(inp, keras.layers.Conv2D(4, 3)(inp))
     # 2 x out_h x out_w x cout x kh x kw x cin: the count is exact for a plain convolution
     assert engine.conv_flops(model, 10, 12) == 2 * 8 * 10 * 4 * 3 * 3 * 3
+
+
+def test_every_mutant_still_finds_its_line() -> None:
+    """benchmarks.mutants patches code by text: a line that changed would leave a mutant unapplied."""
+    from benchmarks.mutants import MUTANTS, REPO
+
+    for mutant in MUTANTS:
+        assert (REPO / mutant.path).read_text().count(mutant.old) == 1, mutant.name
