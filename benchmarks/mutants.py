@@ -52,7 +52,9 @@ MUTANTS = [
            "dreamcore/coherence.py", "return sorted({0, *(int(c) for c in self._cuts)})", "return [0]"),
 ]
 
-TEST_COMMAND = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider"]
+# The test that checks every mutant's line is still there fails on any mutated copy: left out.
+TEST_COMMAND = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                "--deselect", "tests/test_benchmarks.py::test_every_mutant_still_finds_its_line"]
 
 
 def copy_tree(dst: Path) -> None:
