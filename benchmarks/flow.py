@@ -23,20 +23,12 @@ from .common import REPO, parse_size, scaled_copy
 
 
 def frames_of(size: tuple[int, int], count: int) -> list[np.ndarray]:
-    from pipeline import media
+    from tests.jobs import frames_of as decoded
 
     megamind = REPO.parent / "shared" / "media" / "Megamind.avi"
     src, start = (megamind, 0.05) if megamind.exists() else (REPO / "samples" / "fruits-pan.mp4", None)
     with tempfile.TemporaryDirectory(prefix="dreamreel-flow-") as tmp:
-        clip = scaled_copy(src, Path(tmp) / "clip.mp4", *size, start, count)
-        pipe = media.open_frames(clip, None, size)
-        frames = []
-        try:
-            while (got := pipe.read()) is not None:
-                frames.append(got[1])
-        finally:
-            pipe.close()
-    return frames
+        return decoded(scaled_copy(src, Path(tmp) / "clip.mp4", *size, start, count))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -155,17 +155,15 @@ def start_frame(
     blend: float,
     carry: float,
     flow: Flow | None = None,
-    flow_side: int | None = None,
 ) -> np.ndarray:
     """The image a frame's dream starts from. With no previous frame (a shot's first), the source.
-    ``flow``: the flow between the source frames when already computed, else computed here (at
-    most ``flow_side`` pixels on the long side)."""
+    ``flow``: the flow between the source frames when already computed, else computed here."""
     if mode == "none" or prev_dream is None or prev_src is None:
         return cur_src
     if mode == "blend":
         return (1.0 - blend) * cur_src + blend * prev_dream
     if mode == "flow":
-        flow = flow or optical_flow(prev_src, cur_src, flow_side)
+        flow = flow or optical_flow(prev_src, cur_src)
         # cur + carry * visible * residual, in place (frames are large; the same products and sums)
         start = warp(prev_dream - prev_src, flow.backward)
         start *= (carry * flow.visible)[..., None]

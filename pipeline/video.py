@@ -209,7 +209,7 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
                 store.log(f"dreamt {r['seg']} {r['index']}")
                 layouts.saw(r["layout"])
                 stats["task_seconds"].append(r["seconds"])
-                for part in ("decode", "flow", "dream", "steps", "store"):
+                for part in parts[1:]:  # the task's own seconds are "seconds"
                     stats[f"{part}_seconds"].append(r[f"{part}_s"])
                 if not r["fresh"]:
                     stats["followups"].append((r["seconds"], r["steps_s"], r["store_s"]))
