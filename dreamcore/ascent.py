@@ -178,18 +178,37 @@ class Dreamer:
         max_side: int | None,
         seed: int | Sequence[int] | None,
         progress: Progress | None = None,
+        *,
+        unit: float = 1.0,
+        offset: float = 0.0,
+        uint8: bool = False,
     ) -> np.ndarray:
-        """Dream a canonical image (H, W, 3) in [-1, 1]; returns the same shape, clipped to [-1, 1].
+        """Dream an image (H, W, 3) whose pixel value v stands for the canonical ``v * unit + offset``
+        in [-1, 1] (defaults: the image is canonical already; a uint8 frame is ``2 / 255, -1``).
+        Returns the canonical dream, clipped to [-1, 1], or with ``uint8`` the dream as 8-bit RGB.
 
         Octaves run small to large; after each, the detail that shrinking lost is added back
         (the keras.io example's scheme). When the largest octave is smaller than the image
         (``max_side``), the same re-injection brings the dream back to full resolution.
+
+        Full-size work is the cost of a video frame besides its steps, so the image is never
+        converted at full size: each octave's copy is shrunk from it as it is and converted small
+        (resizing is linear, and its weights sum to one), and the end is one fused pass (the
+        upscaled residual added to the image, scaled, rounded and clipped to 8 bits).
         """
-        original = np.asarray(image, dtype=np.float32)
-        h, w = original.shape[:2]
+        h, w = image.shape[:2]
         shapes = octave_shapes(h, w, octaves, octave_scale, self.net.min_side, max_side)
         rng = np.random.default_rng(seed)
-        shrunk = resize(original, shapes[0])
+
+        def shrink(shape: tuple[int, int]) -> np.ndarray:
+            small = np.asarray(resize(image, shape), dtype=np.float32)
+            if unit == 1.0 and offset == 0.0:
+                return small
+            small = small * np.float32(unit)
+            small += np.float32(offset)
+            return small
+
+        shrunk = shrink(shapes[0])
         img = shrunk
         for o, shape in enumerate(shapes, start=1):
             img = resize(img, shape)
@@ -200,10 +219,31 @@ class Dreamer:
 
             img = self.ascend(img, params, rng, on_step)
             if shape != shapes[0]:  # at the first octave the lost detail is none (exactly zero)
-                same_size = resize(original, shape)
+                same_size = shrink(shape)
                 img += same_size - resize(shrunk, shape)
                 shrunk = same_size
-        if shapes[-1] != (h, w):
-            # Back to full size: original + upscaled dream residual, one upscale (resizing is linear).
-            img = original + resize(img - shrunk, (h, w))
-        return np.clip(img, -1.0, 1.0, out=img)
+        if shapes[-1] == (h, w):
+            return to_uint8(img) if uint8 else np.clip(img, -1.0, 1.0, out=img)
+        # Back to full size: image + upscaled dream residual, one upscale (resizing is linear).
+        residual = img - shrunk
+        if uint8:  # canonical c is the 8-bit (c + 1) * 127.5
+            residual *= 127.5
+            return add_to_uint8(image, unit * 127.5, (offset + 1.0) * 127.5, resize(residual, (h, w)))
+        out = resize(residual, (h, w))
+        out += image if unit == 1.0 and offset == 0.0 else image * np.float32(unit) + np.float32(offset)
+        return np.clip(out, -1.0, 1.0, out=out)
+
+
+def to_uint8(canonical: np.ndarray) -> np.ndarray:
+    """A canonical image as 8-bit RGB: round((c + 1) * 127.5) clipped to [0, 255], in one pass."""
+    return add_to_uint8(canonical, 127.5, 127.5, None)
+
+
+def add_to_uint8(image: np.ndarray, scale: float, shift: float, add: np.ndarray | None) -> np.ndarray:
+    """``image * scale + shift + add`` rounded half to even and saturated to uint8, in one pass
+    (OpenCV's saturating arithmetic; numpy takes four passes and three full-size temporaries)."""
+    import cv2
+
+    if add is None:
+        return cv2.addWeighted(image, scale, image, 0.0, shift, dtype=cv2.CV_8U)
+    return cv2.addWeighted(image, scale, add, 1.0, shift, dtype=cv2.CV_8U)

@@ -87,8 +87,11 @@ class Engine:
         iterations: int | None = None,
         octaves: int | None = None,
         seed_key: Sequence[int] = (),
+        uint8: bool = False,
     ) -> np.ndarray:
-        """Dream an RGB float image (H, W, 3) in [0, 1]; returns float32 (H, W, 3) in [0, 1].
+        """Dream an RGB image (H, W, 3): float in [0, 1], or uint8. Returns float32 (H, W, 3) in
+        [0, 1], or with ``uint8`` 8-bit RGB (rounded half to even), without a full-size float copy
+        of the image when it is shrunk to ``max_side``: the cheap way for video frames.
 
         ``iterations`` overrides the config's (a video's follow-up frames run fewer); ``octaves``
         keeps only the largest ones of the config's (at most as many as it has);
@@ -98,10 +101,12 @@ class Engine:
         c = self.config
         params = self.params if iterations is None else dataclasses.replace(self.params, iterations=iterations)
         seed = None if c.seed is None else [c.seed, *seed_key]
-        canonical = np.multiply(rgb, 2.0, dtype=np.float32)  # in place from here: frames can be large
-        canonical -= 1.0
         n = c.octaves if octaves is None else max(1, min(octaves, c.octaves))
-        out = self.dreamer.dream(canonical, params, n, c.octave_scale, c.max_side, seed, progress)
+        unit = 2.0 / 255.0 if rgb.dtype == np.uint8 else 2.0
+        out = self.dreamer.dream(rgb, params, n, c.octave_scale, c.max_side, seed, progress, unit=unit, offset=-1.0,
+                                 uint8=uint8)
+        if uint8:
+            return out
         out += 1.0
         out *= 0.5
         return out

@@ -399,7 +399,7 @@ def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev
     flow_s = 0.0
     octaves = None
     if fresh:
-        start, iterations = np.divide(src, 255, dtype=np.float32), cfg.iterations
+        start, iterations = src, cfg.iterations
     else:
         assert prev is not None
         cur, prev_src, prev_dream = (np.divide(a, 255, dtype=np.float32) for a in (src, prev["src"], prev["dream"]))
@@ -410,12 +410,9 @@ def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev
         start = start_frame(vcfg.coherence, cur, prev_src, prev_dream, vcfg.blend, vcfg.carry, flow)
         iterations, octaves = vcfg.followup_iterations, vcfg.followup_octaves or None
     td0, steps0 = time.perf_counter(), step_seconds()
-    dreamt = engine(cfg).dream_rgb(start, progress=check_stop, iterations=iterations, octaves=octaves,
-                                   seed_key=(index,))
+    dream = engine(cfg).dream_rgb(start, progress=check_stop, iterations=iterations, octaves=octaves,
+                                   seed_key=(index,), uint8=True)
     dream_s, steps_s = time.perf_counter() - td0, step_seconds() - steps0
-    np.clip(dreamt, 0, 1, out=dreamt)
-    dreamt *= 255
-    dream = np.rint(dreamt, out=dreamt).astype(np.uint8)
     ts0 = time.perf_counter()
     store_frame(job, seg, index, dream)
     store_s = time.perf_counter() - ts0

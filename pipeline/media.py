@@ -354,10 +354,15 @@ class ChunkEncoder:
         self._files: list[Path] = []
         self._durations = durations
         self.proc: subprocess.Popen[bytes] | None = None
+        # Even sides go through the pipe as yuv420p, converted by OpenCV: the same BT.601 studio-range
+        # values as ffmpeg's own conversion (luma to 1 level in 200; chroma a plain 2x2 mean, like
+        # swscale's accurate mode), half the bytes, and 1.0 of x264's 9.4 CPU seconds at 1080p gone
+        # (measured on 96 frames). Odd sides need ffmpeg's padding, so they go as RGB.
+        self._i420 = durations is None and width % 2 == 0 and height % 2 == 0
         if durations is None:
             assert rate
-            video = ffmpeg.input("pipe:", f="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}",
-                                 framerate=str(rate)).video
+            video = ffmpeg.input("pipe:", f="rawvideo", pix_fmt="yuv420p" if self._i420 else "rgb24",
+                                 s=f"{width}x{height}", framerate=str(rate)).video
             # The track's timescale is the rate's own numerator, so each frame lasts a whole number of
             # ticks and players read back the exact rate (with the muxer's default, 4 x 2997 for
             # 2997/125, ffmpeg reads back 24000/1001).
@@ -370,6 +375,10 @@ class ChunkEncoder:
     def write(self, rgb: Any) -> None:
         if self.proc is not None:
             assert self.proc.stdin is not None
+            if self._i420:
+                import cv2
+
+                rgb = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
             try:
                 self.proc.stdin.write(rgb.tobytes())
             except BrokenPipeError:

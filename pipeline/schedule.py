@@ -1,7 +1,8 @@
 """Dask: where tasks run, chains of tasks (each waits for the one before it), stopping, and deaths.
 
-Local by default: one in-process worker with one thread (TensorFlow already uses every core, and
-the model is loaded once). ``--workers N`` starts a local cluster of N processes; ``--scheduler
+Local by default: one in-process worker (the model is loaded once) that dreams one task at a time
+(TensorFlow already uses every core) while a light task, such as a chunk waiting for its encoder,
+runs beside it. ``--workers N`` starts a local cluster of N processes; ``--scheduler
 tcp://HOST:PORT`` uses an existing cluster. Local workers run TensorFlow with the thread count the
 job recorded when it began, so a job resumed with another ``--workers`` dreams with the same numerics
 (README: "Exact results"). Tasks are plain functions of picklable arguments; a chain's task gets the
@@ -76,6 +77,18 @@ class Task:
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     summary: Callable[[Any], Any] | None = None
+    # A light task (waiting on an encoder, moving a file) runs beside the dream on a local worker;
+    # the others take the worker's one dream slot (see :data:`DREAM_SLOT`).
+    light: bool = False
+
+
+# Local workers have two threads and one "dream" resource: every task but the light ones needs it,
+# so one dream runs at a time (TensorFlow already uses every core) while a chunk task waits for its
+# encoder to drain beside it. Without it, that wait (x264's look-ahead: ~40 frames) stalls the
+# dreaming. Workers of a cluster the command did not start have no such resource, and tasks sent
+# there ask for none.
+DREAM_SLOT = {"dream": 1}
+_local_clusters: set[int] = set()
 
 
 class SchedulerError(PipelineError):
@@ -165,20 +178,22 @@ def dask_client(workers: int | None = None, scheduler: str | None = None,
         with dask.config.set({"distributed.scheduler.allowed-failures": MAX_DEATHS + 1}):
             if n == 1 and _threads_here(threads):
                 # ":0": Dask serves HTTP even without a dashboard; a fixed port collides between two jobs.
-                cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0",
-                                       worker_dashboard_address=":0")
+                cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0",
+                                       worker_dashboard_address=":0", resources=DREAM_SLOT)
             else:
                 env = {THREADS_ENV: str(threads)} if threads else {}
                 if threads:
                     env["OMP_NUM_THREADS"] = str(threads)
                 with _sigint_ignored():  # inherited: Ctrl-C is for this command, which stops the workers
-                    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                    cluster = LocalCluster(n_workers=n, threads_per_worker=2, processes=True,
                                            dashboard_address=":0", worker_dashboard_address=":0", env=env,
-                                           silence_logs=logging.CRITICAL)
+                                           silence_logs=logging.CRITICAL, resources=DREAM_SLOT)
         client = Client(cluster)
+        _local_clusters.add(id(client))
     try:
         yield client
     finally:
+        _local_clusters.discard(id(client))
         if cluster is not None and STOP.is_set():
             _stop_worker_processes(cluster)
         with contextlib.suppress(BaseException):
@@ -259,7 +274,7 @@ def run_chains(
         prev = None
         for task in chain:
             kwargs = dict(task.kwargs) if prev is None else {**task.kwargs, "after": Ref(prev.key)}
-            tasks.append(Task(task.key, task.fn, task.args, kwargs, task.summary))
+            tasks.append(Task(task.key, task.fn, task.args, kwargs, task.summary, task.light))
             prev = task
     run_graph(client, tasks, on_result, on_error, guard)
 
@@ -326,13 +341,15 @@ def run_graph(
             last_use[key] = n
     futures: dict[str, Any] = {}
     watched: dict[Any, Task] = {}
+    slot = DREAM_SLOT if id(client) in _local_clusters else None
     for n, task in enumerate(tasks):
         fn, args = task.fn, _bind(task.args, futures)
         if guard is not None:
             fn, args = _guarded, (guard, task.key, task.fn, *args)
         # An explicit priority: submissions within Dask's fifo_timeout (100 ms) share one, and then
         # the order is arbitrary (chains interleave, chunks wait, stored frames pile up).
-        fut = client.submit(fn, *args, key=task.key, pure=False, priority=-n, **_bind(task.kwargs, futures))
+        fut = client.submit(fn, *args, key=task.key, pure=False, priority=-n,
+                            resources=None if task.light else slot, **_bind(task.kwargs, futures))
         if task.key in last_use:
             futures[task.key] = fut
         if task.summary is not None:

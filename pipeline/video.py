@@ -307,7 +307,7 @@ def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str) -> tuple
             deps.append(key("f", nxt.id, nxt.first - 1))
         refs = [Ref(k) for k in deps if k in planned]
         task = Task(key("c", c.seg, c.first), chunk_task,
-                    (spec, asdict(c), asdict(seg), blend, dur[c.first:c.end]), {"after": refs})
+                    (spec, asdict(c), asdict(seg), blend, dur[c.first:c.end]), {"after": refs}, light=True)
         waiting = next((k for k in deps if k in planned and k not in submitted), None)
         if waiting:  # after the task it waits for, which is not in the list yet
             deferred.setdefault(waiting, []).append(task)

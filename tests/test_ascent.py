@@ -59,6 +59,24 @@ def test_fewer_octaves_keep_the_largest_ones() -> None:
     np.testing.assert_array_equal(three.dream_rgb(rgb, octaves=5, seed_key=(4,)), full)
 
 
+@pytest.mark.parametrize("max_side", [None, 120])
+def test_uint8_frames_dream_like_float_images(max_side: int | None) -> None:
+    """A video frame goes in and out as uint8 (no full-size float copies; one fused pass at the end):
+    the float path's dream, rounded. Not bit for bit: the two convert in another order, and the
+    ascent turns a 1e-7 difference into a different choice in a max-pool here and there (a few
+    pixels move by a step). So: almost every pixel within one grey level, and no bias (a wrong
+    rounding, scale or offset shows in the mean). The dream itself must show: it is not the source."""
+    u8 = synthetic_image(160, 200)
+    engine = Engine(DreamConfig(**{**SMALL, "max_loss": None, "step": 0.05, "max_side": max_side}))
+    fast = engine.dream_rgb(u8, seed_key=(2,), uint8=True)
+    ref = np.rint(np.clip(engine.dream_rgb(u8.astype(np.float32) / 255, seed_key=(2,)), 0, 1) * 255)
+    assert fast.dtype == np.uint8 and fast.shape == u8.shape
+    diff = np.abs(fast.astype(np.float32) - ref)
+    assert (diff > 1).mean() < 0.05 and diff.mean() < 0.2, ((diff > 1).mean(), diff.mean())
+    assert abs(float(np.mean(fast - ref))) < 0.05
+    assert np.abs(fast.astype(np.float32) - u8).mean() > 2
+
+
 def test_max_loss_ends_the_octave() -> None:
     seen: list[tuple[int, int]] = []
     img = synthetic_image(160, 200)

@@ -308,9 +308,9 @@ def test_followup_octaves_reach_follow_up_frames_only(tmp_path: Path, capsys, mo
     asked: list[tuple[int | None, int | None]] = []
     real = Engine.dream_rgb
 
-    def spy(self, rgb, progress=None, *, iterations=None, octaves=None, seed_key=()):
+    def spy(self, rgb, progress=None, *, iterations=None, octaves=None, **kwargs):
         asked.append((iterations, octaves))
-        return real(self, rgb, progress, iterations=iterations, octaves=octaves, seed_key=seed_key)
+        return real(self, rgb, progress, iterations=iterations, octaves=octaves, **kwargs)
 
     monkeypatch.setattr(Engine, "dream_rgb", spy)
     clip = make_pan(tmp_path / "pan.mp4", frames=5)
