@@ -108,13 +108,15 @@ def _flow(prev_g: np.ndarray, cur_g: np.ndarray) -> Flow:
     backward = dis.calc(cur_g, prev_g, None)
     forward = dis.calc(prev_g, cur_g, None)
     # The forward flow, read where each current pixel came from, should cancel the backward flow.
-    fw_at = warp(forward, backward)
-    err = np.sum((backward + fw_at) ** 2, axis=2)
-    bound = 0.01 * (np.sum(backward**2, axis=2) + np.sum(fw_at**2, axis=2)) + 0.5
-    visible = (err <= bound).astype(np.float32)
-    # Pixels that came from outside the previous frame are not visible either.
     h, w = backward.shape[:2]
     came_from = _grid(h, w) + backward
+    fw_at = cv2.remap(forward, came_from, None, interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    bx, by, fx, fy = backward[..., 0], backward[..., 1], fw_at[..., 0], fw_at[..., 1]
+    ex, ey = bx + fx, by + fy
+    err = ex * ex + ey * ey
+    bound = 0.01 * ((bx * bx + by * by) + (fx * fx + fy * fy)) + 0.5
+    visible = (err <= bound).astype(np.float32)
+    # Pixels that came from outside the previous frame are not visible either.
     src_x, src_y = came_from[..., 0], came_from[..., 1]
     visible *= (src_x >= 0) & (src_x <= w - 1) & (src_y >= 0) & (src_y <= h - 1)
     # Soften the mask's edges a little so a masked region does not leave a hard outline.
