@@ -9,7 +9,8 @@ prepared before dreaming:
 - ``flow``: the previous dream's residual (dream - source) warped along the optical flow onto the
   current frame, occluded pixels masked out, added to the current source frame.
 
-Frames are float32 RGB in [0, 1], shape (H, W, 3).
+Frames are float32 RGB in [0, 1], shape (H, W, 3), or uint8 RGB: a video's frames stay uint8 from
+decoder to encoder, and :func:`start_frame` then works in OpenCV's saturating 8-bit arithmetic.
 """
 
 from __future__ import annotations
@@ -162,16 +163,40 @@ def start_frame(
     ``flow``: the flow between the source frames when already computed, else computed here."""
     if mode == "none" or prev_dream is None or prev_src is None:
         return cur_src
+    if cur_src.dtype == np.uint8:
+        return _start_uint8(mode, cur_src, prev_src, prev_dream, blend, carry, flow)
     if mode == "blend":
         return (1.0 - blend) * cur_src + blend * prev_dream
     if mode == "flow":
-        flow = flow or optical_flow(prev_src, cur_src)
         # cur + carry * visible * residual, in place (frames are large; the same products and sums)
-        start = warp(prev_dream - prev_src, flow.backward)
-        start *= (carry * flow.visible)[..., None]
+        start = _carried(cur_src, prev_src, prev_dream, carry, flow)
         start += cur_src
         return np.clip(start, 0.0, 1.0, out=start)
     raise ValueError(f"unknown coherence mode {mode!r}; allowed: {', '.join(COHERENCE_MODES)}")
+
+
+def _start_uint8(mode: str, cur_src: np.ndarray, prev_src: np.ndarray, prev_dream: np.ndarray, blend: float,
+                 carry: float, flow: Flow | None) -> np.ndarray:
+    """:func:`start_frame` of uint8 frames, as uint8 (rounded half to even): the same sums as the
+    float path in four full-size passes instead of ten, for video frames."""
+    import cv2
+
+    if mode == "blend":
+        return cv2.addWeighted(cur_src, 1.0 - blend, prev_dream, blend, 0.0, dtype=cv2.CV_8U)
+    if mode == "flow":
+        return cv2.add(cur_src, _carried(cur_src, prev_src, prev_dream, carry, flow), dtype=cv2.CV_8U)
+    raise ValueError(f"unknown coherence mode {mode!r}; allowed: {', '.join(COHERENCE_MODES)}")
+
+
+def _carried(cur_src: np.ndarray, prev_src: np.ndarray, prev_dream: np.ndarray, carry: float,
+             flow: Flow | None) -> np.ndarray:
+    """carry x visible x the previous dream's residual moved along the flow: float32, in the
+    frames' own units (1/255 steps for uint8 frames)."""
+    flow = flow or optical_flow(prev_src, cur_src)
+    residual = np.subtract(prev_dream, prev_src, dtype=np.float32)
+    carried = warp(residual, flow.backward)
+    carried *= (carry * flow.visible)[..., None]
+    return carried
 
 
 def warping_error(prev_residual: np.ndarray, residual: np.ndarray, flow: Flow) -> tuple[float, float]:

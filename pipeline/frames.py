@@ -402,12 +402,11 @@ def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev
         start, iterations = src, cfg.iterations
     else:
         assert prev is not None
-        cur, prev_src, prev_dream = (np.divide(a, 255, dtype=np.float32) for a in (src, prev["src"], prev["dream"]))
         tf0 = time.perf_counter()
         side = flow_size(vcfg.flow_side, cfg.max_side)
         flow = optical_flow(prev["src"], src, side) if vcfg.coherence == "flow" else None
         flow_s = time.perf_counter() - tf0
-        start = start_frame(vcfg.coherence, cur, prev_src, prev_dream, vcfg.blend, vcfg.carry, flow)
+        start = start_frame(vcfg.coherence, src, prev["src"], prev["dream"], vcfg.blend, vcfg.carry, flow)
         iterations, octaves = vcfg.followup_iterations, vcfg.followup_octaves or None
     td0, steps0 = time.perf_counter(), step_seconds()
     dream = engine(cfg).dream_rgb(start, progress=check_stop, iterations=iterations, octaves=octaves,

@@ -137,6 +137,19 @@ def test_blend_start_is_the_weighted_mix() -> None:
     np.testing.assert_allclose(out, 0.7 * 0.2 + 0.3 * 0.9, rtol=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["blend", "flow"])
+def test_uint8_frames_start_like_float_ones(pan, mode: str) -> None:
+    """Video frames stay uint8: their start is the float path's start, rounded (to one level)."""
+    prev, cur = pan
+    dream = np.clip(prev + 0.2 * (texture(seed=5)[:, :W] - 0.5), 0, 1)
+    ref = start_frame(mode, cur, prev, dream, 0.3, 0.8)
+    fast = start_frame(mode, u8(cur), u8(prev), u8(dream), 0.3, 0.8)
+    assert fast.dtype == np.uint8
+    exact = start_frame(mode, *(u8(a).astype(np.float32) / 255 for a in (cur, prev, dream)), 0.3, 0.8)
+    assert np.abs(fast.astype(np.float32) - np.rint(exact * 255)).max() <= 1
+    assert np.abs(fast.astype(np.float32) / 255 - ref).mean() < 1 / 255
+
+
 def test_a_shots_first_frame_and_none_start_from_the_source(pan) -> None:
     prev, cur = pan
     dream = np.clip(prev + 0.2, 0, 1)
