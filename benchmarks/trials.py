@@ -150,9 +150,12 @@ def _step(net: Any, weights: list[float], spec: dict[str, Any]) -> Any:
     """The engine's gradient step, or the variant the trial tries: keras.io's plain tf.function
     (traced again for every new shape) and/or XLA."""
     if not (spec.get("retrace") or spec.get("jit")):
+        import tensorflow as tf
+
         from dreamcore.ascent import gradient_step
 
-        return gradient_step(net, weights)
+        engine_step, w = gradient_step(net, len(weights)), tf.constant(weights, tf.float32)
+        return lambda img: engine_step(img, w)
     import tensorflow as tf
 
     from dreamcore.objective import dream_loss

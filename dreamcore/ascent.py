@@ -90,50 +90,52 @@ def resize(img: Any, shape: tuple[int, int]) -> Any:
     return tf.image.resize(img, shape, method="bilinear", antialias=True).numpy()
 
 
-def gradient_step(net: FeatureNet, layer_weights: Sequence[float]) -> Callable[[Any], tuple[Any, Any]]:
-    """The compiled step: a batch (N, H, W, 3) -> (loss, d loss / d batch).
+def gradient_step(net: FeatureNet, layers: int) -> Callable[[Any, Any], tuple[Any, Any]]:
+    """The compiled step: (a batch (N, H, W, 3), the ``layers`` layer weights) -> (loss, d loss / d
+    batch).
 
-    Traced once for every image size: the spatial dimensions are left unknown, so a new octave or
-    frame size costs no retrace (the keras.io example's plain ``tf.function`` traces again at
-    every new shape, about 1.5 s each for InceptionV3)."""
+    Traced once for every image size and weighting: the spatial dimensions are left unknown, so a new
+    octave or frame size costs no retrace (the keras.io example's plain ``tf.function`` traces again
+    at every new shape, about 1.5 s each for InceptionV3), and the weights are an input, so layers
+    keyframed over a video (a weight of 0 is a layer off) share one network and one trace."""
     import tensorflow as tf
 
-    weights = [float(w) for w in layer_weights]
-
-    def loss_and_grad(img: Any) -> tuple[Any, Any]:
+    def loss_and_grad(img: Any, weights: Any) -> tuple[Any, Any]:
         with tf.GradientTape() as tape:
             tape.watch(img)
-            loss = dream_loss(net(img), weights, net.loss_scale)
+            loss = dream_loss(net(img), [weights[i] for i in range(layers)], net.loss_scale)
         return loss, tape.gradient(loss, img)
 
-    signature = [tf.TensorSpec([None, None, None, 3], tf.float32)]
+    signature = [tf.TensorSpec([None, None, None, 3], tf.float32), tf.TensorSpec([layers], tf.float32)]
     return tf.function(loss_and_grad, input_signature=signature)
 
 
 class Dreamer:
-    """A feature network with its compiled gradient step; reuse one for many images."""
+    """A feature network with its compiled gradient step; reuse one for many images. The layer
+    weights are the network's (one per layer it outputs), unless a dream is given others."""
 
     def __init__(self, net: FeatureNet, layer_weights: Sequence[float]):
         self.net = net
-        self._step = gradient_step(net, layer_weights)
+        self.weights = np.asarray(layer_weights, np.float32)
+        self._step = gradient_step(net, len(self.weights))
 
-    def _loss_and_grad(self, img: np.ndarray) -> tuple[Any, Any]:
-        loss, grad = self._step(img[None])
+    def _loss_and_grad(self, img: np.ndarray, weights: np.ndarray | None) -> tuple[Any, Any]:
+        loss, grad = self._step(img[None], self.weights if weights is None else weights)
         return loss, grad[0]
 
-    def gradient(self, img: np.ndarray, tile: int) -> tuple[float, np.ndarray]:
+    def gradient(self, img: np.ndarray, tile: int, weights: np.ndarray | None = None) -> tuple[float, np.ndarray]:
         """Loss and gradient of the whole image, tile by tile when it is larger than ``tile``."""
         h, w = img.shape[:2]
         # A tile must be big enough for the network; edge tiles are at least half a tile.
         tile = max(tile, 2 * self.net.min_side) if tile else max(h, w)
         if h <= tile and w <= tile:
-            loss, grad = self._loss_and_grad(img)
+            loss, grad = self._loss_and_grad(img, weights)
             return float(loss), grad.numpy()
         grad = np.empty_like(img)
         total = 0.0
         for y0, y1 in tile_bounds(h, tile):
             for x0, x1 in tile_bounds(w, tile):
-                loss, g = self._loss_and_grad(np.ascontiguousarray(img[y0:y1, x0:x1]))
+                loss, g = self._loss_and_grad(np.ascontiguousarray(img[y0:y1, x0:x1]), weights)
                 grad[y0:y1, x0:x1] = g.numpy()
                 total += float(loss) * (y1 - y0) * (x1 - x0)
         return total / (h * w), grad
@@ -144,6 +146,7 @@ class Dreamer:
         params: AscentParams,
         rng: np.random.Generator,
         on_step: Callable[[int, float], None] | None = None,
+        weights: np.ndarray | None = None,
     ) -> np.ndarray:
         """Run up to ``params.iterations`` steps; a loss above ``max_loss`` ends the octave."""
         img = img.copy()
@@ -155,7 +158,7 @@ class Dreamer:
             t0 = time.perf_counter()
             dy, dx = (int(v) for v in rng.integers(-reach, reach + 1, size=2)) if reach else (0, 0)
             rolled = np.roll(img, (dy, dx), axis=(0, 1)) if (dy or dx) else img
-            loss, grad = self.gradient(rolled, params.tile)
+            loss, grad = self.gradient(rolled, params.tile, weights)
             if dy or dx:
                 grad = np.roll(grad, (-dy, -dx), axis=(0, 1))
             # The floor only guards against 0/0: untrained networks have gradients far below
@@ -182,6 +185,7 @@ class Dreamer:
         unit: float = 1.0,
         offset: float = 0.0,
         uint8: bool = False,
+        layer_weights: Sequence[float] | None = None,
     ) -> np.ndarray:
         """Dream an image (H, W, 3) whose pixel value v stands for the canonical ``v * unit + offset``
         in [-1, 1] (defaults: the image is canonical already; a uint8 frame is ``2 / 255, -1``).
@@ -190,6 +194,8 @@ class Dreamer:
         Octaves run small to large; after each, the detail that shrinking lost is added back
         (the keras.io example's scheme). When the largest octave is smaller than the image
         (``max_side``), the same re-injection brings the dream back to full resolution.
+        ``layer_weights``: this dream's weights of the network's layers, in their order (default:
+        the Dreamer's).
 
         Full-size work is the cost of a video frame besides its steps, so the image is never
         converted at full size: each octave's copy is shrunk from it as it is and converted small
@@ -199,6 +205,7 @@ class Dreamer:
         h, w = image.shape[:2]
         shapes = octave_shapes(h, w, octaves, octave_scale, self.net.min_side, max_side)
         rng = np.random.default_rng(seed)
+        weights = None if layer_weights is None else np.asarray(layer_weights, np.float32)
 
         def shrink(shape: tuple[int, int]) -> np.ndarray:
             small = np.asarray(resize(image, shape), dtype=np.float32)
@@ -217,7 +224,7 @@ class Dreamer:
                 if progress is not None:
                     progress(o, len(shapes), i, params.iterations, loss)
 
-            img = self.ascend(img, params, rng, on_step)
+            img = self.ascend(img, params, rng, on_step, weights)
             if shape != shapes[0]:  # at the first octave the lost detail is none (exactly zero)
                 same_size = shrink(shape)
                 img += same_size - resize(shrunk, shape)

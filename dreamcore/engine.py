@@ -20,7 +20,7 @@ from .backbones.base import with_precision
 from .config import DreamConfig
 
 _cache_lock = threading.Lock()
-_dreamers: dict[tuple[Any, ...], tuple[Resolution, Dreamer]] = {}
+_dreamers: dict[tuple[Any, ...], Dreamer] = {}
 
 
 _resolutions: dict[tuple[Any, ...], Resolution] = {}
@@ -42,16 +42,18 @@ def resolve_config(config: DreamConfig) -> Resolution:
 
 
 def _load(config: DreamConfig) -> tuple[Resolution, Dreamer]:
-    """Resolve and build once per process for each (model, weights, layers)."""
+    """Resolve, and build once per process for each network (model, weights, the set of layers):
+    the layers' weights are the dream's, so configs that weigh the same layers otherwise (a video's
+    keyframes) share one network and one traced step."""
     res = resolve_config(config)
-    key = _key(config)
+    key = (res.backbone.name, str(res.weights), tuple(res.layers), config.precision)
     with _cache_lock:
         if key not in _dreamers:
             net = res.backbone.build(res.weights, list(res.layers))
             if config.precision != "float32":
                 net = with_precision(net, config.precision)
-            _dreamers[key] = (res, Dreamer(net, list(res.layers.values())))
-        return _dreamers[key]
+            _dreamers[key] = Dreamer(net, list(res.layers.values()))
+        return res, _dreamers[key]
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class Engine:
         resolution, self.dreamer = _load(config)
         net = self.dreamer.net
         self.resolved = Resolved(net.backbone, net.weights, dict(resolution.layers))
+        self.layer_weights = [float(w) for w in resolution.layers.values()]
         self.params = AscentParams(
             step=config.step,
             iterations=config.iterations,
@@ -104,7 +107,7 @@ class Engine:
         n = c.octaves if octaves is None else max(1, min(octaves, c.octaves))
         unit = 2.0 / 255.0 if rgb.dtype == np.uint8 else 2.0
         out = self.dreamer.dream(rgb, params, n, c.octave_scale, c.max_side, seed, progress, unit=unit, offset=-1.0,
-                                 uint8=uint8)
+                                 uint8=uint8, layer_weights=self.layer_weights)
         if uint8:
             return out
         out += 1.0

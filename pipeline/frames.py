@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,9 @@ class JobSpec:
     video: dict[str, Any]  # the VideoConfig
     rate: str | None  # the constant frame rate, or None for irregular timing
     keep_frames: bool = False  # keep every dreamt frame in the store (--keep-frames), not only those in flight
+    keyframes: dict[str, Any] = field(default_factory=dict)  # a Schedule's dict: settings that change over time
+    t0: float = 0.0  # the first frame's timestamp: a frame's time in the keyframes is its pts - t0
+    fps: float = 24.0  # the clip's nominal rate (frame-numbered keyframes mixed with timed ones)
 
 
 def frame_ext(job: JobSpec) -> str:
@@ -396,6 +399,10 @@ def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev
         return {**result, "dream": done, "skipped": True}
     load_tensorflow()
     cfg, vcfg = DreamConfig.from_mapping(job.config), VideoConfig.from_mapping(job.video)
+    if job.keyframes:  # this frame's settings: a function of its index and time only
+        from dreamcore.keyframes import Schedule
+
+        cfg, vcfg = Schedule.from_dict(job.keyframes).apply(cfg, vcfg, index, pts - job.t0, job.fps)
     flow_s = 0.0
     octaves = None
     if fresh:

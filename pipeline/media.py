@@ -101,6 +101,14 @@ def probe(path: str | os.PathLike[str]) -> SourceInfo:
     return parse_header(p, proc.stderr)
 
 
+def has_audio(path: str | os.PathLike[str]) -> bool:
+    """Whether ffmpeg reads an audio stream in the file (any file: a song, a clip)."""
+    p = Path(path)
+    check_input_file(p, "not an audio file")
+    text = _run(["-hide_banner", "-nostdin", "-i", _url(p)], check=False).stderr
+    return any((m := _STREAM.match(line)) and m.group(1) == "Audio" for line in text.splitlines())
+
+
 def parse_header(p: Path, text: str) -> SourceInfo:
     low = text.lower()
     if "moov atom not found" in low:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from dreamcore.config import DreamConfig, VideoConfig, load_preset, merge, parse_yaml
 from dreamcore.errors import ConfigError
+from dreamcore.keyframes import Key, Schedule, looks_keyframed, split
 
 if TYPE_CHECKING:
     from dreamcore.backbones import Resolution
@@ -24,7 +25,8 @@ def parse_set(items: Sequence[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"--set {item!r}: expected key=value")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            # A keyframe list stays text: YAML 1.1 would read 0:1 as a base-60 number.
+            value = raw.strip() if looks_keyframed(raw) else yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError:
             value = raw
         section, dot, sub = key.partition(".")
@@ -71,8 +73,12 @@ def build_config(
     sets: Sequence[str],
     flags: Mapping[str, Any],
 ) -> DreamConfig:
-    """The engine config alone (for commands that have no video section)."""
-    return build_settings(preset, config_file, sets, flags)[0]
+    """The engine config alone (for commands that have no video section, and no time)."""
+    cfg, _, schedule = build_job_settings(preset, config_file, sets, flags)
+    if schedule:
+        raise ConfigError(f"{next(iter(schedule.keys))}: keyframes change a setting over time: for video and zoom "
+                          "only")
+    return cfg
 
 
 def build_settings(
@@ -82,7 +88,24 @@ def build_settings(
     flags: Mapping[str, Any],
     video_flags: Mapping[str, Any] | None = None,
 ) -> tuple[DreamConfig, VideoConfig]:
-    """Merge every source and validate once. Errors name the source that gave the bad value."""
+    """The settings of a job whose settings do not change over time (a benchmark's)."""
+    cfg, vcfg, schedule = build_job_settings(preset, config_file, sets, flags, video_flags)
+    if schedule:
+        raise ConfigError(f"{next(iter(schedule.keys))}: keyframes are not taken here")
+    return cfg, vcfg
+
+
+def build_job_settings(
+    preset: str | None,
+    config_file: str | None,
+    sets: Sequence[str],
+    flags: Mapping[str, Any],
+    video_flags: Mapping[str, Any] | None = None,
+) -> tuple[DreamConfig, VideoConfig, Schedule]:
+    """Merge every source and validate once. Errors name the source that gave the bad value.
+    Keyframed settings (dreamcore.keyframes) come back as a Schedule, their first values in the
+    configs; a later source that sets a keyframed setting plainly ends its keyframes (``layers`` as a
+    whole ends every layer's)."""
     sources: list[tuple[str, dict[str, Any]]] = [
         (f"preset {preset or 'default'!r}", load_preset(preset or "default")),
     ]
@@ -97,12 +120,26 @@ def build_settings(
     if given:
         sources.append(("command line", given))
     # Validate each source on its own first, so a bad value is blamed on where it came from.
+    keys: dict[str, list[Key]] = {}
+    plain_sources = []
     for name, data in sources:
-        DreamConfig.from_mapping(merge(DreamConfig().to_dict(), data), source=name)
-        VideoConfig.from_mapping(data.get("video"), source=name)
-    merged = merge(*(d for _, d in sources))
+        plain, found = split(data, name)
+        if "layers" in plain:
+            keys = {k: v for k, v in keys.items() if not k.startswith("layers.")}
+        for k, v in plain.items():
+            if k == "video" and isinstance(v, Mapping):
+                for vk in v:
+                    keys.pop(f"video.{vk}", None)
+            else:
+                keys.pop(k, None)
+        keys.update(found)
+        DreamConfig.from_mapping(merge(DreamConfig().to_dict(), plain), source=name)
+        VideoConfig.from_mapping(plain.get("video"), source=name)
+        plain_sources.append(plain)
+    merged = merge(*plain_sources)
     return (DreamConfig.from_mapping(merged, source="config"),
-            VideoConfig.from_mapping(merged.get("video"), source="config"))
+            VideoConfig.from_mapping(merged.get("video"), source="config"),
+            Schedule({k: tuple(v) for k, v in keys.items()}))
 
 
 def resolve_noted(config: DreamConfig) -> Resolution:

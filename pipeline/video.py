@@ -21,13 +21,16 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dreamcore.config import DreamConfig, VideoConfig
+from dreamcore.errors import ConfigError
+from dreamcore.keyframes import Schedule
 
 from . import media
 from .errors import PipelineError, UsageError
@@ -57,6 +60,7 @@ class VideoRequest:
     workers: int | None = None
     scheduler: str | None = None
     quiet: bool = False
+    keyframes: Schedule = field(default_factory=lambda: Schedule({}))
 
 
 def default_workdir(output: str) -> str:
@@ -96,6 +100,7 @@ def run_video(req: VideoRequest) -> dict[str, Any]:
     with local_copy(req.input) as src:
         info = media.probe(src)
         cfg = pinned(req.config)
+        check_keyframed_layers(req.keyframes, cfg)
         store = Store(req.workdir or default_workdir(req.output))
         identity = {
             "input": file_fingerprint(src),
@@ -104,6 +109,8 @@ def run_video(req: VideoRequest) -> dict[str, Any]:
             "video": req.video.to_dict(),
             "keep_frames": req.keep_frames,  # how frames are stored: a resume must read them the same way
         }
+        if req.keyframes:
+            identity["keyframes"] = req.keyframes.to_dict()
         identity["input"]["path"] = req.input
         with store.locked():
             job = open_job(store, identity, req.restart)
@@ -125,6 +132,32 @@ def run_video(req: VideoRequest) -> dict[str, Any]:
     plan = job["plan"]
     return {"frames": plan["frames"], "cuts": plan["shots"], "segments": len(plan["segments"]), "audio": how,
             "timings": timings, **stats}
+
+
+def nominal_fps(plan: dict[str, Any]) -> float:
+    """Frames a second: the stream's rate, else the frames over their span (keyframes given in
+    frame numbers read as times at this rate when mixed with keyframes in seconds)."""
+    if plan.get("frame_rate"):
+        return float(Fraction(plan["frame_rate"]))
+    span = plan["pts"][-1] - plan["pts"][0]
+    return (len(plan["pts"]) - 1) / span if span > 0 else 24.0
+
+
+def check_keyframe_times(req: VideoRequest, plan: dict[str, Any]) -> None:
+    if not req.keyframes:
+        return
+    from .plan import durations
+
+    duration = plan["pts"][-1] - plan["pts"][0] + durations(plan)[-1]
+    req.keyframes.check(req.config, req.video, plan["frames"], duration, nominal_fps(plan))
+
+
+def check_keyframed_layers(schedule: Schedule, cfg: DreamConfig) -> None:
+    """Keyframed layers must be layers the resolved network dreams with (a fallback network has others)."""
+    missing = [n for n in schedule.keys if n.startswith("layers.") and n[7:] not in cfg.layers]
+    if missing:
+        raise ConfigError(f"{missing[0]}: keyframes for a layer the job's network ({cfg.model}) does not dream with "
+                          f"(its layers: {', '.join(cfg.layers)})")
 
 
 def _probe_dict(info: media.SourceInfo) -> dict[str, Any]:
@@ -177,7 +210,13 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
             announce_dashboard(client)
         if "plan" not in job:
             t0 = time.perf_counter()
-            job["plan"] = _plan(req, src, info, workers)
+            plan = _plan(req, src, info, workers)
+            try:
+                check_keyframe_times(req, plan)
+            except ConfigError:
+                store.delete("job.json")  # nothing done yet: the fixed command starts afresh
+                raise
+            job["plan"] = plan
             timings["plan"] = time.perf_counter() - t0
             check_store_space(store, job["plan"], info.display_size, workers, req.keep_frames)
             store.write_json("job.json", job)
@@ -191,7 +230,8 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
         spec = JobSpec(id=name, store=store, token=job["token"], input=workers_input,
                        input_key=job["identity"]["input"]["sha256_ends"][:16], size=info.display_size,
                        config=job["identity"]["config"], video=job["identity"]["video"],
-                       rate=plan["frame_rate"] if plan["constant_rate"] else None, keep_frames=req.keep_frames)
+                       rate=plan["frame_rate"] if plan["constant_rate"] else None, keep_frames=req.keep_frames,
+                       keyframes=job["identity"].get("keyframes", {}), t0=plan["pts"][0], fps=nominal_fps(plan))
         tasks, done, kept = _graph(spec, store, plan, uuid.uuid4().hex[:6])
         stats["resumed"] = len(done)
         bar = tqdm(total=plan["frames"], initial=len(done), unit="frame", desc=Path(req.input).name,

@@ -47,7 +47,7 @@ def test_layers_are_replaced_whole_not_merged() -> None:
     ("sets", "words"),
     [
         (["octaves=99"], ["--set", "octaves", "99", "1 to 12"]),
-        (["step=-1"], ["--set", "step", "-1", "(0, 1]"]),
+        (["step=-1"], ["--set", "step", "-1", "from 0 to 1"]),
         (["iterations=abc"], ["iterations", "'abc'", "not an integer"]),
         (["max_loss=0"], ["max_loss", "null"]),
         (["tile=64"], ["tile", "64", "128 to 8192"]),

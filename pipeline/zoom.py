@@ -1,0 +1,292 @@
+"""`dreamreel zoom`: an endless zoom grown from one image, the classic deep-dream film.
+
+Frame 0 is the image dreamt with the whole config. Every later frame is the previous dreamt frame
+moved a little (zoomed in about the centre, optionally rotated and panned; sub-pixel sampling, so
+slow motions don't stutter), then dreamt again with a few steps: the dream feeds on itself.
+
+The chain's only state is the last dreamt frame, so the job keeps in its store (a work folder, or a
+URL as for `video`): the frames of the chunk being encoded and the frame before them (raw 8-bit
+RGB), and the chunks encoded so far (H.264, :data:`CHUNK_FRAMES` frames each). Killed at any
+moment, the same command picks up the chain from the last stored frame; the frames depend only on
+the frame before and their index (the jitter's seed), so the result equals an uninterrupted run's.
+At the end the chunks are joined by stream copy, with ``--audio`` cut to the clip's length.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dreamcore.config import DreamConfig, VideoConfig
+from dreamcore.keyframes import Schedule
+
+from . import media
+from .errors import PipelineError, UsageError
+from .jobs import JOB_VERSION, file_fingerprint, open_job
+from .store import Store, is_url
+
+CHUNK_FRAMES = 48
+
+
+@dataclass(frozen=True)
+class Motion:
+    """How each frame moves from the one before: ``zoom`` (scale per frame, 1 = none, above 1 zooms
+    in), ``rotate`` (degrees per frame, counter-clockwise) and ``pan`` (the view's move per frame in
+    output pixels, x right and y down)."""
+
+    zoom: float = 1.01
+    rotate: float = 0.0
+    pan_x: float = 0.0
+    pan_y: float = 0.0
+
+    def matrix(self, width: int, height: int, zoom: float | None = None) -> np.ndarray:
+        """The 2x3 map from a new frame's pixel to where it samples the previous frame."""
+        z = self.zoom if zoom is None else zoom
+        a = math.radians(self.rotate)
+        c, s = math.cos(a) / z, math.sin(a) / z
+        cx, cy = (width - 1) / 2, (height - 1) / 2
+        # p_prev = centre + pan + R (p_new - centre) / zoom, R turning by the angle in image axes (y
+        # down): the picture turns the other way, counter-clockwise on screen.
+        m = np.array([[c, -s, 0.0], [s, c, 0.0]])
+        m[:, 2] = [cx + self.pan_x - c * cx + s * cy, cy + self.pan_y - s * cx - c * cy]
+        return m
+
+    def fits(self, width: int, height: int, zoom: float | None = None) -> bool:
+        """Whether every pixel of a new frame samples inside the previous one (no edge enters)."""
+        m = self.matrix(width, height, zoom)
+        corners = np.array([[0, 0, 1], [width - 1, 0, 1], [0, height - 1, 1], [width - 1, height - 1, 1]], float)
+        x, y = (corners @ m.T).T
+        eps = 1e-6
+        return bool(x.min() >= -eps and y.min() >= -eps and x.max() <= width - 1 + eps and y.max() <= height - 1 + eps)
+
+    def least_zoom(self, width: int, height: int) -> float | None:
+        """The smallest zoom per frame at which this rotation and pan keep the edge out (None: none
+        up to 2x per frame)."""
+        if not self.fits(width, height, 2.0):
+            return None
+        lo, hi = 1.0, 2.0
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            lo, hi = (lo, mid) if self.fits(width, height, mid) else (mid, hi)
+        return hi
+
+
+def move(frame: np.ndarray, motion: Motion) -> np.ndarray:
+    """The next frame's start: ``frame`` (uint8) moved by ``motion``, bilinear at sub-pixel positions
+    (the classic zoom's order-1 resampling; the dream restores what it softens), in float so that a
+    slow zoom moves the picture by its exact fraction of a pixel (OpenCV's 8-bit path rounds its
+    weights: 0.19 px for 0.20, and bicubic 0.24). The edge is never sampled (:meth:`Motion.fits`)."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    moved = cv2.warpAffine(np.asarray(frame, np.float32), motion.matrix(w, h), (w, h),
+                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT_101)
+    return cv2.convertScaleAbs(moved)  # rounded; bilinear never leaves [0, 255], so abs changes nothing
+
+
+@dataclass
+class ZoomRequest:
+    input: str
+    output: str
+    config: DreamConfig
+    frames: int
+    fps: Fraction
+    motion: Motion
+    steps: int = 1  # gradient steps per octave for every frame after the first
+    octaves: int = 1  # the largest octaves those frames dream (the first frame dreams all)
+    chunk_frames: int = CHUNK_FRAMES
+    keyframes: Schedule = field(default_factory=lambda: Schedule({}))
+    audio: str | None = None
+    workdir: str | None = None
+    restart: bool = False
+    keep_work: bool = False
+    quiet: bool = False
+
+
+def default_workdir(output: str) -> str:
+    p = Path(output)
+    return str(p.parent / f".{p.name}.dreamreel-work")
+
+
+def frame_rel(index: int) -> str:
+    return f"frames/{index:06d}.rgb"
+
+
+def chunk_name(first: int, end: int) -> str:
+    return f"{first:06d}-{end:06d}.mp4"
+
+
+def chunk_bounds(frames: int, chunk: int = CHUNK_FRAMES) -> list[tuple[int, int]]:
+    return [(a, min(a + chunk, frames)) for a in range(0, frames, chunk)]
+
+
+def check_request(req: ZoomRequest, width: int, height: int) -> None:
+    if req.frames < 1:
+        raise UsageError(f"{req.frames} frames: give at least 1 (--frames, or --duration times --fps)")
+    m = req.motion
+    if not m.fits(width, height):
+        need = m.least_zoom(width, height)
+        hint = f"at least --zoom {need:.4f}" if need else "less rotation or pan"
+        raise UsageError(f"--zoom {m.zoom:g} --rotate {m.rotate:g} --pan {m.pan_x:g},{m.pan_y:g}: the image's edge "
+                         f"would enter the frame ({width}x{height}); give {hint}")
+
+
+def run_zoom(req: ZoomRequest) -> dict[str, Any]:
+    from .imagefile import read_image
+
+    picture = read_image(req.input)
+    rgb = picture.pixels
+    if rgb.ndim == 2:
+        rgb = np.repeat(rgb[..., None], 3, axis=2)
+    if rgb.dtype != np.uint8:  # 16-bit or float: the film is 8-bit
+        rgb = np.round(np.clip(rgb.astype(np.float64) / np.iinfo(rgb.dtype).max, 0, 1) * 255).astype(np.uint8)
+    rgb = np.ascontiguousarray(rgb[..., :3])
+    h, w = rgb.shape[:2]
+    check_request(req, w, h)
+    audio = Path(req.audio) if req.audio else None
+    if audio is not None:
+        if not audio.is_file():
+            raise UsageError(f"--audio {audio}: no such file")
+        if not media.has_audio(audio):
+            raise UsageError(f"--audio {audio}: no audio stream in it")
+    if req.keyframes:
+        req.keyframes.check(req.config, VideoConfig(), req.frames, req.frames / float(req.fps), float(req.fps))
+    from .settings import pinned
+    from .video import check_keyframed_layers
+
+    req = replace(req, config=pinned(req.config))  # the network resolved once, its notes shown once
+    check_keyframed_layers(req.keyframes, req.config)
+    store = Store(req.workdir or default_workdir(req.output))
+    identity = {"kind": "zoom", "input": file_fingerprint(Path(req.input)), "config": req.config.to_dict(),
+                "frames": req.frames, "fps": str(req.fps), "motion": asdict(req.motion), "steps": req.steps,
+                "octaves": req.octaves, "chunk_frames": req.chunk_frames, "keyframes": req.keyframes.to_dict(),
+                "size": [w, h]}
+    with store.locked():
+        job = open_job(store, identity, req.restart)
+        if job is None:
+            store.write_json("job.json", {"version": JOB_VERSION, "identity": identity})
+        stats = _dream_chain(req, store, rgb)
+        t0 = time.perf_counter()
+        _join(req, store, audio)
+        stats["join_s"] = time.perf_counter() - t0
+        if not req.keep_work:
+            store.delete_tree()
+    return stats
+
+
+def _stored(store: Store, index: int, size: tuple[int, int]) -> np.ndarray | None:
+    data = store.read_bytes(frame_rel(index))
+    if data is None:
+        return None
+    w, h = size
+    if len(data) != w * h * 3:
+        raise PipelineError(f"frame {index} in {store.url} is not whole (a power cut?): --restart the job")
+    return np.frombuffer(data, np.uint8).reshape(h, w, 3)
+
+
+def _dream_chain(req: ZoomRequest, store: Store, source: np.ndarray) -> dict[str, Any]:
+    """Dream the frames not yet stored or encoded, encoding each chunk as its last frame is done."""
+    from tqdm import tqdm
+
+    from dreamcore.engine import Engine
+
+    from .runtime import load_tensorflow
+
+    h, w = source.shape[:2]
+    size = (w, h)
+    bounds = chunk_bounds(req.frames, req.chunk_frames)
+    encoded = {n for n in store.names("chunks")}
+    todo = [(a, b) for a, b in bounds if chunk_name(a, b) not in encoded]
+    stats: dict[str, Any] = {"frames": req.frames, "dreamt": 0, "resumed": 0, "seconds": []}
+    if not todo:
+        stats["resumed"] = req.frames
+        return stats
+    first_todo = todo[0][0]
+    # The chain goes on from the last stored frame of the first chunk still to encode (or, with none
+    # stored, from the frame before that chunk, kept for this).
+    nxt = first_todo
+    while store.exists(frame_rel(nxt)):
+        nxt += 1
+    prev = _stored(store, nxt - 1, size) if nxt > 0 else None
+    if nxt > 0 and prev is None:
+        raise PipelineError(f"frame {nxt - 1} is missing from {store.url}: --restart the job")
+    stats["resumed"] = nxt
+    load_tensorflow()
+    fps = float(req.fps)
+
+    def engine(i: int) -> Engine:  # frame i's settings: a function of its index only
+        return Engine(req.keyframes.apply(req.config, VideoConfig(), i, i / fps, fps)[0])
+    bar = tqdm(total=req.frames, initial=nxt, unit="frame", desc=Path(req.input).name, disable=req.quiet,
+               file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+    try:
+        for a, b in todo:
+            with tempfile.TemporaryDirectory(prefix="dreamreel-zoom-") as tmp:
+                out = Path(tmp) / chunk_name(a, b)
+                encoder = media.ChunkEncoder(out, w, h, req.fps, None)
+                try:
+                    for i in range(a, b):
+                        if i < nxt:  # stored before a kill: into the encoder again, the same bytes
+                            frame = _stored(store, i, size)
+                            if frame is None:
+                                raise PipelineError(f"frame {i} is missing from {store.url}: --restart the job")
+                        else:
+                            t0 = time.perf_counter()
+                            if i == 0:
+                                frame = engine(0).dream_rgb(source, seed_key=(0,), uint8=True)
+                            else:
+                                assert prev is not None
+                                frame = engine(i).dream_rgb(move(prev, req.motion), iterations=req.steps,
+                                                         octaves=req.octaves, seed_key=(i,), uint8=True)
+                            store.write_bytes(frame_rel(i), frame.tobytes(), durable=False)
+                            store.log(f"dreamt {i}")
+                            stats["seconds"].append(time.perf_counter() - t0)
+                            stats["dreamt"] += 1
+                            bar.update(1)
+                        encoder.write(frame)
+                        prev = frame
+                    encoder.finish()
+                except BaseException:
+                    encoder.abort()
+                    raise
+                store.put_file(out, f"chunks/{chunk_name(a, b)}")
+            # The chain needs only the chunk's last frame from here on.
+            for i in range(max(a - 1, 0), b - 1):
+                store.delete(frame_rel(i))
+            nxt = max(nxt, b)
+    finally:
+        bar.close()
+    return stats
+
+
+def _join(req: ZoomRequest, store: Store, audio: Path | None) -> None:
+    bounds = chunk_bounds(req.frames, req.chunk_frames)
+    with tempfile.TemporaryDirectory(prefix="dreamreel-join-") as tmp:
+        files = []
+        for a, b in bounds:
+            name = chunk_name(a, b)
+            if not store.exists(f"chunks/{name}"):
+                raise PipelineError(f"chunk {name} is missing from {store.url}; run the same command again")
+            files.append(store.get_file(f"chunks/{name}", Path(tmp) / name))
+        final = Path(req.output)
+        part = final.parent / f".{final.name}.part{final.suffix}"
+        try:
+            media.join(files, part, audio, None, req.frames / float(req.fps) if audio else None, req.fps)
+            os.replace(part, final)
+        finally:
+            part.unlink(missing_ok=True)
+
+
+def check_zoom_output(output: str, overwrite: bool) -> str:
+    if is_url(output):
+        raise UsageError(f"{output}: zoom writes a local file (give a path)")
+    return str(media.check_video_output(output, overwrite))
+
