@@ -89,6 +89,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", metavar="N", type=int, help="local Dask worker processes (default: 1, in-process)")
     p.add_argument("--scheduler", metavar="ADDR", help="run on an existing Dask cluster, e.g. tcp://host:8786 "
                    "(no shared filesystem needed: give --workdir a URL every worker reaches)")
+    p.add_argument("--preview", action="store_true", help="only dream a few frames at a reduced size into a "
+                   "contact sheet (OUT's name + -preview.png) and estimate the job's time, then stop")
+    engine_options(p)
+
+    p = sub.add_parser("preview", help="a contact sheet of a few dreamt frames and the full job's time estimate",
+                       epilog=EPILOG_PREVIEW, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", metavar="IN", help="a clip, an image or a folder of images")
+    p.add_argument("-o", "--output", metavar="SHEET", help="the contact sheet, an image (default: "
+                   "IN's name + -preview.png, here)")
+    p.add_argument("--overwrite", action="store_true", help="replace SHEET if it exists")
+    p.add_argument("--count", metavar="N", type=int, default=6, help="frames (or images) to dream (default 6)")
+    p.add_argument("-q", "--quiet", action="store_true", help="accepted like the other commands' (preview shows "
+                   "no progress bar)")
+    p.add_argument("--coherence", choices=["flow", "blend", "none"], help="as for video (the estimate uses it)")
+    p.add_argument("--blend", type=float, metavar="B", help="as for video")
+    p.add_argument("--start", metavar="T", type=parse_time, help="as for video: the range the job would dream")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--duration", metavar="T", type=parse_time, help="as for video")
+    g.add_argument("--frames", metavar="N", type=int, help="as for video")
+    engine_options(p)
+
+    p = sub.add_parser("zoom", help="an endless zoom video grown from one image (resumable)", epilog=EPILOG_ZOOM,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _in_out(p, "image file (PNG, JPEG, TIFF, WebP, ...): the first frame", "output clip: .mp4, .mkv, .mov or .m4v")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--duration", metavar="T", type=parse_time, help="length of the clip (default 10 s)")
+    g.add_argument("--frames", metavar="N", type=int, help="number of frames")
+    p.add_argument("--fps", metavar="R", default="24", help="frame rate, e.g. 24, 30 or 30000/1001 (default 24)")
+    p.add_argument("--zoom", metavar="Z", type=float, default=1.01,
+                   help="scale per frame about the centre; above 1 zooms in (default 1.01: 1.27x a second at "
+                        "24 fps)")
+    p.add_argument("--rotate", metavar="DEG", type=float, default=0.0,
+                   help="rotation per frame, degrees counter-clockwise (default 0)")
+    p.add_argument("--pan", metavar="DX,DY", default="0,0",
+                   help="the view's move per frame in pixels, x right and y down (default 0,0)")
+    p.add_argument("--steps", metavar="N", type=int, default=1,
+                   help="gradient steps per octave for every frame after the first (default 1)")
+    p.add_argument("--octaves-after", metavar="N", type=int, default=1, dest="octaves_after",
+                   help="every frame after the first dreams only the N largest octaves (default 1; the first "
+                        "frame dreams all of the config's)")
+    p.add_argument("--audio", metavar="FILE", help="audio track for the clip (any file with audio; cut to length)")
+    p.add_argument("--chunk-frames", type=int, default=48, help=argparse.SUPPRESS)  # tests: kills between chunks
+    p.add_argument("--workdir", metavar="DIR", help="work folder (default: .OUT.dreamreel-work beside OUT)")
+    p.add_argument("--restart", action="store_true", help="discard the work folder's previous job")
+    p.add_argument("--keep-work", action="store_true", help="keep the work folder after success")
     engine_options(p)
 
     p = sub.add_parser("images", help="dream every image in a folder tree (resumable)", epilog=EPILOG_IMAGES,
@@ -120,6 +165,28 @@ EPILOG_VIDEO = """examples:
   dreamreel video clip.mp4 -o dream.mp4 --coherence blend --blend 0.5
   dreamreel video film.mkv -o dream.mkv --start 1:30 --duration 20
 
+Killed or stopped? Run the same command again: it resumes where it stopped.
+"""
+
+
+EPILOG_PREVIEW = """examples:
+  dreamreel preview clip.mp4                          (clip-preview.png, and the time the full job would take)
+  dreamreel preview clip.mp4 -o look.png --preset quick --set step=0.02
+  dreamreel preview photos/ --count 8
+
+The frames are dreamt at 256 px with the settings the full job would use; the estimate is measured
+at the job's real size on this machine.
+"""
+
+
+EPILOG_ZOOM = """examples:
+  dreamreel zoom samples/fruits.jpg -o zoom.mp4                       (10 s at 24 fps)
+  dreamreel zoom photo.jpg -o zoom.mp4 --duration 30 --zoom 1.01 --rotate 0.2 --audio song.mp3
+  dreamreel zoom photo.jpg -o zoom.mp4 --frames 48 --preset quick      (a short test)
+
+The first frame is the image dreamt with the whole config (--preset, default: zoom, --set, ...);
+each later frame is the previous one moved (zoom, rotation, pan) and dreamt again with --steps
+steps on its --octaves-after largest octaves.
 Killed or stopped? Run the same command again: it resumes where it stopped.
 """
 
@@ -245,12 +312,12 @@ VIDEO_OUTPUT_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv")
 def cmd_video(args: argparse.Namespace) -> int:
     from .errors import UsageError
     from .media import check_video_output
-    from .settings import build_settings
+    from .settings import build_job_settings
     from .store import check_output_url, is_url
     from .video import VideoRequest, default_workdir, run_video
 
-    cfg, vcfg = build_settings(args.preset, args.config, args.sets, engine_flags(args),
-                               {"coherence": args.coherence, "blend": args.blend})
+    cfg, vcfg, keyframes = build_job_settings(args.preset, args.config, args.sets, engine_flags(args),
+                                              {"coherence": args.coherence, "blend": args.blend})
     if is_url(args.output):
         out = check_output_url(args.output, args.overwrite, VIDEO_OUTPUT_EXTENSIONS)
     else:
@@ -261,10 +328,16 @@ def cmd_video(args: argparse.Namespace) -> int:
         raise UsageError(f"--workers {args.workers}: give at least 1")
     if args.duration is not None and args.duration <= 0:
         raise UsageError(f"--duration {args.duration}: give a positive time")
+    if args.preview:
+        from pathlib import Path
+
+        return _preview(args.input, str(Path(out).with_name(Path(out).stem + "-preview.png")), cfg, vcfg, keyframes,
+                        6, args.start, args.duration, args.frames, args.overwrite)
     req = VideoRequest(input=args.input, output=out, config=cfg, video=vcfg, workdir=args.workdir,
                        restart=args.restart, keep_work=args.keep_work or args.keep_frames,
                        keep_frames=args.keep_frames, start=args.start, duration=args.duration,
-                       frames=args.frames, workers=args.workers, scheduler=args.scheduler, quiet=args.quiet)
+                       frames=args.frames, workers=args.workers, scheduler=args.scheduler, quiet=args.quiet,
+                       keyframes=keyframes)
     start = time.monotonic()
     try:
         stats = run_video(req)
@@ -274,6 +347,99 @@ def cmd_video(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return EXIT_INTERRUPTED
     print(f"{PROG}: wrote {out} ({stats['frames']} frames, {len(stats['cuts'])} shots, {stats['dreamt']} dreamt now, "
+          f"{stats['resumed']} resumed, {time.monotonic() - start:.1f} s)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_preview(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .errors import UsageError
+    from .settings import build_job_settings
+
+    cfg, vcfg, keyframes = build_job_settings(args.preset, args.config, args.sets, engine_flags(args),
+                                              {"coherence": args.coherence, "blend": args.blend})
+    if not 1 <= args.count <= 64:
+        raise UsageError(f"--count {args.count}: give an integer from 1 to 64")
+    if args.frames is not None and args.frames < 1:
+        raise UsageError(f"--frames {args.frames}: give at least 1")
+    out = args.output or f"{Path(args.input.rstrip('/')).stem}-preview.png"
+    return _preview(args.input, out, cfg, vcfg, keyframes, args.count, args.start, args.duration, args.frames,
+                    args.overwrite)
+
+
+def _preview(src: str, out: str, cfg: Any, vcfg: Any, keyframes: Any, count: int, start: float | None,
+             duration: float | None, frames: int | None, overwrite: bool) -> int:
+    from .preview import PreviewRequest, human, run_preview
+
+    t0 = time.monotonic()
+    sheet, estimate = run_preview(PreviewRequest(input=src, output=out, config=cfg, video=vcfg, keyframes=keyframes,
+                                                 count=count, start=start, duration=duration, frames=frames,
+                                                 overwrite=overwrite))
+    print(f"{PROG}: wrote {sheet} ({time.monotonic() - t0:.0f} s). The full job would take about "
+          f"{human(estimate.seconds)}{f' ({estimate.seconds:.0f} s)' if estimate.seconds >= 90 else ''} on this "
+          f"machine: {'; '.join(estimate.lines)}", file=sys.stderr)
+    return EXIT_OK
+
+
+def parse_fps(text: str) -> Any:
+    from fractions import Fraction
+
+    from .errors import UsageError
+
+    try:
+        rate = Fraction(text)
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"--fps {text}: not a rate (e.g. 24, 29.97 or 30000/1001)") from None
+    if not 1 <= rate <= 240:
+        raise UsageError(f"--fps {text}: give a rate from 1 to 240")
+    return rate.limit_denominator(1001)
+
+
+def cmd_zoom(args: argparse.Namespace) -> int:
+    from .errors import UsageError
+    from .settings import build_job_settings
+    from .zoom import Motion, ZoomRequest, check_zoom_output, default_workdir, run_zoom
+
+    cfg, _, keyframes = build_job_settings(args.preset or "zoom", args.config, args.sets, engine_flags(args))
+    video_keys = [k for k in keyframes.keys if k.startswith("video.")]
+    if video_keys:
+        raise UsageError(f"{video_keys[0]}: zoom has no video settings")
+    out = check_zoom_output(args.output, args.overwrite)
+    fps = parse_fps(args.fps)
+    if args.frames is not None:
+        frames = args.frames
+    else:
+        duration = 10.0 if args.duration is None else args.duration
+        if duration <= 0:
+            raise UsageError(f"--duration {args.duration}: give a positive time")
+        frames = round(duration * fps)
+    if frames < 1:
+        raise UsageError(f"--frames {frames}: give at least 1")
+    if not 0.5 <= args.zoom <= 2:
+        raise UsageError(f"--zoom {args.zoom:g}: give a scale per frame from 0.5 to 2 (1 is still; 1.02 a steady "
+                         "zoom in)")
+    if not 1 <= args.steps <= 1000:
+        raise UsageError(f"--steps {args.steps}: give an integer from 1 to 1000")
+    if not 1 <= args.octaves_after <= 12:
+        raise UsageError(f"--octaves-after {args.octaves_after}: give an integer from 1 to 12")
+    try:
+        dx, dy = (float(v) for v in args.pan.split(","))
+    except ValueError:
+        raise UsageError(f"--pan {args.pan}: expected DX,DY in pixels, e.g. 1.5,0") from None
+    req = ZoomRequest(input=args.input, output=out, config=cfg, frames=frames, fps=fps,
+                      motion=Motion(zoom=args.zoom, rotate=args.rotate, pan_x=dx, pan_y=dy), steps=args.steps,
+                      octaves=args.octaves_after, chunk_frames=max(1, args.chunk_frames), keyframes=keyframes,
+                      audio=args.audio, workdir=args.workdir, restart=args.restart, keep_work=args.keep_work,
+                      quiet=args.quiet)
+    start = time.monotonic()
+    try:
+        stats = run_zoom(req)
+    except KeyboardInterrupt:
+        print(f"{PROG}: stopped; finished frames are kept in {req.workdir or default_workdir(out)}. Run the same "
+              "command again to resume.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"{PROG}: wrote {out} ({stats['frames']} frames at {fps} fps, {stats['dreamt']} dreamt now, "
           f"{stats['resumed']} resumed, {time.monotonic() - start:.1f} s)", file=sys.stderr)
     return EXIT_OK
 
@@ -332,6 +498,8 @@ COMMANDS = {
     "image": cmd_image,
     "images": cmd_images,
     "video": cmd_video,
+    "zoom": cmd_zoom,
+    "preview": cmd_preview,
     "layers": cmd_layers,
     "presets": cmd_presets,
 }
