@@ -197,27 +197,28 @@ def split(settings: Mapping[str, Any], source: str) -> tuple[dict[str, Any], dic
         elif key == "video" and isinstance(value, Mapping):
             vid = dict(value)
             for k, v in value.items():
-                keys = parse_keys(v, f"{source}: video.{k}")
+                keys = _keys_of(f"video.{k}", k, v, VIDEO_SCHEMA, VIDEO_KEYS, source)
                 if keys is not None:
-                    if k not in VIDEO_SCHEMA:
-                        raise ConfigError(f"{source}: unknown key 'video.{k}' in keyframes {v!r} (known keys: "
-                                          f"{', '.join(VIDEO_SCHEMA)})")
-                    if k not in VIDEO_KEYS:
-                        raise _not_keyframable(f"video.{k}", source)
                     found[f"video.{k}"] = keys
                     vid[k] = _number(VIDEO_SCHEMA[k].kind, keys[0].value)
             plain["video"] = vid
         else:
-            keys = parse_keys(value, f"{source}: {key}")
+            keys = _keys_of(key, key, value, SCHEMA, ENGINE_KEYS, source)
             if keys is not None:
-                if key not in SCHEMA:
-                    raise ConfigError(f"{source}: unknown key {key!r} in keyframes {value!r} (known keys: "
-                                      f"{', '.join(SCHEMA)})")
-                if key not in ENGINE_KEYS:
-                    raise _not_keyframable(key, source)
                 found[key] = keys
                 plain[key] = _number(SCHEMA[key].kind, keys[0].value)
     return plain, found
+
+
+def _keys_of(name: str, key: str, value: Any, schema: Mapping[str, Any], keyframable: tuple[str, ...],
+             source: str) -> list[Key] | None:
+    """A setting's keyframes (None for a plain value), refused for an unknown or a fixed key."""
+    keys = parse_keys(value, f"{source}: {name}")
+    if keys is not None and key not in schema:
+        raise ConfigError(f"{source}: unknown key {name!r} in keyframes {value!r} (known keys: {', '.join(schema)})")
+    if keys is not None and key not in keyframable:
+        raise _not_keyframable(name, source)
+    return keys
 
 
 def _not_keyframable(name: str, source: str) -> ConfigError:
