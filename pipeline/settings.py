@@ -133,8 +133,14 @@ def build_job_settings(
             else:
                 keys.pop(k, None)
         keys.update(found)
-        DreamConfig.from_mapping(merge(DreamConfig().to_dict(), plain), source=name)
-        VideoConfig.from_mapping(plain.get("video"), source=name)
+        try:
+            DreamConfig.from_mapping(merge(DreamConfig().to_dict(), plain), source=name)
+            VideoConfig.from_mapping(plain.get("video"), source=name)
+        except ConfigError as exc:
+            if not found:
+                raise
+            firsts = ", ".join(f"{n} {ks[0].label}" for n, ks in found.items())
+            raise ConfigError(f"{exc} (with the first keyframes: {firsts})") from None
         plain_sources.append(plain)
     merged = merge(*plain_sources)
     return (DreamConfig.from_mapping(merged, source="config"),
