@@ -178,6 +178,19 @@ class Store:
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm(self.path(rel), recursive=True)
 
+    def sweep_partials(self) -> int:
+        """Remove the temporary files (``.NAME.*.part``) a killed run left half-written in a local
+        store; the job holds the store's lock, so no writer of this job is alive to finish them. An
+        object store writes whole objects: nothing to sweep. Returns how many went."""
+        if not self.local or not self.local_path().exists():
+            return 0
+        gone = 0
+        for p in self.local_path().rglob(".*.part"):
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                p.unlink()
+                gone += 1
+        return gone
+
     def clear(self) -> None:
         """Remove everything but the lock (which this run holds)."""
         for name in self.names(""):

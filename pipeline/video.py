@@ -114,6 +114,7 @@ def run_video(req: VideoRequest) -> dict[str, Any]:
         identity["input"]["path"] = req.input
         with store.locked():
             job = open_job(store, identity, req.restart)
+            store.sweep_partials()  # a kill mid-write (a chunk's copy, a frame) left a temporary file
             if job is None:
                 from .schedule import job_threads
 

@@ -172,6 +172,7 @@ def run_zoom(req: ZoomRequest) -> dict[str, Any]:
                 "size": [w, h]}
     with store.locked():
         job = open_job(store, identity, req.restart)
+        store.sweep_partials()  # a kill mid-write left a temporary file
         if job is None:
             store.write_json("job.json", {"version": JOB_VERSION, "identity": identity})
         stats = _dream_chain(req, store, rgb)

@@ -223,3 +223,18 @@ def test_a_worker_keeps_no_encoder_its_chunk_task_never_takes(tmp_path: Path) ->
     finally:
         for key in list(frames._streams):
             frames._streams.pop(key).abort()
+
+
+def test_a_resumed_job_sweeps_what_a_kill_left_half_written(tmp_path: Path) -> None:
+    """A SIGKILL during a chunk's copy into the store (or a frame's write) leaves a hidden temporary
+    file; the next run removes those, and only those."""
+    from pipeline.store import Store
+
+    store = Store(tmp_path / "work")
+    store.write_bytes("chunks/000000-000008.mp4", b"whole")
+    store.write_bytes("frames/0001/000009.rgb", b"whole")
+    for rel in ("chunks/.000008-000016.mp4.8a8e53f5.part", "frames/0001/.000010.rgb.x1y2.part"):
+        (tmp_path / "work" / rel).write_bytes(b"half")
+    assert store.sweep_partials() == 2
+    left = sorted(str(p.relative_to(tmp_path / "work")) for p in (tmp_path / "work").rglob("*") if p.is_file())
+    assert left == ["chunks/000000-000008.mp4", "frames/0001/000009.rgb"]
