@@ -159,6 +159,17 @@ def _to_array(im: object) -> np.ndarray:
     return np.asarray(im).copy()
 
 
+def rgb8(pixels: np.ndarray) -> np.ndarray:
+    """A decoded picture as 8-bit RGB (H, W, 3): gray repeated, alpha dropped, 16 bits scaled down
+    (for what is made of 8-bit frames: a film, a contact sheet)."""
+    a = pixels if pixels.ndim == 3 else pixels[..., None]
+    if a.dtype != np.uint8:
+        a = np.round(np.clip(a.astype(np.float64) / np.iinfo(a.dtype).max, 0, 1) * 255).astype(np.uint8)
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    return np.ascontiguousarray(a[..., :3])
+
+
 def check_output_path(path: str | os.PathLike[str], overwrite: bool) -> Path:
     """Refuse, before any work, an output we could not or should not write."""
     p = Path(path)

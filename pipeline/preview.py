@@ -76,8 +76,7 @@ def _clip(req: PreviewRequest, src: Path) -> tuple[list[tuple[str, np.ndarray, n
     from . import media
     from .plan import scan_size
     from .runtime import load_tensorflow
-    from .settings import pinned
-    from .video import check_keyframed_layers
+    from .settings import check_keyframed_layers, pinned
 
     info = media.probe(src)
     cfg = pinned(req.config)
@@ -164,9 +163,10 @@ def _clip(req: PreviewRequest, src: Path) -> tuple[list[tuple[str, np.ndarray, n
 # --- images ----------------------------------------------------------------------------------------
 
 def _images(req: PreviewRequest, src: Path) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], Estimate]:
+    from dreamcore.ascent import step_seconds
     from dreamcore.engine import Engine
 
-    from .imagefile import read_image
+    from .imagefile import read_image, rgb8
     from .runtime import load_tensorflow
     from .settings import pinned
 
@@ -187,11 +187,9 @@ def _images(req: PreviewRequest, src: Path) -> tuple[list[tuple[str, np.ndarray,
     samples = []
     full_s = []
     for f in dict.fromkeys(picks):
-        rgb = _rgb8(read_image(f).pixels)
+        rgb = rgb8(read_image(f).pixels)
         small = _shrink(rgb, 256)
         samples.append((f.name, small, engine.dream_rgb(small, uint8=True)))
-        from dreamcore.ascent import step_seconds
-
         t0, s0 = time.perf_counter(), step_seconds()
         engine.dream_rgb(rgb, iterations=1, uint8=True)
         wall, steps = time.perf_counter() - t0, step_seconds() - s0
@@ -200,15 +198,6 @@ def _images(req: PreviewRequest, src: Path) -> tuple[list[tuple[str, np.ndarray,
     lines = [f"{len(files)} images; here one takes about {per:.1f} s (measured at full size on {len(full_s)}: one step "
              f"per octave, times {cfg.iterations} steps)"]
     return samples, Estimate(per * len(files), lines)
-
-
-def _rgb8(pixels: np.ndarray) -> np.ndarray:
-    a = pixels if pixels.ndim == 3 else pixels[..., None]
-    if a.dtype != np.uint8:
-        a = np.round(np.clip(a.astype(np.float64) / np.iinfo(a.dtype).max, 0, 1) * 255).astype(np.uint8)
-    if a.shape[2] == 1:
-        a = np.repeat(a, 3, axis=2)
-    return np.ascontiguousarray(a[..., :3])
 
 
 def _shrink(rgb: np.ndarray, side: int) -> np.ndarray:

@@ -167,3 +167,11 @@ def pinned(config: DreamConfig) -> DreamConfig:
     res = resolve_noted(config)
     return config.replace(model=res.backbone.name, weights=res.backbone.weights_name(res.weights),
                           layers=dict(res.layers))
+
+
+def check_keyframed_layers(schedule: Schedule, cfg: DreamConfig) -> None:
+    """Keyframed layers must be layers the resolved network dreams with (a fallback network has others)."""
+    missing = [n for n in schedule.keys if n.startswith("layers.") and n[7:] not in cfg.layers]
+    if missing:
+        raise ConfigError(f"{missing[0]}: keyframes for a layer the job's network ({cfg.model}) does not dream with "
+                          f"(its layers: {', '.join(cfg.layers)})")

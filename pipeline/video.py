@@ -38,7 +38,7 @@ from .frames import JobSpec, check_store_shared, chunk_rel, chunk_task, frame_ta
 from .jobs import JOB_VERSION, LayoutLog, file_fingerprint, job_id, open_job
 from .plan import Chunk, Segment
 from .schedule import Ref, Task, announce_dashboard, sees_file
-from .settings import pinned
+from .settings import check_keyframed_layers, pinned
 from .store import Store, is_url
 
 log = logging.getLogger("dreamcore")
@@ -151,14 +151,6 @@ def check_keyframe_times(req: VideoRequest, plan: dict[str, Any]) -> None:
 
     duration = plan["pts"][-1] - plan["pts"][0] + durations(plan)[-1]
     req.keyframes.check(req.config, req.video, plan["frames"], duration, nominal_fps(plan))
-
-
-def check_keyframed_layers(schedule: Schedule, cfg: DreamConfig) -> None:
-    """Keyframed layers must be layers the resolved network dreams with (a fallback network has others)."""
-    missing = [n for n in schedule.keys if n.startswith("layers.") and n[7:] not in cfg.layers]
-    if missing:
-        raise ConfigError(f"{missing[0]}: keyframes for a layer the job's network ({cfg.model}) does not dream with "
-                          f"(its layers: {', '.join(cfg.layers)})")
 
 
 def _probe_dict(info: media.SourceInfo) -> dict[str, Any]:

@@ -32,7 +32,9 @@ from dreamcore.keyframes import Schedule
 from . import media
 from .errors import PipelineError, UsageError
 from .jobs import JOB_VERSION, file_fingerprint, open_job
+from .settings import check_keyframed_layers, pinned
 from .store import Store, is_url
+from .video import default_workdir
 
 CHUNK_FRAMES = 48
 
@@ -112,11 +114,6 @@ class ZoomRequest:
     quiet: bool = False
 
 
-def default_workdir(output: str) -> str:
-    p = Path(output)
-    return str(p.parent / f".{p.name}.dreamreel-work")
-
-
 def frame_rel(index: int) -> str:
     return f"frames/{index:06d}.rgb"
 
@@ -141,15 +138,9 @@ def check_request(req: ZoomRequest, width: int, height: int) -> None:
 
 
 def run_zoom(req: ZoomRequest) -> dict[str, Any]:
-    from .imagefile import read_image
+    from .imagefile import read_image, rgb8
 
-    picture = read_image(req.input)
-    rgb = picture.pixels
-    if rgb.ndim == 2:
-        rgb = np.repeat(rgb[..., None], 3, axis=2)
-    if rgb.dtype != np.uint8:  # 16-bit or float: the film is 8-bit
-        rgb = np.round(np.clip(rgb.astype(np.float64) / np.iinfo(rgb.dtype).max, 0, 1) * 255).astype(np.uint8)
-    rgb = np.ascontiguousarray(rgb[..., :3])
+    rgb = rgb8(read_image(req.input).pixels)  # the film is 8-bit
     h, w = rgb.shape[:2]
     check_request(req, w, h)
     audio = Path(req.audio) if req.audio else None
@@ -160,9 +151,6 @@ def run_zoom(req: ZoomRequest) -> dict[str, Any]:
             raise UsageError(f"--audio {audio}: no audio stream in it")
     if req.keyframes:
         req.keyframes.check(req.config, VideoConfig(), req.frames, req.frames / float(req.fps), float(req.fps))
-    from .settings import pinned
-    from .video import check_keyframed_layers
-
     req = replace(req, config=pinned(req.config))  # the network resolved once, its notes shown once
     check_keyframed_layers(req.keyframes, req.config)
     store = Store(req.workdir or default_workdir(req.output))
