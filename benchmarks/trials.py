@@ -152,9 +152,9 @@ def _step(net: Any, weights: list[float], spec: dict[str, Any]) -> Any:
     if not (spec.get("retrace") or spec.get("jit")):
         import tensorflow as tf
 
-        from dreamcore.ascent import gradient_step
+        from dreamcore.ascent import gradient_step, whole_layers
 
-        engine_step, w = gradient_step(net, len(weights)), tf.constant(weights, tf.float32)
+        engine_step, w = gradient_step(net, whole_layers(net)), tf.constant(weights, tf.float32)
         return lambda img: engine_step(img, w)
     import tensorflow as tf
 

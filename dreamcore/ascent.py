@@ -20,7 +20,9 @@ from typing import Any
 import numpy as np
 
 from .backbones.base import FeatureNet
-from .objective import dream_loss
+from .config import Guide
+from .errors import ConfigError
+from .objective import Target, dream_loss, guide_features
 
 # progress(octave, octaves, iteration, iterations, loss): octave and iteration count from 1.
 Progress = Callable[[int, int, int, int, float], None]
@@ -90,52 +92,154 @@ def resize(img: Any, shape: tuple[int, int]) -> Any:
     return tf.image.resize(img, shape, method="bilinear", antialias=True).numpy()
 
 
-def gradient_step(net: FeatureNet, layers: int) -> Callable[[Any, Any], tuple[Any, Any]]:
-    """The compiled step: (a batch (N, H, W, 3), the ``layers`` layer weights) -> (loss, d loss / d
-    batch).
+def fixed_bounds(length: int, tile: int) -> list[tuple[int, int]]:
+    """Cover [0, length) with windows of exactly ``tile`` (a fixed-size network's input), spread
+    evenly and overlapping where they must; ``length`` >= ``tile``."""
+    n = max(1, math.ceil(length / tile))
+    if n == 1:
+        return [(0, tile)]
+    starts = [round(i * (length - tile) / (n - 1)) for i in range(n)]
+    return [(s, s + tile) for s in starts]
+
+
+def whole_layers(net: FeatureNet) -> list[tuple[int, Target]]:
+    """One whole-layer target per output of the network (the plain objective)."""
+    return [(i, Target(name, name)) for i, name in enumerate(net.layers)]
+
+
+def gradient_step(net: FeatureNet, targets: Sequence[tuple[int, Target]], guided: Sequence[int] = ()
+                  ) -> Callable[..., tuple[Any, Any]]:
+    """The compiled step: (a batch (N, H, W, 3), one weight per target[, guide features of each
+    output in ``guided``]) -> (loss, d loss / d batch).
 
     Traced once for every image size and weighting: the spatial dimensions are left unknown, so a new
     octave or frame size costs no retrace (the keras.io example's plain ``tf.function`` traces again
     at every new shape, about 1.5 s each for InceptionV3), and the weights are an input, so layers
-    keyframed over a video (a weight of 0 is a layer off) share one network and one trace."""
+    keyframed over a video (a weight of 0 is a layer off) share one network and one trace; so are a
+    guide's features (a guide video's frames share one trace)."""
     import tensorflow as tf
 
-    def loss_and_grad(img: Any, weights: Any) -> tuple[Any, Any]:
+    n = len(targets)
+    scales = net.output_scales()
+
+    def loss_and_grad(img: Any, weights: Any, *guide: Any) -> tuple[Any, Any]:
         with tf.GradientTape() as tape:
             tape.watch(img)
-            loss = dream_loss(net(img), [weights[i] for i in range(layers)], net.loss_scale)
+            loss = dream_loss(net(img), [weights[i] for i in range(n)], scales, targets,
+                              dict(zip(guided, guide, strict=True)))
         return loss, tape.gradient(loss, img)
 
-    signature = [tf.TensorSpec([None, None, None, 3], tf.float32), tf.TensorSpec([layers], tf.float32)]
+    widths = net.widths()
+    signature = [tf.TensorSpec([None, None, None, 3], tf.float32), tf.TensorSpec([n], tf.float32)]
+    signature += [tf.TensorSpec([None, widths[out]], tf.float32) for out in guided]
     return tf.function(loss_and_grad, input_signature=signature)
 
 
-class Dreamer:
-    """A feature network with its compiled gradient step; reuse one for many images. The layer
-    weights are the network's (one per layer it outputs), unless a dream is given others."""
+# A guide's features are taken from the guide shrunk to the octave's size, but at most this long:
+# the guided loss compares every position with every guide position (a matrix of both counts).
+GUIDE_SIDE = 512
+_GUIDE_CACHE = 8  # guide feature sets kept per Dreamer (a still guide's octaves are reused)
 
-    def __init__(self, net: FeatureNet, layer_weights: Sequence[float]):
+
+class Dreamer:
+    """A feature network with its compiled gradient step; reuse one for many images. The targets
+    (dreamcore.objective) default to each output as a whole layer; their weights are these, unless
+    a dream is given others."""
+
+    def __init__(self, net: FeatureNet, layer_weights: Sequence[float],
+                 targets: Sequence[tuple[int, Target]] | None = None):
         self.net = net
         self.weights = np.asarray(layer_weights, np.float32)
-        self._step = gradient_step(net, len(self.weights))
+        self.targets = list(targets) if targets is not None else whole_layers(net)
+        self._step = gradient_step(net, self.targets)
+        # Outputs a guide steers: those read by a whole-layer target.
+        self.guided = sorted({out for out, t in self.targets if t.whole})
+        self._guided_step: Callable[..., tuple[Any, Any]] | None = None
+        self._features: Callable[[Any], Any] | None = None
+        self._guide_cache: dict[tuple[Any, ...], list[Any]] = {}
 
-    def _loss_and_grad(self, img: np.ndarray, weights: np.ndarray | None) -> tuple[Any, Any]:
-        loss, grad = self._step(img[None], self.weights if weights is None else weights)
+    def _loss_and_grad(self, img: np.ndarray, weights: np.ndarray | None,
+                       guide: list[Any] | None) -> tuple[Any, Any]:
+        w = self.weights if weights is None else weights
+        if guide is None:
+            loss, grad = self._step(img[None], w)
+        else:
+            assert self._guided_step is not None
+            loss, grad = self._guided_step(img[None], w, *guide)
         return loss, grad[0]
 
-    def gradient(self, img: np.ndarray, tile: int, weights: np.ndarray | None = None) -> tuple[float, np.ndarray]:
-        """Loss and gradient of the whole image, tile by tile when it is larger than ``tile``."""
+    def guide_features(self, guide: Guide, shape: tuple[int, int], tile: int) -> list[Any]:
+        """The guide's features for dreaming an octave of ``shape``: the guide shrunk (its aspect
+        kept) to that octave's long side, or the tile's, or GUIDE_SIDE, whichever is least (a
+        fixed-size network sees the guide at its own size)."""
+        import tensorflow as tf
+
+        if not self.guided:
+            raise ConfigError("guide: a guide steers whole layers, and every target here is a channel or a class; "
+                              "add a layer (e.g. --layers mixed4,mixed5:97)")
+        if self.net.fixed:
+            size = self.net.fixed
+        else:
+            side = min(max(shape), tile or max(shape), GUIDE_SIDE)
+            gh, gw = guide.pixels.shape[:2]
+            k = side / max(gh, gw)
+            size = (max(1, round(gh * k)), max(1, round(gw * k)))
+            if min(size) < self.net.min_side:
+                k = self.net.min_side / min(size)
+                size = (max(self.net.min_side, round(size[0] * k)), max(self.net.min_side, round(size[1] * k)))
+        key = (guide.digest, size)
+        if key in self._guide_cache:
+            feats = self._guide_cache.pop(key)
+        else:
+            if self._features is None:
+                net, guided = self.net, self.guided
+
+                def features(img: Any) -> list[Any]:
+                    acts = net(img)
+                    return [guide_features(acts[out]) for out in guided]
+
+                self._features = tf.function(features, input_signature=[
+                    tf.TensorSpec([None, None, None, 3], tf.float32)])
+                self._guided_step = gradient_step(self.net, self.targets, self.guided)
+            canonical = resize(guide.pixels.astype(np.float32), size) * np.float32(2.0 / 255.0) - np.float32(1.0)
+            feats = list(self._features(np.ascontiguousarray(canonical, np.float32)[None]))
+        self._guide_cache[key] = feats
+        while len(self._guide_cache) > _GUIDE_CACHE:
+            self._guide_cache.pop(next(iter(self._guide_cache)))
+        return feats
+
+    def gradient(self, img: np.ndarray, tile: int, weights: np.ndarray | None = None,
+                 guide: list[Any] | None = None) -> tuple[float, np.ndarray]:
+        """Loss and gradient of the whole image, tile by tile when it is larger than ``tile`` (or
+        than a fixed-size network's input: then the tiles are exactly that size, overlapping where
+        they must, and overlapping gradients are averaged)."""
         h, w = img.shape[:2]
+        if self.net.fixed:
+            fh, fw = self.net.fixed
+            ys, xs = fixed_bounds(h, fh), fixed_bounds(w, fw)
+            if len(ys) == 1 and len(xs) == 1:
+                loss, grad = self._loss_and_grad(img, weights, guide)
+                return float(loss), grad.numpy()
+            grad = np.zeros_like(img)
+            count = np.zeros((h, w, 1), np.float32)
+            total = 0.0
+            for y0, y1 in ys:
+                for x0, x1 in xs:
+                    loss, g = self._loss_and_grad(np.ascontiguousarray(img[y0:y1, x0:x1]), weights, guide)
+                    grad[y0:y1, x0:x1] += g.numpy()
+                    count[y0:y1, x0:x1] += 1.0
+                    total += float(loss)
+            return total / (len(ys) * len(xs)), grad / count
         # A tile must be big enough for the network; edge tiles are at least half a tile.
         tile = max(tile, 2 * self.net.min_side) if tile else max(h, w)
         if h <= tile and w <= tile:
-            loss, grad = self._loss_and_grad(img, weights)
+            loss, grad = self._loss_and_grad(img, weights, guide)
             return float(loss), grad.numpy()
         grad = np.empty_like(img)
         total = 0.0
         for y0, y1 in tile_bounds(h, tile):
             for x0, x1 in tile_bounds(w, tile):
-                loss, g = self._loss_and_grad(np.ascontiguousarray(img[y0:y1, x0:x1]), weights)
+                loss, g = self._loss_and_grad(np.ascontiguousarray(img[y0:y1, x0:x1]), weights, guide)
                 grad[y0:y1, x0:x1] = g.numpy()
                 total += float(loss) * (y1 - y0) * (x1 - x0)
         return total / (h * w), grad
@@ -147,18 +251,22 @@ class Dreamer:
         rng: np.random.Generator,
         on_step: Callable[[int, float], None] | None = None,
         weights: np.ndarray | None = None,
+        guide: list[Any] | None = None,
     ) -> np.ndarray:
         """Run up to ``params.iterations`` steps; a loss above ``max_loss`` ends the octave."""
         img = img.copy()
         h, w = img.shape[:2]
-        tiled = params.tile and max(h, w) > max(params.tile, 2 * self.net.min_side)
+        if self.net.fixed:
+            tiled, tile = h > self.net.fixed[0] or w > self.net.fixed[1], max(self.net.fixed)
+        else:
+            tiled, tile = bool(params.tile and max(h, w) > max(params.tile, 2 * self.net.min_side)), params.tile
         # When tiled, the roll must reach across a tile for the borders to wander everywhere.
-        reach = max(params.jitter, params.tile // 2) if tiled else params.jitter
+        reach = max(params.jitter, tile // 2) if tiled else params.jitter
         for i in range(params.iterations):
             t0 = time.perf_counter()
             dy, dx = (int(v) for v in rng.integers(-reach, reach + 1, size=2)) if reach else (0, 0)
             rolled = np.roll(img, (dy, dx), axis=(0, 1)) if (dy or dx) else img
-            loss, grad = self.gradient(rolled, params.tile, weights)
+            loss, grad = self.gradient(rolled, params.tile, weights, guide)
             if dy or dx:
                 grad = np.roll(grad, (-dy, -dx), axis=(0, 1))
             # The floor only guards against 0/0: untrained networks have gradients far below
@@ -186,6 +294,7 @@ class Dreamer:
         offset: float = 0.0,
         uint8: bool = False,
         layer_weights: Sequence[float] | None = None,
+        guide: Guide | None = None,
     ) -> np.ndarray:
         """Dream an image (H, W, 3) whose pixel value v stands for the canonical ``v * unit + offset``
         in [-1, 1] (defaults: the image is canonical already; a uint8 frame is ``2 / 255, -1``).
@@ -194,8 +303,9 @@ class Dreamer:
         Octaves run small to large; after each, the detail that shrinking lost is added back
         (the keras.io example's scheme). When the largest octave is smaller than the image
         (``max_side``), the same re-injection brings the dream back to full resolution.
-        ``layer_weights``: this dream's weights of the network's layers, in their order (default:
-        the Dreamer's).
+        ``layer_weights``: this dream's weights of the Dreamer's targets, in their order (default:
+        the Dreamer's). ``guide``: steer the whole-layer targets towards this image's features
+        (dreamcore.objective).
 
         Full-size work is the cost of a video frame besides its steps, so the image is never
         converted at full size: each octave's copy is shrunk from it as it is and converted small
@@ -224,7 +334,8 @@ class Dreamer:
                 if progress is not None:
                     progress(o, len(shapes), i, params.iterations, loss)
 
-            img = self.ascend(img, params, rng, on_step, weights)
+            feats = None if guide is None else self.guide_features(guide, shape, params.tile)
+            img = self.ascend(img, params, rng, on_step, weights, feats)
             if shape != shapes[0]:  # at the first octave the lost detail is none (exactly zero)
                 same_size = shrink(shape)
                 img += same_size - resize(shrunk, shape)

@@ -18,7 +18,52 @@ from typing import Any
 from .errors import ConfigError
 
 MODELS = ("auto", "inception_v3", "vgg16_hed")
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+INPUT_RANGES = ("auto", "0..1", "-1..1", "0..255", "caffe")
 PRECISIONS = ("float32", "bfloat16")
+
+
+def _model_ok(v: str) -> bool:
+    # A built-in's name, or a model file's path (checked when it is loaded).
+    return v in MODELS or v.lower().endswith(MODEL_SUFFIXES) or "/" in v or "\\" in v
+
+
+class Guide:
+    """A guide image for guided dreaming: 8-bit RGB pixels (read-only) and the digest that names
+    them (two guides with the same pixels are equal)."""
+
+    def __init__(self, pixels: Any):
+        import hashlib
+
+        import numpy as np
+
+        a = np.asarray(pixels)
+        if a.ndim == 2:
+            a = a[..., None]
+        if a.ndim != 3 or a.shape[2] not in (1, 3, 4) or min(a.shape[:2]) < 1:
+            raise ConfigError(f"guide: expected an image of shape (H, W), (H, W, 3) or (H, W, 4), got {a.shape}")
+        if a.dtype == np.uint16:
+            a = (a.astype(np.float32) / 257.0).round()
+        elif np.issubdtype(a.dtype, np.floating):
+            a = np.clip(a, 0.0, 1.0) * 255.0
+        elif a.dtype != np.uint8:
+            raise ConfigError(f"guide: expected uint8, uint16 or float pixels, got {a.dtype}")
+        a = np.round(a).astype(np.uint8) if a.dtype != np.uint8 else a
+        rgb = np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a[..., :3]
+        self.pixels = np.ascontiguousarray(rgb)
+        self.pixels.setflags(write=False)
+        h = hashlib.sha1(repr(self.pixels.shape).encode())
+        h.update(self.pixels.tobytes())
+        self.digest = h.hexdigest()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Guide) and other.digest == self.digest
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
+
+    def __repr__(self) -> str:
+        return f"Guide({self.pixels.shape[1]}x{self.pixels.shape[0]}, {self.digest[:12]})"
 
 
 @dataclass(frozen=True)
@@ -45,7 +90,10 @@ def _valid_layers(v: Mapping[str, float]) -> bool:
 # The schema. Ranges are generous but finite: each bound stops a typo from turning into an
 # hours-long or out-of-memory run.
 SCHEMA: dict[str, _Field] = {
-    "model": _Field("str", False, "one of " + ", ".join(MODELS), lambda v: v in MODELS),
+    "model": _Field("str", False, "one of " + ", ".join(MODELS) + ", or a Keras model file (.keras, .h5)", _model_ok),
+    "model_input": _Field("str", False, "the pixel range a model file takes: " + ", ".join(INPUT_RANGES)
+                          + " (auto: 0..255 when its first layer is Rescaling or Normalization, else 0..1)",
+                          lambda v: v in INPUT_RANGES),
     "weights": _Field("str", True, "null (the network's trained weights), imagenet, hed, untrained or a file path",
                       lambda v: bool(v)),
     "layers": _Field("layers", False, "a non-empty mapping of layer name to a finite weight, not all zero",
@@ -74,6 +122,7 @@ class DreamConfig:
     """
 
     model: str = "auto"
+    model_input: str = "auto"
     weights: str | None = None
     layers: Mapping[str, float] = field(
         default_factory=lambda: {"mixed4": 1.0, "mixed5": 1.5, "mixed6": 2.0, "mixed7": 2.5}
@@ -90,12 +139,17 @@ class DreamConfig:
     # bfloat16 runs the network's convolutions in bfloat16 (float32 sums): 1.5-1.9x faster on CPUs
     # with AVX512_BF16, and as strong a dream, but not the same pixels (README: "Speed").
     precision: str = "float32"
+    # Guided dreaming (an image array, made a Guide): whole layers are steered towards its features.
+    # Not a YAML key: the command line's --guide reads the file.
+    guide: Guide | None = None
 
     def __post_init__(self) -> None:
         # Checked here too, so a DreamConfig built in Python is as safe as one loaded from YAML.
         for name in SCHEMA:
             value = _coerce("DreamConfig", name, getattr(self, name))
             object.__setattr__(self, name, value)
+        if self.guide is not None and not isinstance(self.guide, Guide):
+            object.__setattr__(self, "guide", Guide(self.guide))
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "config") -> DreamConfig:
@@ -103,7 +157,8 @@ class DreamConfig:
         return cls(**_checked(data, SCHEMA, source, known_elsewhere=("video",)))
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        """The YAML keys (the guide, an image, is not one)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "guide"}
         d["layers"] = dict(self.layers)
         return d
 

@@ -27,7 +27,7 @@ _resolutions: dict[tuple[Any, ...], Resolution] = {}
 
 
 def _key(config: DreamConfig) -> tuple[Any, ...]:
-    return (config.model, config.weights, tuple(sorted(config.layers.items())), config.precision)
+    return (config.model, config.model_input, config.weights, tuple(sorted(config.layers.items())), config.precision)
 
 
 def resolve_config(config: DreamConfig) -> Resolution:
@@ -37,7 +37,7 @@ def resolve_config(config: DreamConfig) -> Resolution:
     key = _key(config)
     with _cache_lock:
         if key not in _resolutions:
-            _resolutions[key] = resolve(config.model, config.weights, config.layers)
+            _resolutions[key] = resolve(config.model, config.weights, config.layers, config.model_input)
         return _resolutions[key]
 
 
@@ -45,14 +45,18 @@ def _load(config: DreamConfig) -> tuple[Resolution, Dreamer]:
     """Resolve, and build once per process for each network (model, weights, the set of layers):
     the layers' weights are the dream's, so configs that weigh the same layers otherwise (a video's
     keyframes) share one network and one traced step."""
+    from .objective import check_channels, parse_targets
+
     res = resolve_config(config)
-    key = (res.backbone.name, str(res.weights), tuple(res.layers), config.precision)
+    key = (res.backbone.name, config.model_input, str(res.weights), tuple(res.layers), config.precision)
     with _cache_lock:
         if key not in _dreamers:
-            net = res.backbone.build(res.weights, list(res.layers))
+            outputs, targets = parse_targets(list(res.layers))
+            net = res.backbone.build(res.weights, outputs)
+            check_channels(targets, net.widths(), res.backbone.name)
             if config.precision != "float32":
                 net = with_precision(net, config.precision)
-            _dreamers[key] = Dreamer(net, list(res.layers.values()))
+            _dreamers[key] = Dreamer(net, list(res.layers.values()), targets)
         return res, _dreamers[key]
 
 
@@ -107,7 +111,7 @@ class Engine:
         n = c.octaves if octaves is None else max(1, min(octaves, c.octaves))
         unit = 2.0 / 255.0 if rgb.dtype == np.uint8 else 2.0
         out = self.dreamer.dream(rgb, params, n, c.octave_scale, c.max_side, seed, progress, unit=unit, offset=-1.0,
-                                 uint8=uint8, layer_weights=self.layer_weights)
+                                 uint8=uint8, layer_weights=self.layer_weights, guide=c.guide)
         if uint8:
             return out
         out += 1.0

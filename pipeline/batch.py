@@ -113,6 +113,7 @@ class BatchSpec:
     store: Store
     token: str
     config: dict[str, Any]
+    guide: str | None = None  # a guide's digest (the image is in the store)
 
 
 def image_task(spec: BatchSpec, src: str, dst: str, rel: str) -> dict[str, Any]:
@@ -135,7 +136,12 @@ def image_task(spec: BatchSpec, src: str, dst: str, rel: str) -> dict[str, Any]:
         except InputError as exc:
             return {"rel": rel, "ok": False, "reason": str(exc).split(": ", 1)[-1]}
     load_tensorflow()
-    dreamer = engine(DreamConfig.from_mapping(spec.config))  # built once per worker process, then cached
+    cfg = DreamConfig.from_mapping(spec.config)
+    if spec.guide is not None:
+        from .guide import still
+
+        cfg = cfg.replace(guide=still(spec.store, spec.guide))
+    dreamer = engine(cfg)  # the network is built once per worker process, then cached
     try:
         rgb, alpha = to_float_rgb(picture.pixels)
         dreamt = dreamer.dream_rgb(rgb)
@@ -207,13 +213,14 @@ def run_batch(req: BatchRequest) -> BatchReport:
 
     from .jobs import job_id, open_job
     from .schedule import DeathGuard, Task, announce_dashboard, dask_client, job_threads, run_chains
-    from .settings import pinned
+    from .settings import identity_extras, pinned
 
     check_dirs(req.in_dir, req.out_dir)
     req.out_dir.mkdir(parents=True, exist_ok=True)
     cfg = pinned(req.config)
     store = Store(req.workdir or str(req.out_dir / WORK_NAME))
-    identity = {"input": {"folder": str(req.in_dir.resolve())}, "config": cfg.to_dict(), "format": req.fmt}
+    identity = {"input": {"folder": str(req.in_dir.resolve())}, "config": cfg.to_dict(), "format": req.fmt,
+                **identity_extras(cfg)}
     report = BatchReport()
     t0 = time.perf_counter()
     with store.locked():
@@ -223,6 +230,10 @@ def run_batch(req: BatchRequest) -> BatchReport:
                    "numerics": {"threads": job_threads(req.workers, req.scheduler)}}
             store.write_json("job.json", job)
         store.write_bytes("token", job["token"].encode())
+        if cfg.guide is not None:
+            from .guide import store_still
+
+            store_still(store, cfg.guide)
         layouts = LayoutLog(lambda j: store.write_json("job.json", j), job)
         for stale in req.out_dir.rglob(".*.part"):  # a write cut short by a kill: never an output
             stale.unlink(missing_ok=True)
@@ -238,7 +249,8 @@ def run_batch(req: BatchRequest) -> BatchReport:
                 todo.append(item)
         bar = tqdm(total=len(items), initial=len(report.already), unit="image", desc="images", disable=req.quiet,
                    file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
-        spec = BatchSpec(id=job_id(identity, store), store=store, token=job["token"], config=cfg.to_dict())
+        spec = BatchSpec(id=job_id(identity, store), store=store, token=job["token"], config=cfg.to_dict(),
+                         guide=None if cfg.guide is None else cfg.guide.digest)
         staged: dict[str, Path] = {}  # rel -> final path, for outputs the workers put in the store
 
         def on_result(r: dict[str, Any]) -> None:

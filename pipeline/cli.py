@@ -27,6 +27,9 @@ EPILOG_IMAGE = """examples:
   dreamreel image photo.jpg -o dream.png --model vgg16_hed --preset hed
   dreamreel image photo.jpg -o dream.png --layers mixed3=1,mixed5=1.5 --set iterations=30
   dreamreel image huge.tif -o dream.tif --max-side 1600     (dream at 1600 px, keep full size)
+  dreamreel image photo.jpg -o dream.png --model vgg16_hed --guide flowers.jpg
+  dreamreel image photo.jpg -o dream.png --model my_model.keras --layers conv2:3=1
+  dreamreel image photo.jpg -o dream.png --model classifier.keras --class 1
 """
 
 
@@ -36,9 +39,15 @@ def engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--config", metavar="FILE", help="YAML file with config keys (same schema as the presets)")
     g.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="sets",
                    help="set one config key, e.g. --set iterations=30 --set max_loss=null (repeatable)")
-    g.add_argument("--layers", metavar="NAME=W,...", help="layers to dream with and their weights")
+    g.add_argument("--layers", metavar="NAME=W,...", help="layers to dream with and their weights; NAME:C (or "
+                   "NAME:C1+C2, NAME:A-B) targets channels of a layer (`dreamreel layers --channels`)")
+    g.add_argument("--class", metavar="N", type=int, dest="class_", help="maximise logit N of a model file with a "
+                   "classifier top (with --layers: added to them)")
+    g.add_argument("--guide", metavar="FILE", help="guided dream: pull the layers' features towards this image's "
+                   "(for video, also a clip: frame t is guided by its frame at time t)")
     g.add_argument("--model", metavar="M",
-                   help="auto (default), inception_v3 or vgg16_hed; naming one disables the fallback")
+                   help="auto (default), inception_v3, vgg16_hed, or a Keras model file (.keras, .h5); naming one "
+                        "disables the fallback")
     g.add_argument("--weights", metavar="W", help="imagenet, hed, untrained or a weights file")
     g.add_argument("--seed", metavar="N", type=int, help="random seed of the jitter (default 0: repeatable)")
     g.add_argument("--max-side", metavar="PX", type=int,
@@ -89,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", metavar="N", type=int, help="local Dask worker processes (default: 1, in-process)")
     p.add_argument("--scheduler", metavar="ADDR", help="run on an existing Dask cluster, e.g. tcp://host:8786 "
                    "(no shared filesystem needed: give --workdir a URL every worker reaches)")
+    p.add_argument("--guide-end", choices=["loop", "hold"], default="loop", help="a guide clip shorter than "
+                   "the output: start it again (loop, default) or hold its last frame")
     p.add_argument("--preview", action="store_true", help="only dream a few frames at a reduced size into a "
                    "contact sheet (OUT's name + -preview.png) and estimate the job's time, then stop")
     engine_options(p)
@@ -151,12 +162,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     engine_options(p)
 
-    p = sub.add_parser("layers", help="list the layers a model can dream with")
-    p.add_argument("--model", default="inception_v3", metavar="M", help="inception_v3 (default) or vgg16_hed")
+    p = sub.add_parser("layers", help="list the layers a model can dream with", epilog=EPILOG_LAYERS,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="inception_v3", metavar="M",
+                   help="inception_v3 (default), vgg16_hed, or a Keras model file (.keras, .h5)")
     p.add_argument("--all", action="store_true", help="every layer name, not just the usual dream layers")
+    p.add_argument("--channels", action="store_true", help="with each layer's output shape and channel count "
+                   "(targets: NAME:C)")
 
     sub.add_parser("presets", help="list the built-in presets")
     return parser
+
+
+EPILOG_LAYERS = """examples:
+  dreamreel layers                                  (InceptionV3's dream layers)
+  dreamreel layers --model vgg16_hed --channels     (with output shapes and channel counts)
+  dreamreel layers --model my_model.keras           (a model file: its layers and output shapes)
+"""
 
 
 EPILOG_VIDEO = """examples:
@@ -164,6 +186,7 @@ EPILOG_VIDEO = """examples:
   dreamreel video clip.mp4 -o dream.mp4 --preset quick --frames 48        (a short test)
   dreamreel video clip.mp4 -o dream.mp4 --coherence blend --blend 0.5
   dreamreel video film.mkv -o dream.mkv --start 1:30 --duration 20
+  dreamreel video clip.mp4 -o dream.mp4 --model vgg16_hed --guide other.mp4   (guided by another clip)
 
 Killed or stopped? Run the same command again: it resumes where it stopped.
 """
@@ -234,14 +257,30 @@ def _setup_logging() -> None:
 def _config_from_args(args: argparse.Namespace) -> Any:
     from .settings import build_config
 
-    return build_config(args.preset, args.config, args.sets, engine_flags(args))
+    return with_guide(build_config(args.preset, args.config, args.sets, engine_flags(args)), args)
+
+
+def with_guide(cfg: Any, args: argparse.Namespace) -> Any:
+    """The config with --guide's image (commands other than video take an image only)."""
+    if not args.guide:
+        return cfg
+    from .guide import read_still
+
+    return cfg.replace(guide=read_still(args.guide))
 
 
 def engine_flags(args: argparse.Namespace) -> dict[str, Any]:
     from .settings import parse_layers
 
+    layers = parse_layers(args.layers) if args.layers else None
+    if args.class_ is not None:
+        if args.class_ < 0:
+            from .errors import UsageError
+
+            raise UsageError(f"--class {args.class_}: classes count from 0")
+        layers = {**(layers or {}), f"class:{args.class_}": 1.0}
     return {
-        "layers": parse_layers(args.layers) if args.layers else None,
+        "layers": layers,
         "model": args.model,
         "weights": args.weights,
         "seed": args.seed,
@@ -272,7 +311,8 @@ def cmd_image(args: argparse.Namespace) -> int:
     check_output_path(out, args.overwrite)  # it may have appeared while we dreamt
     write_image(out, pixels)
     r = engine.resolved
-    print(f"{PROG}: wrote {out} ({pixels.shape[1]}x{pixels.shape[0]}, {r.model}/{os.path.basename(r.weights)}, "
+    network = os.path.basename(r.model) if r.weights == "file" else f"{r.model}/{os.path.basename(r.weights)}"
+    print(f"{PROG}: wrote {out} ({pixels.shape[1]}x{pixels.shape[0]}, {network}, "
           f"{time.monotonic() - start:.1f} s)", file=sys.stderr)
     return EXIT_OK
 
@@ -331,13 +371,20 @@ def cmd_video(args: argparse.Namespace) -> int:
     if args.preview:
         from pathlib import Path
 
-        return _preview(args.input, str(Path(out).with_name(Path(out).stem + "-preview.png")), cfg, vcfg, keyframes,
-                        6, args.start, args.duration, args.frames, args.overwrite)
+        return _preview(args.input, str(Path(out).with_name(Path(out).stem + "-preview.png")),
+                        _preview_guide(cfg, args), vcfg, keyframes, 6, args.start, args.duration, args.frames,
+                        args.overwrite)
+    if args.guide:
+        from .guide import open_guide
+        from .settings import check_guided_layers
+
+        open_guide(args.guide)  # a bad guide is said before any work
+        check_guided_layers(cfg.layers)
     req = VideoRequest(input=args.input, output=out, config=cfg, video=vcfg, workdir=args.workdir,
                        restart=args.restart, keep_work=args.keep_work or args.keep_frames,
                        keep_frames=args.keep_frames, start=args.start, duration=args.duration,
                        frames=args.frames, workers=args.workers, scheduler=args.scheduler, quiet=args.quiet,
-                       keyframes=keyframes)
+                       keyframes=keyframes, guide=args.guide, guide_end=args.guide_end)
     start = time.monotonic()
     try:
         stats = run_video(req)
@@ -364,8 +411,21 @@ def cmd_preview(args: argparse.Namespace) -> int:
     if args.frames is not None and args.frames < 1:
         raise UsageError(f"--frames {args.frames}: give at least 1")
     out = args.output or f"{Path(args.input.rstrip('/')).stem}-preview.png"
-    return _preview(args.input, out, cfg, vcfg, keyframes, args.count, args.start, args.duration, args.frames,
-                    args.overwrite)
+    return _preview(args.input, out, _preview_guide(cfg, args), vcfg, keyframes, args.count, args.start,
+                    args.duration, args.frames, args.overwrite)
+
+
+def _preview_guide(cfg: Any, args: argparse.Namespace) -> Any:
+    """A preview's config with the guide: an image as is; a guide clip's first frame (said)."""
+    if not args.guide:
+        return cfg
+    from .guide import first_frame, open_guide
+
+    still, clip = open_guide(args.guide)
+    if clip is not None:
+        logging.getLogger("dreamcore").warning("the preview guides every frame with the guide clip's first frame")
+        still = first_frame(clip)
+    return cfg.replace(guide=still)
 
 
 def _preview(src: str, out: str, cfg: Any, vcfg: Any, keyframes: Any, count: int, start: float | None,
@@ -402,6 +462,7 @@ def cmd_zoom(args: argparse.Namespace) -> int:
     from .zoom import Motion, ZoomRequest, check_zoom_output, default_workdir, run_zoom
 
     cfg, _, keyframes = build_job_settings(args.preset or "zoom", args.config, args.sets, engine_flags(args))
+    cfg = with_guide(cfg, args)
     video_keys = [k for k in keyframes.keys if k.startswith("video.")]
     if video_keys:
         raise UsageError(f"{video_keys[0]}: zoom has no video settings")
@@ -470,18 +531,33 @@ def cmd_layers(args: argparse.Namespace) -> int:
     from dreamcore import backbones
 
     backbone = backbones.get(args.model)
-    if args.all:
+    is_file = isinstance(backbone, backbones.KerasFile)
+    if args.all or args.channels or is_file:
         from .runtime import load_tensorflow
 
         load_tensorflow()
-        names = backbone.layer_names()
+    names = backbone.layer_names() if args.all else backbone.dream_layers()
+    if args.channels or is_file:
+        shapes = backbone.output_shapes()
+        width = max(len(n) for n in names) if names else 0
+        for n in names:
+            shape = shapes.get(n, ())
+            channels = f"  {shape[-1]} channels" if len(shape) == 4 and args.channels else ""
+            print(f"{n:<{width}}  {_shape_text(shape)}{channels}")
+        classes = backbone.classes() if is_file else None
+        if classes:
+            print(f"{'class:N':<{width}}  logits of {classes} classes (--class 0 to {classes - 1})")
     else:
-        names = backbone.dream_layers()
-    print("\n".join(names))
+        print("\n".join(names))
     if not args.all:
         default = ", ".join(f"{k}={v:g}" for k, v in backbone.default_layers.items())
-        print(f"# {backbone.name} default: {default}; --all lists every layer", file=sys.stderr)
+        label = os.path.basename(args.model) if is_file else backbone.name
+        print(f"# {label} default: {default}; --all lists every layer", file=sys.stderr)
     return EXIT_OK
+
+
+def _shape_text(shape: tuple[Any, ...]) -> str:
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")" if shape else "(no single output)"
 
 
 def cmd_presets(args: argparse.Namespace) -> int:

@@ -54,6 +54,8 @@ class JobSpec:
     keyframes: dict[str, Any] = field(default_factory=dict)  # a Schedule's dict: settings that change over time
     t0: float = 0.0  # the first frame's timestamp: a frame's time in the keyframes is its pts - t0
     fps: float = 24.0  # the clip's nominal rate (frame-numbered keyframes mixed with timed ones)
+    guide: str | None = None  # a still guide's digest (the image is in the store)
+    guide_clip: Any = None  # a guide clip (pipeline.guide.GuideClip): frame t guided by its frame at time t
 
 
 def frame_ext(job: JobSpec) -> str:
@@ -128,29 +130,35 @@ def check_store_shared(client: Any, store: Store, token: str) -> None:
 def local_input(job: JobSpec) -> str:
     """A path ffmpeg can read the clip from on this worker: the job's own path, or a copy of a URL
     made once per worker machine."""
+    return local_copy(job.input, job.input_key, "input")
+
+
+def local_copy(location: str, key: str, what: str = "input") -> str:
+    """A local path of a file a job reads (its input, a guide clip): ``location`` itself, or a copy of
+    a URL made once per worker machine, named by ``key`` (the file's fingerprint)."""
     from .store import is_url
 
-    if not is_url(job.input):
-        if not os.path.exists(job.input):
+    if not is_url(location):
+        if not os.path.exists(location):
             import socket
 
-            raise StoreNotShared(f"worker {socket.gethostname()} cannot read the input {job.input}")
-        return job.input
+            raise StoreNotShared(f"worker {socket.gethostname()} cannot read the {what} {location}")
+        return location
     with _lock:
-        if job.input_key in _inputs:
-            return _inputs[job.input_key]
+        if key in _inputs:
+            return _inputs[key]
         import fsspec
 
         cache = Path(tempfile.gettempdir()) / "dreamreel-inputs"
         cache.mkdir(exist_ok=True)
-        target = cache / f"{job.input_key}{Path(job.input).suffix}"
+        target = cache / f"{key}{Path(location).suffix}"
         if not target.exists():
             part = target.with_name(f".{target.name}.{os.getpid()}.part")
-            with fsspec.open(job.input, "rb") as src, open(part, "wb") as dst:
+            with fsspec.open(location, "rb") as src, open(part, "wb") as dst:
                 while block := src.read(1 << 22):
                     dst.write(block)
             os.replace(part, target)
-        _inputs[job.input_key] = str(target)
+        _inputs[key] = str(target)
         return str(target)
 
 
@@ -403,6 +411,12 @@ def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev
         from dreamcore.keyframes import Schedule
 
         cfg, vcfg = Schedule.from_dict(job.keyframes).apply(cfg, vcfg, index, pts - job.t0, job.fps)
+    if job.guide is not None or job.guide_clip is not None:
+        from . import guide
+
+        steer = guide.still(job.store, job.guide) if job.guide is not None else \
+            guide.clip_frame(job, seg, pts - job.t0)
+        cfg = cfg.replace(guide=steer)
     flow_s = 0.0
     octaves = None
     if fresh:

@@ -164,6 +164,7 @@ def resolve_noted(config: DreamConfig) -> Resolution:
 def pinned(config: DreamConfig) -> DreamConfig:
     """The config with the network the command resolved: workers build exactly this (no worker
     resolves `auto` on its own, so one job never mixes networks)."""
+    check_guide(config)
     res = resolve_noted(config)
     return config.replace(model=res.backbone.name, weights=res.backbone.weights_name(res.weights),
                           layers=dict(res.layers))
@@ -175,3 +176,34 @@ def check_keyframed_layers(schedule: Schedule, cfg: DreamConfig) -> None:
     if missing:
         raise ConfigError(f"{missing[0]}: keyframes for a layer the job's network ({cfg.model}) does not dream with "
                           f"(its layers: {', '.join(cfg.layers)})")
+
+
+def identity_extras(config: DreamConfig) -> dict[str, Any]:
+    """What a job's identity needs besides ``config.to_dict()``: a model file's fingerprint (another
+    file at the same path is another network) and a still guide's digest."""
+    from dreamcore.backbones import is_model_path
+
+    from .jobs import file_fingerprint
+
+    out: dict[str, Any] = {}
+    if config.model not in ("auto", "inception_v3", "vgg16_hed") and is_model_path(config.model) and \
+            Path(config.model).is_file():
+        fp = file_fingerprint(Path(config.model))
+        out["model_file"] = {"size": fp["size"], "sha256_ends": fp["sha256_ends"]}
+    if config.guide is not None:
+        out["guide"] = {"image": config.guide.digest}
+    return out
+
+
+def check_guide(config: DreamConfig) -> None:
+    """A guide steers whole layers: with only channel or class targets it would steer nothing."""
+    if config.guide is not None:
+        check_guided_layers(config.layers)
+
+
+def check_guided_layers(layers: Mapping[str, float]) -> None:
+    from dreamcore.objective import parse_targets
+
+    if not any(t.whole for _, t in parse_targets(list(layers))[1]):
+        raise ConfigError("--guide steers whole layers, and every target here is a channel or a class: add a layer "
+                          "(e.g. --layers mixed4,mixed5:97)")

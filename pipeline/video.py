@@ -32,13 +32,14 @@ from dreamcore.config import DreamConfig, VideoConfig
 from dreamcore.errors import ConfigError
 from dreamcore.keyframes import Schedule
 
+from . import guide as guide_mod
 from . import media
 from .errors import PipelineError, UsageError
 from .frames import JobSpec, check_store_shared, chunk_rel, chunk_task, frame_task
 from .jobs import JOB_VERSION, LayoutLog, file_fingerprint, job_id, open_job
 from .plan import Chunk, Segment
 from .schedule import Ref, Task, announce_dashboard, sees_file
-from .settings import check_keyframed_layers, pinned
+from .settings import check_keyframed_layers, identity_extras, pinned
 from .store import Store, is_url
 
 log = logging.getLogger("dreamcore")
@@ -61,6 +62,8 @@ class VideoRequest:
     scheduler: str | None = None
     quiet: bool = False
     keyframes: Schedule = field(default_factory=lambda: Schedule({}))
+    guide: str | None = None  # --guide: an image, or a clip whose frame at time t guides output time t
+    guide_end: str = "loop"  # a guide clip shorter than the output: "loop" or "hold" its last frame
 
 
 def default_workdir(output: str) -> str:
@@ -108,9 +111,15 @@ def run_video(req: VideoRequest) -> dict[str, Any]:
             "config": cfg.to_dict(),
             "video": req.video.to_dict(),
             "keep_frames": req.keep_frames,  # how frames are stored: a resume must read them the same way
+            **identity_extras(cfg),
         }
         if req.keyframes:
             identity["keyframes"] = req.keyframes.to_dict()
+        still, clip = guide_mod.open_guide(req.guide) if req.guide else (None, None)
+        if still is not None:
+            identity["guide"] = {"image": still.digest}
+        elif clip is not None:
+            identity["guide"] = {"clip": file_fingerprint(clip), "end": req.guide_end}
         identity["input"]["path"] = req.input
         with store.locked():
             job = open_job(store, identity, req.restart)
@@ -123,8 +132,12 @@ def run_video(req: VideoRequest) -> dict[str, Any]:
                        "token": uuid.uuid4().hex}
                 store.write_json("job.json", job)
             store.write_bytes("token", job["token"].encode())
+            if still is not None:
+                guide_mod.store_still(store, still)
+            elif clip is not None and store.read_bytes(guide_mod.GUIDE_PTS) is None:
+                guide_mod.store_times(store, guide_mod.clip_times(clip))
             timings: dict[str, float] = {}
-            stats = _dream(req, store, job, job_id(identity, store), src, info, timings)
+            stats = _dream(req, store, job, job_id(identity, store), src, info, timings, clip)
             t0 = time.perf_counter()
             how = _assemble(req, store, job, src if info.has_audio else None)
             timings["join"] = time.perf_counter() - t0
@@ -188,7 +201,7 @@ def check_store_space(store: Store, plan: dict[str, Any], size: tuple[int, int],
 
 
 def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src: Path,
-           info: media.SourceInfo, timings: dict[str, float]) -> dict[str, Any]:
+           info: media.SourceInfo, timings: dict[str, float], clip: Path | None = None) -> dict[str, Any]:
     from tqdm import tqdm
 
     from .schedule import DeathGuard, dask_client, run_graph
@@ -220,11 +233,18 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
         if req.scheduler:
             check_store_shared(client, store, job["token"])
         workers_input = _input_for_workers(client, req, store, src) if req.scheduler else str(src)
+        guide = job["identity"].get("guide", {})
+        guide_clip = None
+        if clip is not None:
+            where = _file_for_workers(client, store, clip, "guide") if req.scheduler else str(clip.resolve())
+            guide_clip = guide_mod.GuideClip(path=where, key=guide["clip"]["sha256_ends"][:16],
+                                             size=media.probe(clip).display_size, end=guide["end"])
         spec = JobSpec(id=name, store=store, token=job["token"], input=workers_input,
                        input_key=job["identity"]["input"]["sha256_ends"][:16], size=info.display_size,
                        config=job["identity"]["config"], video=job["identity"]["video"],
                        rate=plan["frame_rate"] if plan["constant_rate"] else None, keep_frames=req.keep_frames,
-                       keyframes=job["identity"].get("keyframes", {}), t0=plan["pts"][0], fps=nominal_fps(plan))
+                       keyframes=job["identity"].get("keyframes", {}), t0=plan["pts"][0], fps=nominal_fps(plan),
+                       guide=guide.get("image"), guide_clip=guide_clip)
         tasks, done, kept = _graph(spec, store, plan, uuid.uuid4().hex[:6])
         stats["resumed"] = len(done)
         bar = tqdm(total=plan["frames"], initial=len(done), unit="frame", desc=Path(req.input).name,
@@ -264,19 +284,24 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
 
 
 def _input_for_workers(client: Any, req: VideoRequest, store: Store, src: Path) -> str:
-    """Where the cluster's workers read the clip: its URL; its path when every worker sees the same
-    file there; else a copy in the store, uploaded once."""
-    from .schedule import SchedulerError
-
+    """Where the cluster's workers read the clip: its URL, or :func:`_file_for_workers`."""
     if is_url(req.input):
         return req.input
+    return _file_for_workers(client, store, src, "input")
+
+
+def _file_for_workers(client: Any, store: Store, src: Path, folder: str) -> str:
+    """Where the cluster's workers read a local file: its path when every worker sees the same
+    file there; else a copy in the store (``folder/NAME``), uploaded once."""
+    from .schedule import SchedulerError
+
     st = src.stat()
     answers = client.run(sees_file, str(src.resolve()), st.st_size, st.st_mtime_ns)
     if not answers:
         raise SchedulerError("the Dask cluster has no workers")
     if all(answers.values()):
         return str(src.resolve())
-    rel = f"input/{src.name}"
+    rel = f"{folder}/{src.name}"
     if store.size(rel) != st.st_size:
         log.warning("the cluster's workers do not see %s: uploading it to the job store once", src)
         store.put_file(src, rel)

@@ -32,7 +32,7 @@ from dreamcore.keyframes import Schedule
 from . import media
 from .errors import PipelineError, UsageError
 from .jobs import JOB_VERSION, file_fingerprint, open_job
-from .settings import check_keyframed_layers, pinned
+from .settings import check_keyframed_layers, identity_extras, pinned
 from .store import Store, is_url
 from .video import default_workdir
 
@@ -157,7 +157,7 @@ def run_zoom(req: ZoomRequest) -> dict[str, Any]:
     identity = {"kind": "zoom", "input": file_fingerprint(Path(req.input)), "config": req.config.to_dict(),
                 "frames": req.frames, "fps": str(req.fps), "motion": asdict(req.motion), "steps": req.steps,
                 "octaves": req.octaves, "chunk_frames": req.chunk_frames, "keyframes": req.keyframes.to_dict(),
-                "size": [w, h]}
+                "size": [w, h], **identity_extras(req.config)}
     with store.locked():
         job = open_job(store, identity, req.restart)
         store.sweep_partials()  # a kill mid-write left a temporary file

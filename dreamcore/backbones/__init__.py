@@ -13,18 +13,25 @@ from dataclasses import dataclass, field
 from ..errors import ConfigError, LayerError
 from .base import Backbone, FeatureNet
 from .inception import InceptionV3
+from .keras_file import KerasFile, is_model_path
 from .vgg16_hed import VGG16HED
 
 REGISTRY: dict[str, Backbone] = {b.name: b for b in (InceptionV3(), VGG16HED())}
 
-__all__ = ["REGISTRY", "Backbone", "FeatureNet", "Resolution", "get", "resolve"]
+__all__ = ["REGISTRY", "Backbone", "FeatureNet", "KerasFile", "Resolution", "get", "is_model_path", "resolve"]
 
 
-def get(name: str) -> Backbone:
-    try:
+def get(name: str, model_input: str = "auto") -> Backbone:
+    """A built-in network by name, or the model in a file (``--model path/model.keras``)."""
+    if name in REGISTRY:
+        if model_input != "auto":
+            raise ConfigError(f"model_input: {model_input!r}: {name} converts its input itself; model_input is for "
+                              "model files (--model FILE)")
         return REGISTRY[name]
-    except KeyError:
-        raise ConfigError(f"model: {name!r} is not allowed; allowed: auto, {', '.join(REGISTRY)}") from None
+    if is_model_path(name):
+        return KerasFile(name, model_input)
+    raise ConfigError(f"model: {name!r} is not allowed; allowed: auto, {', '.join(REGISTRY)} or a Keras model file "
+                      "(.keras, .h5)")
 
 
 @dataclass(frozen=True)
@@ -37,12 +44,21 @@ class Resolution:
     notes: list[str] = field(default_factory=list)  # one-line warnings for the user
 
 
-def resolve(model: str, weights: str | None, layers: Mapping[str, float]) -> Resolution:
+def resolve(model: str, weights: str | None, layers: Mapping[str, float], model_input: str = "auto") -> Resolution:
     """Pick the backbone and layers; raises WeightsError/LayerError where the user forced a choice."""
     notes: list[str] = []
     fell_back = False
     if model != "auto":
-        backbone = get(model)
+        backbone = get(model, model_input)
+        if isinstance(backbone, KerasFile):
+            backbone.model()  # a file that does not load, or is no image model, is said first
+            if weights not in (None, "file"):
+                raise ConfigError(f"weights: {weights!r}: a model file carries its own weights (leave --weights out)")
+            note = backbone.input_range()[1]
+            if note:
+                notes.append(note)
+    elif model_input != "auto":
+        raise ConfigError(f"model_input: {model_input!r}: model_input is for model files (--model FILE)")
     elif weights == "hed":
         backbone = REGISTRY["vgg16_hed"]
     elif weights is None and not REGISTRY["inception_v3"].weights_ready(None):

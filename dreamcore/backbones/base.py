@@ -32,10 +32,22 @@ class FeatureNet:
     preprocess: Callable[[Any], Any]  # canonical [-1, 1] RGB -> network input
     loss_scale: float
     min_side: int  # smallest input side for which every layer keeps a cropped activation
+    # Per output: its own loss scale (a model file's, calibrated per layer), else loss_scale for all.
+    scales: tuple[float, ...] | None = None
+    # (height, width) of a model that only takes one input size: images are dreamt in tiles of it.
+    fixed: tuple[int, int] | None = None
 
     def __call__(self, images: Any) -> list[Any]:
         out = self.model(self.preprocess(images), training=False)
         return list(out) if isinstance(out, (list, tuple)) else [out]
+
+    def output_scales(self) -> list[float]:
+        return list(self.scales) if self.scales is not None else [self.loss_scale] * len(self.layers)
+
+    def widths(self) -> list[int]:
+        """Channels (or classes) of each output."""
+        outs = self.model.outputs
+        return [int(o.shape[-1]) for o in outs]
 
 
 class Backbone(ABC):
@@ -62,11 +74,23 @@ class Backbone(ABC):
     def build(self, weights: str | None, layers: Sequence[str]) -> FeatureNet:
         """The feature network for these layers, truncated at the deepest one."""
 
+    def output_shapes(self) -> dict[str, tuple[Any, ...]]:
+        """Each layer's output shape (batch first; None where the size is free)."""
+        net = self.build("untrained", self.layer_names())
+        return {n: tuple(o.shape) for n, o in zip(net.layers, net.model.outputs, strict=True)}
+
     def weights_name(self, weights: str | None) -> str:
         return self.trained_weights if weights is None else weights
 
     def check_layers(self, layers: Sequence[str]) -> None:
-        """Raise LayerError naming the first unknown layer and listing the valid ones."""
+        """Raise LayerError naming the first unknown layer and listing the valid ones. ``layers`` are
+        the keys of a config's ``layers`` (``mixed4``, ``mixed4:97``, ``class:N``: dreamcore.objective)."""
+        from ..objective import CLASS, base_layers
+
+        layers = base_layers(layers)
+        if CLASS in layers:
+            raise LayerError(f"{self.name} is built without its classifier top: class targets (--class) need a model "
+                             "file with one (--model FILE)")
         cheap = set(self.dream_layers())
         unknown = [n for n in layers if n not in cheap]
         if unknown:
@@ -153,7 +177,8 @@ def to_snake_case(name: str) -> str:
 
 
 def min_input_side(model: Any, lo: int = 8, hi: int = 4096) -> int:
-    """Smallest square input side for which every output keeps > 2*LOSS_BORDER rows and columns."""
+    """Smallest square input side (at least ``lo``) for which every 4-D output keeps > 2*LOSS_BORDER rows
+    and columns."""
 
     def ok(side: int) -> bool:
         try:
@@ -162,7 +187,9 @@ def min_input_side(model: Any, lo: int = 8, hi: int = 4096) -> int:
             return False
         if isinstance(shapes, tuple) and shapes and isinstance(shapes[0], int | None):
             shapes = [shapes]
-        return all(s[1] is not None and s[1] > 2 * LOSS_BORDER and s[2] > 2 * LOSS_BORDER for s in shapes)
+        # A 2-D output (a classifier's logits) needs only to be computable.
+        return all(len(s) == 2 or (s[1] is not None and s[1] > 2 * LOSS_BORDER and s[2] > 2 * LOSS_BORDER)
+                   for s in shapes)
 
     if not ok(hi):
         return hi

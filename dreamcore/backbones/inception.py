@@ -75,6 +75,9 @@ class InceptionV3(Backbone):
     def layer_names(self) -> list[str]:
         return list(stable_layer_names(self._architecture()))
 
+    def output_shapes(self) -> dict[str, tuple[Any, ...]]:
+        return {n: tuple(layer.output.shape) for n, layer in stable_layer_names(self._architecture()).items()}
+
     def weights_ready(self, weights: str | None) -> bool:
         w = self.weights_name(weights)
         if w == "untrained":
