@@ -48,7 +48,8 @@ def _load(config: DreamConfig) -> tuple[Resolution, Dreamer]:
     from .objective import check_channels, parse_targets
 
     res = resolve_config(config)
-    key = (res.backbone.name, config.model_input, str(res.weights), tuple(res.layers), config.precision)
+    key = (res.backbone.name, res.backbone.version(), config.model_input, str(res.weights), tuple(res.layers),
+           config.precision)
     with _cache_lock:
         if key not in _dreamers:
             outputs, targets = parse_targets(list(res.layers))

@@ -173,7 +173,10 @@ def _with_values(config: DreamConfig, video: VideoConfig, values: Mapping[str, f
         else:
             engine[name] = _number(SCHEMA[name].kind, v)
     engine["layers"] = layers
-    return DreamConfig.from_mapping(engine, source=source), VideoConfig.from_mapping(vid, source=source)
+    frame = DreamConfig.from_mapping(engine, source=source)
+    if config.guide is not None:  # not a YAML key: carried over as it is
+        frame = frame.replace(guide=config.guide)
+    return frame, VideoConfig.from_mapping(vid, source=source)
 
 
 def _number(kind: str, v: float) -> float | int:

@@ -284,6 +284,12 @@ def run_batch(req: BatchRequest) -> BatchReport:
                         announce_dashboard(client)
                     where = _locations(client, req, store, job["token"], todo, staged) if req.scheduler else {
                         it.rel: (str(it.src), str(it.dst)) for it in todo}
+                    if req.scheduler:
+                        from dataclasses import replace
+
+                        from .frames import config_for_workers
+
+                        spec = replace(spec, config=config_for_workers(client, store, spec.config))
                     run = uuid.uuid4().hex[:6]
                     tasks = [[Task(f"dreamreel-{spec.id}-{run}-image-{i}", image_task, (spec, *where[it.rel], it.rel))]
                              for i, it in enumerate(todo)]

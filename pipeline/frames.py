@@ -14,6 +14,7 @@ bytes), so a resumed job, or a frame dreamt again after its worker died, gives t
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import threading
@@ -28,6 +29,8 @@ import numpy as np
 
 from .errors import EXIT_USAGE, PipelineError
 from .store import Store, StoreUnavailable
+
+log = logging.getLogger("dreamcore")
 
 
 class StoreNotShared(StoreUnavailable):
@@ -160,6 +163,38 @@ def local_copy(location: str, key: str, what: str = "input") -> str:
             os.replace(part, target)
         _inputs[key] = str(target)
         return str(target)
+
+
+def file_for_workers(client: Any, store: Store, src: Path, folder: str) -> str:
+    """Where the cluster's workers read a local file: its path when every worker sees the same
+    file there; else a copy in the store (``folder/NAME``), uploaded once."""
+    from .schedule import SchedulerError, sees_file
+
+    st = src.stat()
+    answers = client.run(sees_file, str(src.resolve()), st.st_size, st.st_mtime_ns)
+    if not answers:
+        raise SchedulerError("the Dask cluster has no workers")
+    if all(answers.values()):
+        return str(src.resolve())
+    rel = f"{folder}/{src.name}"
+    if store.size(rel) != st.st_size:
+        log.warning("the cluster's workers do not see %s: uploading it to the job store once", src)
+        store.put_file(src, rel)
+    return store.path(rel)
+
+
+def config_for_workers(client: Any, store: Store, config: dict[str, Any]) -> dict[str, Any]:
+    """The job's config as the cluster's workers load it: a model file they do not see is uploaded to
+    the store once (``model/FINGERPRINT/NAME``) and named there; each worker copies it locally."""
+    from dreamcore.backbones import is_model_path
+
+    model = config.get("model", "auto")
+    if model in ("auto", "inception_v3", "vgg16_hed") or not is_model_path(model) or not Path(model).is_file():
+        return config
+    from .jobs import file_fingerprint
+
+    folder = f"model/{file_fingerprint(Path(model))['sha256_ends'][:16]}"
+    return {**config, "model": file_for_workers(client, store, Path(model), folder)}
 
 
 class _Decoder:
@@ -354,6 +389,11 @@ def engine(cfg: Any) -> Any:
     from dreamcore.engine import Engine
     from dreamcore.errors import WeightsError
 
+    from .store import is_url
+
+    if is_url(cfg.model):  # a model file uploaded to the job store: a local copy, once per machine
+        key = "model-" + cfg.model.rstrip("/").split("/")[-2]
+        cfg = cfg.replace(model=local_copy(cfg.model, key, "model file"))
     try:
         return Engine(cfg)
     except WeightsError as exc:

@@ -35,10 +35,18 @@ from dreamcore.keyframes import Schedule
 from . import guide as guide_mod
 from . import media
 from .errors import PipelineError, UsageError
-from .frames import JobSpec, check_store_shared, chunk_rel, chunk_task, frame_task
+from .frames import (
+    JobSpec,
+    check_store_shared,
+    chunk_rel,
+    chunk_task,
+    config_for_workers,
+    file_for_workers,
+    frame_task,
+)
 from .jobs import JOB_VERSION, LayoutLog, file_fingerprint, job_id, open_job
 from .plan import Chunk, Segment
-from .schedule import Ref, Task, announce_dashboard, sees_file
+from .schedule import Ref, Task, announce_dashboard
 from .settings import check_keyframed_layers, identity_extras, pinned
 from .store import Store, is_url
 
@@ -236,12 +244,13 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
         guide = job["identity"].get("guide", {})
         guide_clip = None
         if clip is not None:
-            where = _file_for_workers(client, store, clip, "guide") if req.scheduler else str(clip.resolve())
+            where = file_for_workers(client, store, clip, "guide") if req.scheduler else str(clip.resolve())
             guide_clip = guide_mod.GuideClip(path=where, key=guide["clip"]["sha256_ends"][:16],
                                              size=media.probe(clip).display_size, end=guide["end"])
         spec = JobSpec(id=name, store=store, token=job["token"], input=workers_input,
                        input_key=job["identity"]["input"]["sha256_ends"][:16], size=info.display_size,
-                       config=job["identity"]["config"], video=job["identity"]["video"],
+                       config=config_for_workers(client, store, job["identity"]["config"]) if req.scheduler
+                       else job["identity"]["config"], video=job["identity"]["video"],
                        rate=plan["frame_rate"] if plan["constant_rate"] else None, keep_frames=req.keep_frames,
                        keyframes=job["identity"].get("keyframes", {}), t0=plan["pts"][0], fps=nominal_fps(plan),
                        guide=guide.get("image"), guide_clip=guide_clip)
@@ -284,28 +293,10 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
 
 
 def _input_for_workers(client: Any, req: VideoRequest, store: Store, src: Path) -> str:
-    """Where the cluster's workers read the clip: its URL, or :func:`_file_for_workers`."""
+    """Where the cluster's workers read the clip: its URL, or :func:`file_for_workers`."""
     if is_url(req.input):
         return req.input
-    return _file_for_workers(client, store, src, "input")
-
-
-def _file_for_workers(client: Any, store: Store, src: Path, folder: str) -> str:
-    """Where the cluster's workers read a local file: its path when every worker sees the same
-    file there; else a copy in the store (``folder/NAME``), uploaded once."""
-    from .schedule import SchedulerError
-
-    st = src.stat()
-    answers = client.run(sees_file, str(src.resolve()), st.st_size, st.st_mtime_ns)
-    if not answers:
-        raise SchedulerError("the Dask cluster has no workers")
-    if all(answers.values()):
-        return str(src.resolve())
-    rel = f"{folder}/{src.name}"
-    if store.size(rel) != st.st_size:
-        log.warning("the cluster's workers do not see %s: uploading it to the job store once", src)
-        store.put_file(src, rel)
-    return store.path(rel)
+    return file_for_workers(client, store, src, "input")
 
 
 def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str) -> tuple[list[Task], set[int],

@@ -96,10 +96,13 @@ def test_two_guides_give_different_dreams_each_closer_to_its_own_guide(source: P
         assert main(["image", str(source), "-o", str(out), *GUIDED, "--guide", str(png(tmp_path / f"g-{name}.png", g))
                      ]) == 0, capsys.readouterr().err
         outs[name] = read(out)
-    assert np.abs(outs["stripes"].astype(int) - outs["dots"]).mean() > 5  # measurably different
+    diff = np.abs(outs["stripes"].astype(int) - outs["dots"]).mean()
+    print(f"two guides: dreams {diff:.1f}/255 apart")
+    assert diff > 5  # measurably different
     for name, other in (("stripes", "dots"), ("dots", "stripes")):
         own = closeness(features, outs[name], guides[name])
         theirs = closeness(features, outs[name], guides[other])
+        print(f"{name} dream: closeness {own:.3f} to its guide, {theirs:.3f} to the other")
         assert own > theirs + 0.03, (name, own, theirs)
         # and closer to its guide than the other guide's dream is
         assert own > closeness(features, outs[other], guides[name]) + 0.03

@@ -123,3 +123,12 @@ def test_keyframed_settings_reach_every_frame_through_zoom(tmp_path: Path, capsy
     for i in (2, 3):
         np.testing.assert_array_equal(frames[i], move(frames[i - 1], Motion()))
     assert np.abs(frames[0].astype(np.float32) - synthetic_image(64, 96)).mean() > 2  # frame 0 dreamt at 0.05
+
+
+def test_a_frames_settings_keep_the_guide() -> None:
+    """A guide is not a YAML key: a keyframed frame's config carries it over as it is (zoom applies
+    keyframes to a guided config)."""
+    cfg, vcfg, schedule = build_job_settings(None, None, ["step=0:0.01,10:0.02"], {})
+    guided = cfg.replace(guide=np.full((4, 4, 3), 7, np.uint8))
+    frame, _ = schedule.apply(guided, vcfg, 5, 5 / 24, 24.0)
+    assert frame.step == pytest.approx(0.015) and frame.guide == guided.guide

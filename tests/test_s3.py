@@ -189,6 +189,43 @@ def test_video_and_images_with_the_store_on_s3_and_hidden_folders(world: World, 
         assert np.abs(a.astype(np.float32) - read_image(photos / f"{i}.png").pixels).mean() > 1.0
 
 
+@hides_folders
+def test_a_model_file_and_a_guide_clip_reach_workers_that_cannot_see_them(world: World, tmp_path: Path) -> None:
+    """--model FILE and --guide CLIP in the command's folder, which the workers cannot see: both are
+    uploaded to the job store once and the cluster's dream equals a local run's, frame for frame."""
+    from distributed import Client
+
+    from tests.models import trained_cnn
+
+    clip = make_clip(world.cmd_root / "clip.mp4", seconds=0.5)
+    guide = make_clip(world.cmd_root / "guide.mp4", size="64x48", seconds=0.25, audio=False)
+    model = trained_cnn(world.cmd_root / "shapes.keras")
+    photos = image_folder(world.cmd_root / "photos", 2, 64, 96)
+    with Client(world.address, timeout="10s") as client:
+        for path in (clip, guide, model):
+            assert not any(client.run(os.path.exists, str(path)).values()), path
+    args = ["--model", str(model), "--layers", "conv1=1,conv2=1", "--set", "iterations=3", "--set", "octaves=1",
+            "--set", "video.chunk_frames=8", "-q"]
+    assert main(["video", str(clip), "-o", str(tmp_path / "local.mp4"), *args, "--guide", str(guide)]) == 0
+    run = world.dreamreel("video", "clip.mp4", "-o", "out.mp4", *args, "--guide", "guide.mp4", "--workdir",
+                          f"s3://{BUCKET}/custom", "--scheduler", world.address)
+    assert run.wait(timeout=600) == 0, run.stderr.read() if run.stderr else ""
+    err = run.stderr.read() if run.stderr else ""
+    assert "shapes.keras: uploading it" in err and "guide.mp4: uploading it" in err, err
+    local = read_frames(tmp_path / "local.mp4")
+    assert [f.tobytes() for f in read_frames(world.cmd_root / "out.mp4")] == [f.tobytes() for f in local]
+    assert np.abs(local[3].astype(np.float32) - read_frames(clip)[3]).mean() > 1.0  # a dream, not a copy
+    # images: the model file too
+    fast = ["--model", str(model), "--layers", "conv2=1", "--set", "iterations=3", "--set", "octaves=1", "-q"]
+    assert main(["images", str(photos), "-o", str(tmp_path / "photos-local"), *fast]) == 0
+    batch = world.dreamreel("images", "photos", "-o", "dreams", *fast, "--workdir", f"s3://{BUCKET}/custom-images",
+                            "--scheduler", world.address)
+    assert batch.wait(timeout=600) == 0, batch.stderr.read() if batch.stderr else ""
+    for i in range(2):
+        a = read_image(world.cmd_root / "dreams" / f"{i}.png").pixels
+        assert np.array_equal(a, read_image(tmp_path / "photos-local" / f"{i}.png").pixels), i
+
+
 @pytest.fixture()
 def s3(tmp_path: Path) -> Iterator[dict[str, str]]:
     """Only an S3 server (no cluster): the environment that reaches it."""

@@ -79,6 +79,11 @@ class Backbone(ABC):
         net = self.build("untrained", self.layer_names())
         return {n: tuple(o.shape) for n, o in zip(net.layers, net.model.outputs, strict=True)}
 
+    def version(self) -> str:
+        """What tells this network's builds apart besides its name and weights (a model file's size
+        and time: another file at the same path is another network)."""
+        return ""
+
     def weights_name(self, weights: str | None) -> str:
         return self.trained_weights if weights is None else weights
 

@@ -137,6 +137,13 @@ class KerasFile(Backbone):
             raise WeightsError(f"{self.path}: its input {shape} fixes one side only; give it both or neither")
         return model
 
+    def version(self) -> str:
+        try:
+            st = Path(self.path).stat()
+        except OSError:
+            return ""
+        return f"{st.st_size}-{st.st_mtime_ns}"
+
     def fixed(self) -> tuple[int, int] | None:
         shape = _shape(self.model().inputs[0])
         return None if shape[1] is None else (int(shape[1]), int(shape[2]))
