@@ -255,3 +255,12 @@ def test_loss_is_calibrated_per_layer(cnn: Path) -> None:
     assert raw[0] / raw[1] > 2 or raw[1] / raw[0] > 2  # layers of different magnitude...
     for a, scale in zip(acts, net.scales, strict=True):  # ...read alike once scaled
         assert float(dream_loss([a], [1.0], scale)) == pytest.approx(CALIBRATED_LOSS, rel=1e-4)
+
+
+@pytest.mark.parametrize("command", ["image", "images", "video", "zoom"])
+def test_help_lists_the_objectives(command: str, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--guide FILE" in text and "--class N" in text and "Keras model file" in text and "NAME:C" in text
+    assert ("--guide-end" in text) == (command == "video")
