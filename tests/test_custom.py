@@ -264,3 +264,14 @@ def test_help_lists_the_objectives(command: str, capsys) -> None:
     text = " ".join(capsys.readouterr().out.split())
     assert "--guide FILE" in text and "--class N" in text and "Keras model file" in text and "NAME:C" in text
     assert ("--guide-end" in text) == (command == "video")
+
+
+def test_a_whole_model_in_h5_works_too(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "legacy.h5"
+    tiny_cnn().save(path)
+    assert main(["layers", "--model", str(path)]) == 0
+    assert "conv2  (?, ?, ?, 16)" in capsys.readouterr().out.splitlines()
+    src = write_png(tmp_path / "in.png", synthetic_image(64, 64))
+    assert main(["image", str(src), "-o", str(tmp_path / "o.png"), "--model", str(path), "--layers", "conv2",
+                 "--set", "iterations=3", "--set", "octaves=1", "-q"]) == 0
+    assert np.abs(read_png(tmp_path / "o.png").astype(int) - read_png(src)).mean() > 0.5
