@@ -90,7 +90,8 @@ def _valid_layers(v: Mapping[str, float]) -> bool:
 # The schema. Ranges are generous but finite: each bound stops a typo from turning into an
 # hours-long or out-of-memory run.
 SCHEMA: dict[str, _Field] = {
-    "model": _Field("str", False, "one of " + ", ".join(MODELS) + ", or a Keras model file (.keras, .h5)", _model_ok),
+    "model": _Field("str", False, "one of " + ", ".join(MODELS) + ", or a Keras model file (.keras, .h5) or "
+                    "SavedModel folder (a path with a /, e.g. ./my_model)", _model_ok),
     "model_input": _Field("str", False, "the pixel range a model file takes: " + ", ".join(INPUT_RANGES)
                           + " (auto: 0..255 when its first layer is Rescaling or Normalization, else 0..1)",
                           lambda v: v in INPUT_RANGES),

@@ -46,8 +46,8 @@ def engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--guide", metavar="FILE", help="guided dream: pull the layers' features towards this image's "
                    "(for video, also a clip: frame t is guided by its frame at time t)")
     g.add_argument("--model", metavar="M",
-                   help="auto (default), inception_v3, vgg16_hed, or a Keras model file (.keras, .h5); naming one "
-                        "disables the fallback")
+                   help="auto (default), inception_v3, vgg16_hed, or a Keras model file (.keras, .h5) or Keras 2 "
+                        "SavedModel folder; naming one disables the fallback")
     g.add_argument("--weights", metavar="W", help="imagenet, hed, untrained or a weights file")
     g.add_argument("--seed", metavar="N", type=int, help="random seed of the jitter (default 0: repeatable)")
     g.add_argument("--max-side", metavar="PX", type=int,
@@ -165,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("layers", help="list the layers a model can dream with", epilog=EPILOG_LAYERS,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="inception_v3", metavar="M",
-                   help="inception_v3 (default), vgg16_hed, or a Keras model file (.keras, .h5)")
+                   help="inception_v3 (default), vgg16_hed, or a Keras model file (.keras, .h5) or Keras 2 "
+                        "SavedModel folder")
     p.add_argument("--all", action="store_true", help="every layer name, not just the usual dream layers")
     p.add_argument("--channels", action="store_true", help="with each layer's output shape and channel count "
                    "(targets: NAME:C)")

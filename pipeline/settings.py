@@ -186,10 +186,15 @@ def identity_extras(config: DreamConfig) -> dict[str, Any]:
     from .jobs import file_fingerprint
 
     out: dict[str, Any] = {}
-    if config.model not in ("auto", "inception_v3", "vgg16_hed") and is_model_path(config.model) and \
-            Path(config.model).is_file():
-        fp = file_fingerprint(Path(config.model))
-        out["model_file"] = {"size": fp["size"], "sha256_ends": fp["sha256_ends"]}
+    if config.model not in ("auto", "inception_v3", "vgg16_hed") and is_model_path(config.model):
+        p = Path(config.model)
+        if p.is_file():
+            fp = file_fingerprint(p)
+            out["model_file"] = {"size": fp["size"], "sha256_ends": fp["sha256_ends"]}
+        elif p.is_dir():  # a SavedModel folder: its files' sizes and times
+            from dreamcore.backbones.keras_file import model_version
+
+            out["model_file"] = {"folder": model_version(str(p))}
     if config.guide is not None:
         out["guide"] = {"image": config.guide.digest}
     return out

@@ -275,3 +275,32 @@ def test_a_whole_model_in_h5_works_too(tmp_path: Path, capsys) -> None:
     assert main(["image", str(src), "-o", str(tmp_path / "o.png"), "--model", str(path), "--layers", "conv2",
                  "--set", "iterations=3", "--set", "octaves=1", "-q"]) == 0
     assert np.abs(read_png(tmp_path / "o.png").astype(int) - read_png(src)).mean() > 0.5
+
+
+def test_a_keras2_savedmodel_folder_dreams_through_tf_keras(tmp_path: Path, capsys) -> None:
+    """A SavedModel folder written by Keras 2 (model.save("dir") before TensorFlow 2.16): its layers
+    are listed and dreamt, the chosen layer's loss rises, and its classifier's logit can be the target."""
+    tf_keras = pytest.importorskip("tf_keras")
+    tf_keras.utils.set_random_seed(0)  # one network every run
+    inp = tf_keras.Input((None, None, 3))
+    x = tf_keras.layers.Rescaling(1 / 255.0)(inp)
+    x = tf_keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv1")(x)
+    x = tf_keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2")(x)
+    x = tf_keras.layers.GlobalAveragePooling2D()(x)
+    model = tf_keras.Model(inp, tf_keras.layers.Dense(2, activation="softmax", name="dense")(x))
+    folder = tmp_path / "saved"
+    model.save(folder)
+    assert (folder / "saved_model.pb").exists() and (folder / "keras_metadata.pb").exists()
+    assert main(["layers", "--model", str(folder)]) == 0
+    assert "conv2  (?, ?, ?, 16)" in capsys.readouterr().out.splitlines()
+    src = write_png(tmp_path / "in.png", synthetic_image(64, 64))
+    out = tmp_path / "o.png"
+    assert main(["image", str(src), "-o", str(out), "--model", str(folder), "--layers", "conv2", "--set",
+                 "iterations=15", "--set", "step=0.03", "--set", "octaves=1", "--set", "max_loss=null", "-q"]) == 0
+    probe = tf_keras.Model(model.inputs[0], model.get_layer("conv2").output)
+
+    def loss(rgb: np.ndarray) -> float:
+        return float(np.square(np.asarray(probe(rgb[None].astype(np.float32)))[0, 2:-2, 2:-2]).mean())
+
+    assert loss(read_png(out)) > 1.2 * loss(read_png(src))
+    assert main(["image", str(src), "-o", str(tmp_path / "c.png"), "--model", str(folder), "--class", "1", "-q"]) == 0

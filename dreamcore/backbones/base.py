@@ -158,10 +158,12 @@ def with_precision(net: FeatureNet, precision: str) -> FeatureNet:
     The input gradient comes back in float32; the objective sums activations in float32."""
     import dataclasses
 
-    import keras
-
     if precision == "float32":
         return net
+    if type(net.model).__module__.startswith("tf_keras"):  # a Keras 2 SavedModel
+        import tf_keras as keras
+    else:
+        import keras
     policy = {"bfloat16": "mixed_bfloat16"}[precision]
 
     def clone(layer: Any) -> Any:
@@ -190,8 +192,11 @@ def min_input_side(model: Any, lo: int = 8, hi: int = 4096) -> int:
             shapes = model.compute_output_shape((1, side, side, 3))
         except Exception:  # Keras raises assorted errors when a layer's output would be empty
             return False
-        if isinstance(shapes, tuple) and shapes and isinstance(shapes[0], int | None):
+        if hasattr(shapes, "as_list"):  # tf-keras (a Keras 2 SavedModel) gives a TensorShape
+            shapes = [shapes.as_list()]
+        elif isinstance(shapes, tuple) and shapes and isinstance(shapes[0], int | None):
             shapes = [shapes]
+        shapes = [s.as_list() if hasattr(s, "as_list") else s for s in shapes]
         # A 2-D output (a classifier's logits) needs only to be computable.
         return all(len(s) == 2 or (s[1] is not None and s[1] > 2 * LOSS_BORDER and s[2] > 2 * LOSS_BORDER)
                    for s in shapes)

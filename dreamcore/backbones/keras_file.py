@@ -1,6 +1,7 @@
 """Any Keras image model, from a file, as the network to dream with (``--model path/model.keras``).
 
-What fits: a model saved by Keras (``.keras``, or a whole model in ``.h5``) with one image input,
+What fits: a model saved by Keras (``.keras``, a whole model in ``.h5``, or a SavedModel folder written
+by Keras 2, opened with tf-keras) with one image input,
 of free size or fixed (e.g. 224x224: then images are dreamt in tiles of that size). Dream layers are
 its top-level layers with a 4-D output (batch, height, width, channels); a classifier top (a 2-D
 last output) also gives ``class:N`` targets, its logits (the softmax, when there is one, is left
@@ -81,18 +82,27 @@ def load_model(path: str) -> Any:
     if not p.exists():
         raise WeightsError(f"model file not found: {path}")
     if p.is_dir():
-        if (p / "saved_model.pb").exists():
-            raise WeightsError(f"{path}: a TensorFlow SavedModel, whose inner layers Keras 3 cannot open; save the "
-                               "model as .keras where it was made (model.save('model.keras'))")
-        raise WeightsError(f"{path}: a folder, not a Keras model file (.keras or .h5)")
-    if not p.name.lower().endswith(SUFFIXES):
-        raise WeightsError(f"{path}: a model file must end in .keras or .h5")
-    st = p.stat()
-    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+        if not (p / "saved_model.pb").exists():
+            raise WeightsError(f"{path}: a folder, not a Keras model file (.keras or .h5) or a SavedModel")
+        if not (p / "keras_metadata.pb").exists():
+            raise WeightsError(f"{path}: a TensorFlow SavedModel without Keras layers (no keras_metadata.pb), so its "
+                               "inner layers cannot be reached; save the model with Keras (model.save('m.keras'))")
+    elif not p.name.lower().endswith(SUFFIXES):
+        raise WeightsError(f"{path}: a model file must end in .keras or .h5 (or be a SavedModel folder)")
+    key = (str(p.resolve()), model_version(path))
     with _lock:
         if key in _models:
             return _models[key]
-    import keras
+    if p.is_dir():
+        # A SavedModel written by Keras 2 (TensorFlow <= 2.15's model.save("dir")): Keras 3 cannot
+        # open its layers, tf-keras (Keras 2) can.
+        try:
+            import tf_keras as keras
+        except ImportError:
+            raise WeightsError(f"{path}: a Keras 2 SavedModel, which needs tf-keras to open (pip install "
+                               "'dreamreel[savedmodel]', or save it as .keras)") from None
+    else:
+        import keras
 
     try:
         model = keras.models.load_model(str(p), compile=False)
@@ -104,6 +114,18 @@ def load_model(path: str) -> Any:
     with _lock:
         _models[key] = model
     return model
+
+
+def model_version(path: str) -> str:
+    """Size and time of a model file, or of a SavedModel folder's files: another model at the same
+    path is another network."""
+    p = Path(path)
+    files = [p] if not p.is_dir() else [f for f in (*p.glob("*.pb"), *p.glob("variables/*")) if f.is_file()]
+    try:
+        stats = [f.stat() for f in files]
+    except OSError:
+        return ""
+    return f"{sum(st.st_size for st in stats)}-{max((st.st_mtime_ns for st in stats), default=0)}"
 
 
 def _shape(tensor: Any) -> tuple[Any, ...]:
@@ -138,11 +160,7 @@ class KerasFile(Backbone):
         return model
 
     def version(self) -> str:
-        try:
-            st = Path(self.path).stat()
-        except OSError:
-            return ""
-        return f"{st.st_size}-{st.st_mtime_ns}"
+        return model_version(self.path)
 
     def fixed(self) -> tuple[int, int] | None:
         shape = _shape(self.model().inputs[0])
@@ -226,7 +244,6 @@ class KerasFile(Backbone):
     # --- the feature network ---------------------------------------------------------------------
 
     def build(self, weights: str | None, layers: Sequence[str]) -> FeatureNet:
-        import keras
         import tensorflow as tf
 
         from ..objective import CLASS, dream_loss
@@ -235,6 +252,7 @@ class KerasFile(Backbone):
             raise WeightsError(f"weights: {weights!r}: a model file carries its own weights (leave --weights out)")
         self._check_outputs(layers)
         model = self.model()
+        keras = keras_of(model)
         by_name = self._layers()
         outputs = [_logits(model) if name == CLASS else by_name[name].output for name in layers]
         net_model = keras.Model(model.inputs[0], outputs)
@@ -287,10 +305,20 @@ def _output_shape(layer: Any) -> tuple[Any, ...]:
         return ()
 
 
-def _logits(model: Any) -> Any:
-    """The classifier's output before its softmax (or sigmoid), as a tensor of the model's graph."""
+def keras_of(model: Any) -> Any:
+    """The Keras a model belongs to: Keras 3, or tf-keras (Keras 2) for a SavedModel."""
+    if type(model).__module__.startswith("tf_keras"):
+        import tf_keras
+
+        return tf_keras
     import keras
 
+    return keras
+
+
+def _logits(model: Any) -> Any:
+    """The classifier's output before its softmax (or sigmoid), as a tensor of the model's graph."""
+    keras = keras_of(model)
     last = model.layers[-1]
     act = getattr(last, "activation", None)
     act_name = getattr(act, "__name__", "")
