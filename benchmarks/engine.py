@@ -57,6 +57,7 @@ def bench_engine(image: Path, sizes: tuple[tuple[int, int], ...] = ((512, 512), 
     depend on the weights. ``max_loss`` is off on both sides, so both run every step."""
     import cv2
 
+    from dreamcore.ascent import step_count
     from dreamcore.config import DreamConfig, load_preset
     from dreamcore.engine import Engine
 
@@ -90,26 +91,27 @@ def bench_engine(image: Path, sizes: tuple[tuple[int, int], ...] = ((512, 512), 
             ("default", presets["default"], big, f"{image.stem} at 1280x720"),
             ("default, bfloat16", presets["default"].replace(precision="bfloat16"), rgb, image.name),
             ("default, bfloat16", presets["default"].replace(precision="bfloat16"), big, f"{image.stem} at 1280x720")]
-    reference_cache: dict[tuple[int, ...], tuple[float, float]] = {}
+    reference_cache: dict[tuple[int, ...], tuple[float, float, int]] = {}
     for label, cfg, pic, what in runs:
         eng = Engine(cfg)
         eng.dream_rgb(rgb[:200, :200])  # trace once, at a size no run uses
-        t0 = time.perf_counter()
+        t0, n0 = time.perf_counter(), step_count()
         eng.dream_rgb(pic)
-        ours = time.perf_counter() - t0
+        ours, our_steps = time.perf_counter() - t0, step_count() - n0
         key = (*pic.shape, cfg.octaves, cfg.iterations)
         if key not in reference_cache:
             ref = make_reference(d.net, list(cfg.layers.values()))
             ref(rgb[:200, :200] * 2 - 1, cfg)
             times = []
             for _ in range(2):
-                t0 = time.perf_counter()
+                t0, n0 = time.perf_counter(), ref.steps
                 ref(pic * 2 - 1, cfg)
                 times.append(time.perf_counter() - t0)
-            reference_cache[key] = (times[0], times[1])
-        cold, warm = reference_cache[key]
+            reference_cache[key] = (times[0], times[1], ref.steps - n0)
+        cold, warm, ref_steps = reference_cache[key]
         lines.append(f"  {label:<18} {what:<24} dreamreel {ours:6.2f} s | reference {cold:6.2f} s first run, "
-                     f"{warm:6.2f} s again | ratio {ours / cold:.2f} / {ours / warm:.2f}")
+                     f"{warm:6.2f} s again | ratio {ours / cold:.2f} / {ours / warm:.2f} | gradient steps "
+                     f"{our_steps} / {ref_steps}")
     return "\n".join(lines)
 
 
@@ -117,7 +119,8 @@ def make_reference(features: Any, weights: list[float]) -> Any:
     """The keras.io deep_dream loop, as that example writes it: a plain ``tf.function`` step (traced
     for every new shape), the loss on the layers with a 2-pixel border crop, the gradient divided
     by its mean |g|, octaves small to large with the lost detail re-injected, ``max_loss`` ending an
-    octave. ``features`` is the same network the engine uses. Returns run(img in [-1, 1], config)."""
+    octave. ``features`` is the same network the engine uses. Returns run(img in [-1, 1], config), whose
+    ``steps`` counts the gradient steps it ran."""
     import tensorflow as tf
 
     def compute_loss(x: Any) -> Any:
@@ -138,6 +141,14 @@ def make_reference(features: Any, weights: list[float]) -> Any:
         grads /= tf.maximum(tf.reduce_mean(tf.abs(grads)), 1e-6)
         return loss, x + lr * grads
 
+    class Run:
+        steps = 0  # gradient steps run so far, all calls together
+
+        def __call__(self, img: np.ndarray, config: DreamConfig) -> np.ndarray:
+            return run(img, config)
+
+    counter = Run()
+
     def run(img: np.ndarray, config: DreamConfig) -> np.ndarray:
         original = tf.constant(img[None])
         shape0 = original.shape[1:3]
@@ -149,6 +160,7 @@ def make_reference(features: Any, weights: list[float]) -> Any:
             x = tf.image.resize(x, shape)
             for _ in range(config.iterations):
                 loss, x = gradient_ascent_step(x, lr)
+                counter.steps += 1
                 if config.max_loss is not None and float(loss) > config.max_loss:
                     break
             up = tf.image.resize(shrunk, shape)
@@ -157,7 +169,7 @@ def make_reference(features: Any, weights: list[float]) -> Any:
             shrunk = tf.image.resize(original, shape)
         return x.numpy()[0]
 
-    return run
+    return counter
 
 
 def main(argv: list[str] | None = None) -> None:

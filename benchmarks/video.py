@@ -39,6 +39,7 @@ class ModeResult:
     encode_per_frame: float = 0.0  # chunk tasks' seconds per frame (x264 itself runs beside the frame tasks)
     raw_store: float = 0.0  # one frame stored raw, as a job does (this benchmark keeps PNGs to measure them)
     strengths: list[float] | None = None  # per output frame
+    steps: list[int] | None = None  # gradient steps each dreamt frame really ran (max_loss may end octaves early)
 
     @property
     def per_frame(self) -> float:
@@ -99,7 +100,7 @@ def bench_video(clip: Path, config: DreamConfig, video: VideoConfig, frames: int
             results.append(ModeResult(mode, len(strengths), seconds, tasks, instability, float(np.mean(strengths)),
                                       split, series, seams, stats["followups"],
                                       sum(stats["chunk_seconds"]) / max(1, len(strengths)), raw_store_time(work),
-                                      strengths))
+                                      strengths, stats["steps"]))
         if reference_frames > 0:
             results.append(_reference_frames(clip, config, reference_frames))
     return results
@@ -136,11 +137,14 @@ def _reference_frames(clip: Path, config: DreamConfig, count: int) -> ModeResult
 
     ref(frame(sources[0]), config)  # traces the step at the clip's octave shapes
     picked = [frame(f) for f in (sources[1:] or sources[:1])]
+    steps = []
     t0 = time.perf_counter()
     for f in picked:
+        before = ref.steps
         ref(f, config)
+        steps.append(ref.steps - before)
     seconds = time.perf_counter() - t0
-    return ModeResult("reference", len(picked), seconds, seconds, float("nan"), float("nan"))
+    return ModeResult("reference", len(picked), seconds, seconds, float("nan"), float("nan"), steps=steps)
 
 
 def _with(video: VideoConfig, **changes: Any) -> VideoConfig:
@@ -188,6 +192,10 @@ def report(results: list[ModeResult]) -> str:
                          f"{(job - steps) / steps:.1%} of the steps (frames stored raw as in a job, "
                          f"{r.raw_store * 1000:.1f} ms, not as this benchmark's PNGs, {png * 1000:.1f} ms); "
                          f"chunk encoding besides: {r.encode_per_frame * 1000:.1f} ms a frame")
+    for r in results:
+        if r.steps:
+            lines.append(f"  {r.mode} gradient steps per dreamt frame: {np.mean(r.steps):.2f} (min {min(r.steps)}, max "
+                         f"{max(r.steps)}; {sum(r.steps)} over {len(r.steps)} frames)")
     lines.append("where the time goes (seconds, share of all; with several workers, task seconds summed):")
     for r in modes:
         if r.split:

@@ -31,6 +31,11 @@ Progress = Callable[[int, int, int, int, float], None]
 _clock = threading.local()
 
 
+def step_count() -> int:
+    """Gradient steps this thread has run, all dreams together (what a benchmark reports)."""
+    return getattr(_clock, "steps", 0)
+
+
 def step_seconds() -> float:
     """Seconds this thread has spent in gradient steps (roll, gradient, update), all dreams
     together: the difference around a dream is its steps' own time, the rest of its time is fixed
@@ -274,6 +279,7 @@ class Dreamer:
             grad /= max(float(np.mean(np.abs(grad))), 1e-20)
             img += params.step * grad
             _clock.seconds = step_seconds() + time.perf_counter() - t0
+            _clock.steps = step_count() + 1
             if on_step is not None:
                 on_step(i + 1, loss)
             if params.max_loss is not None and loss > params.max_loss:

@@ -416,7 +416,7 @@ def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev
     encoded, and which the store dropped as no longer needed, is not dreamt again: the task answers
     with no pixels. (A frame is dropped only once the frame after it is stored or encoded too, so no
     task needs those pixels; one that does reads the stored frame, or says it is missing.)"""
-    from dreamcore.ascent import step_seconds
+    from dreamcore.ascent import step_count, step_seconds
     from dreamcore.coherence import flow_size, optical_flow, start_frame
     from dreamcore.config import DreamConfig, VideoConfig
 
@@ -469,16 +469,17 @@ def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev
         flow_s = time.perf_counter() - tf0
         start = start_frame(vcfg.coherence, src, prev["src"], prev["dream"], vcfg.blend, vcfg.carry, flow)
         iterations, octaves = vcfg.followup_iterations, vcfg.followup_octaves or None
-    td0, steps0 = time.perf_counter(), step_seconds()
+    td0, steps0, count0 = time.perf_counter(), step_seconds(), step_count()
     dream = engine(cfg).dream_rgb(start, progress=check_stop, iterations=iterations, octaves=octaves,
                                    seed_key=(index,), uint8=True)
-    dream_s, steps_s = time.perf_counter() - td0, step_seconds() - steps0
+    dream_s, steps_s, steps = time.perf_counter() - td0, step_seconds() - steps0, step_count() - count0
     ts0 = time.perf_counter()
     store_frame(job, seg, index, dream)
     store_s = time.perf_counter() - ts0
     stream_frame(job, chunk, durations or [], index, dream)
     return {**result, "dream": dream, "seconds": time.perf_counter() - t0, "decode_s": decode_s, "flow_s": flow_s,
-            "dream_s": dream_s, "steps_s": steps_s, "store_s": store_s, "fresh": fresh, "layout": numerics()}
+            "dream_s": dream_s, "steps_s": steps_s, "steps": steps, "store_s": store_s, "fresh": fresh,
+            "layout": numerics()}
 
 
 def chunk_task(job: JobSpec, chunk: dict[str, Any], segment: dict[str, Any], blend: dict[str, Any] | None,

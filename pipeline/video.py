@@ -217,6 +217,7 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
     layouts = LayoutLog(lambda j: store.write_json("job.json", j), job)
     parts = ("task", "decode", "flow", "dream", "steps", "store")
     stats: dict[str, Any] = {"dreamt": 0, "resumed": 0, "chunk_seconds": [], "chunks_streamed": [], "followups": [],
+                             "steps": [],
                              **{f"{part}_seconds": [] for part in parts}}
     with dask_client(req.workers, req.scheduler, job["numerics"]["threads"]) as client:
         workers = len(client.scheduler_info().get("workers", {})) or 1
@@ -271,6 +272,7 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
                 store.log(f"dreamt {r['seg']} {r['index']}")
                 layouts.saw(r["layout"])
                 stats["task_seconds"].append(r["seconds"])
+                stats["steps"].append(r["steps"])
                 for part in parts[1:]:  # the task's own seconds are "seconds"
                     stats[f"{part}_seconds"].append(r[f"{part}_s"])
                 if not r["fresh"]:
