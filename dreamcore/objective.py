@@ -104,15 +104,52 @@ def check_channels(targets: Sequence[tuple[int, Target]], widths: Sequence[int],
                              f"{widths[out] - 1}); {bad[0]} is not one")
 
 
+# Bounds on the guided loss's work and memory: at most this many guide positions per layer (a
+# larger guide is sampled evenly), and the image's positions matched this many at a time (a layer
+# at high resolution, e.g. a small network's first convolutions, has tens of thousands).
+MAX_GUIDE_POSITIONS = 8192
+MATCH_CHUNK = 2048
+
+
 def guide_features(act: Any) -> Any:
-    """A guide's activation (1, H, W, C) as the (positions, C) matrix the guided loss matches."""
+    """A guide's activation (1, H, W, C) as the (positions, C) matrix the guided loss matches: at
+    most MAX_GUIDE_POSITIONS rows, every k-th position when there are more."""
     import tensorflow as tf
 
     act = tf.cast(act, tf.float32)
     b = LOSS_BORDER
     if act.shape[1] is None or act.shape[1] > 2 * b:
         act = act[:, b:-b, b:-b, :]
-    return tf.reshape(act, [-1, tf.shape(act)[-1]])
+    rows = tf.reshape(act, [-1, tf.shape(act)[-1]])
+    k = (tf.shape(rows)[0] + MAX_GUIDE_POSITIONS - 1) // MAX_GUIDE_POSITIONS
+    return rows[::k]
+
+
+def best_match(x: Any, guide: Any) -> Any:
+    """sum over the rows x_i of max_j x_i . guide_j: the guided loss before its scaling. Its gradient
+    with respect to x_i is the best-matching guide row (the notebook's objective); computed in
+    chunks of MATCH_CHUNK rows with a gradient of its own, so memory stays at a chunk's matches, not
+    all of them (the guide is a constant: it gets no gradient)."""
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def match(x: Any) -> Any:
+        n, c = tf.shape(x)[0], tf.shape(x)[1]
+        padded = tf.pad(x, [[0, (-n) % MATCH_CHUNK], [0, 0]])
+
+        def best(chunk: Any) -> Any:
+            return tf.argmax(tf.matmul(chunk, guide, transpose_b=True), axis=1, output_type=tf.int32)
+
+        idx = tf.map_fn(best, tf.reshape(padded, [-1, MATCH_CHUNK, c]),
+                        fn_output_signature=tf.TensorSpec([MATCH_CHUNK], tf.int32))
+        chosen = tf.gather(guide, tf.reshape(idx, [-1])[:n])
+
+        def grad(upstream: Any) -> Any:
+            return upstream * chosen
+
+        return tf.reduce_sum(x * chosen), grad
+
+    return match(x)
 
 
 def dream_loss(
@@ -146,7 +183,6 @@ def dream_loss(
         if guide is None:
             term = tf.reduce_sum(tf.square(act[:, b:-b, b:-b, :]))
         else:
-            x = tf.reshape(act[:, b:-b, b:-b, :], [-1, tf.shape(act)[-1]])
-            term = tf.reduce_sum(tf.reduce_max(tf.matmul(x, guide, transpose_b=True), axis=1))
+            term = best_match(tf.reshape(act[:, b:-b, b:-b, :], [-1, tf.shape(act)[-1]]), guide)
         loss += weight * term / size * scales[out]
     return loss

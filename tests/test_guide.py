@@ -234,3 +234,21 @@ def test_guided_video_keeps_coherence_and_resumes_identically_after_kills(tmp_pa
     assert kills == 2 and not out.exists()
     assert subprocess.run(argv, capture_output=True, text=True, timeout=600).returncode == 0
     assert [f.tobytes() for f in read_frames(out)] == [f.tobytes() for f in read_frames(tmp_path / "flow.mp4")]
+
+
+def test_a_guide_on_a_high_resolution_layer_stays_in_bounded_memory(tmp_path: Path) -> None:
+    """The tiny CNN's conv2 sees a 512x384 image at 256x192 (49k positions), and a 512 px guide as
+    many: matching every position with every guide position at once would take 10 GB. The match runs
+    in chunks against at most 8192 guide positions: the whole command stays under 1.5 GiB."""
+    from tests.media import run_cli_measuring_peak, synthetic_image
+    from tests.models import tiny_cnn
+
+    model = tmp_path / "cnn.keras"
+    tiny_cnn().save(model)
+    src = png(tmp_path / "in.png", synthetic_image(384, 512))
+    guide = png(tmp_path / "g.png", synthetic_image(384, 512, seed=3))
+    code, peak_kb = run_cli_measuring_peak(["image", str(src), "-o", str(tmp_path / "o.png"), "--model", str(model),
+                                            "--layers", "conv2", "--guide", str(guide), "--set", "iterations=2",
+                                            "--set", "octaves=1", "-q"], tmp_path / "peak")
+    assert code == 0
+    assert peak_kb < 1.5 * 1024 * 1024, peak_kb
