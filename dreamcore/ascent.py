@@ -21,8 +21,7 @@ import numpy as np
 
 from .backbones.base import FeatureNet
 from .config import Guide
-from .errors import ConfigError
-from .objective import Target, dream_loss, guide_features
+from .objective import Target, check_guidable, dream_loss, guide_features
 
 # progress(octave, octaves, iteration, iterations, loss): octave and iteration count from 1.
 Progress = Callable[[int, int, int, int, float], None]
@@ -179,9 +178,7 @@ class Dreamer:
         fixed-size network sees the guide at its own size)."""
         import tensorflow as tf
 
-        if not self.guided:
-            raise ConfigError("guide: a guide steers whole layers, and every target here is a channel or a class; "
-                              "add a layer (e.g. --layers mixed4,mixed5:97)")
+        check_guidable(self.targets)
         if self.net.fixed:
             size = self.net.fixed
         else:

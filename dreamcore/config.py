@@ -23,9 +23,14 @@ INPUT_RANGES = ("auto", "0..1", "-1..1", "0..255", "caffe")
 PRECISIONS = ("float32", "bfloat16")
 
 
+def is_model_path(text: str) -> bool:
+    """Whether a ``model`` value names a file (or SavedModel folder) rather than a built-in network."""
+    return text not in MODELS and (text.lower().endswith(MODEL_SUFFIXES) or "/" in text or "\\" in text)
+
+
 def _model_ok(v: str) -> bool:
     # A built-in's name, or a model file's path (checked when it is loaded).
-    return v in MODELS or v.lower().endswith(MODEL_SUFFIXES) or "/" in v or "\\" in v
+    return v in MODELS or is_model_path(v)
 
 
 class Guide:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backbones.base import LOSS_BORDER
-from .errors import LayerError
+from .errors import ConfigError, LayerError
 
 CLASS = "class"  # the layer name under which a backbone exposes its classifier's logits
 MAX_CHANNELS_LISTED = 4096
@@ -90,6 +90,13 @@ def parse_targets(keys: Sequence[str]) -> tuple[list[str], list[tuple[int, Targe
 def base_layers(keys: Sequence[str]) -> list[str]:
     """The network layers (CLASS included) that these layer keys read."""
     return parse_targets(keys)[0]
+
+
+def check_guidable(targets: Sequence[tuple[int, Target]]) -> None:
+    """A guide steers whole layers: with only channel or class targets it would steer nothing."""
+    if not any(t.whole for _, t in targets):
+        raise ConfigError("--guide steers whole layers, and every target here is a channel or a class: add a layer "
+                          "(e.g. --layers mixed4,mixed5:97)")
 
 
 def check_channels(targets: Sequence[tuple[int, Target]], widths: Sequence[int], network: str) -> None:

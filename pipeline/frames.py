@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -81,7 +82,7 @@ _lock = threading.Lock()
 _verified: set[tuple[str, str]] = set()
 _inputs: dict[str, str] = {}
 _decoders: OrderedDict[tuple[str, int], _Decoder] = OrderedDict()
-MAX_DECODERS = 4  # open ffmpeg decoders per worker (one per segment it is dreaming)
+MAX_DECODERS = 8  # open ffmpeg decoders per worker (one per segment it is dreaming, one per guide clip it reads)
 
 
 def check_job(job: JobSpec) -> None:
@@ -186,15 +187,14 @@ def file_for_workers(client: Any, store: Store, src: Path, folder: str) -> str:
 def config_for_workers(client: Any, store: Store, config: dict[str, Any]) -> dict[str, Any]:
     """The job's config as the cluster's workers load it: a model file they do not see is uploaded to
     the store once (``model/FINGERPRINT/NAME``) and named there; each worker copies it locally."""
-    from dreamcore.backbones import is_model_path
-
-    model = config.get("model", "auto")
-    if model in ("auto", "inception_v3", "vgg16_hed") or not is_model_path(model) or not Path(model).is_file():
-        return config
     from .jobs import file_fingerprint
+    from .settings import model_path
 
-    folder = f"model/{file_fingerprint(Path(model))['sha256_ends'][:16]}"
-    return {**config, "model": file_for_workers(client, store, Path(model), folder)}
+    path = model_path(config.get("model", "auto"))
+    if path is None or not path.is_file():  # a built-in, or a SavedModel folder (not uploaded)
+        return config
+    folder = f"model/{file_fingerprint(path)['sha256_ends'][:16]}"
+    return {**config, "model": file_for_workers(client, store, path, folder)}
 
 
 class _Decoder:
@@ -237,13 +237,20 @@ class _Decoder:
 def source_frame(job: JobSpec, seg: int, index: int, pts: float) -> np.ndarray:
     """Source frame ``index`` (RGB uint8), from this worker's decoder for the segment when it is
     at that frame, else from a new one that seeks to it."""
-    key = (job.id, seg)
+    return decoded_frame((job.id, seg), lambda: local_input(job), index, pts, job.size)
+
+
+def decoded_frame(key: tuple[str, int], path: Callable[[], str], index: int, pts: float, size: tuple[int, int],
+                  skip_ahead: bool = False) -> np.ndarray:
+    """Frame ``index`` (at ``pts``) of a clip, from this worker's decoder ``key`` when it is at that
+    frame (with ``skip_ahead``: at it or before it, reading on), else from a new one that seeks to it
+    in the clip at ``path()``."""
     with _lock:
         dec = _decoders.pop(key, None)
-    if dec is None or dec.next != index:
+    if dec is None or dec.next > index or (dec.next != index and not skip_ahead):
         if dec is not None:
             dec.close()
-        dec = _Decoder(local_input(job), pts, index, job.size)
+        dec = _Decoder(path(), pts, index, size)
     try:
         frame = dec.frame(index, pts)
     except BaseException:

@@ -186,7 +186,7 @@ def clip_frame(job: Any, seg: int, t: float) -> Any:
     decoder for the segment, the frame before kept (a slower guide repeats it)."""
     from dreamcore.config import Guide
 
-    from .frames import MAX_DECODERS, _Decoder, local_copy
+    from .frames import decoded_frame, local_copy
 
     clip: GuideClip = job.guide_clip
     with _lock:
@@ -207,24 +207,8 @@ def clip_frame(job: Any, seg: int, t: float) -> Any:
         last = _last.get(key)
     if last is not None and last[0] == i:
         return last[1]
-    dkey = (f"guide-{job.id}", seg)
-    from . import frames
-
-    with frames._lock:
-        dec = frames._decoders.pop(dkey, None)
-    if dec is None or dec.next > i:
-        if dec is not None:
-            dec.close()
-        dec = _Decoder(local_copy(clip.path, clip.key), times[i], i, clip.size)
-    try:
-        pixels = dec.frame(i, times[i])
-    except BaseException:
-        dec.close()
-        raise
-    with frames._lock:
-        frames._decoders[dkey] = dec
-        while len(frames._decoders) > 2 * MAX_DECODERS:
-            frames._decoders.popitem(last=False)[1].close()
+    pixels = decoded_frame((f"guide-{job.id}", seg), lambda: local_copy(clip.path, clip.key, "guide"), i, times[i],
+                           clip.size, skip_ahead=True)
     guide = Guide(shrink(pixels))
     with _lock:
         _last[key] = (i, guide)

@@ -181,13 +181,11 @@ def check_keyframed_layers(schedule: Schedule, cfg: DreamConfig) -> None:
 def identity_extras(config: DreamConfig) -> dict[str, Any]:
     """What a job's identity needs besides ``config.to_dict()``: a model file's fingerprint (another
     file at the same path is another network) and a still guide's digest."""
-    from dreamcore.backbones import is_model_path
-
     from .jobs import file_fingerprint
 
     out: dict[str, Any] = {}
-    if config.model not in ("auto", "inception_v3", "vgg16_hed") and is_model_path(config.model):
-        p = Path(config.model)
+    p = model_path(config.model)
+    if p is not None:
         if p.is_file():
             fp = file_fingerprint(p)
             out["model_file"] = {"size": fp["size"], "sha256_ends": fp["sha256_ends"]}
@@ -207,8 +205,13 @@ def check_guide(config: DreamConfig) -> None:
 
 
 def check_guided_layers(layers: Mapping[str, float]) -> None:
-    from dreamcore.objective import parse_targets
+    from dreamcore.objective import check_guidable, parse_targets
 
-    if not any(t.whole for _, t in parse_targets(list(layers))[1]):
-        raise ConfigError("--guide steers whole layers, and every target here is a channel or a class: add a layer "
-                          "(e.g. --layers mixed4,mixed5:97)")
+    check_guidable(parse_targets(list(layers))[1])
+
+
+def model_path(model: str) -> Path | None:
+    """The model file (or SavedModel folder) a ``model`` value names, when it names one that exists."""
+    from dreamcore.config import is_model_path
+
+    return Path(model) if is_model_path(model) and Path(model).exists() else None

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from ..config import is_model_path
 from ..errors import ConfigError, LayerError
 from .base import Backbone, FeatureNet
 from .inception import InceptionV3
-from .keras_file import KerasFile, is_model_path
+from .keras_file import KerasFile
 from .vgg16_hed import VGG16HED
 
 REGISTRY: dict[str, Backbone] = {b.name: b for b in (InceptionV3(), VGG16HED())}

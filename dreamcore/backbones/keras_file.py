@@ -48,11 +48,6 @@ _lock = threading.Lock()
 _models: dict[tuple[str, int, int], Any] = {}
 
 
-def is_model_path(text: str) -> bool:
-    """Whether a ``model`` value names a file (or folder) rather than a built-in network."""
-    return text.lower().endswith(SUFFIXES) or "/" in text or os.sep in text
-
-
 def calibration_image(height: int, width: int) -> Any:
     """A canonical ([-1, 1]) RGB image of seeded 1/f noise: natural images' power spectrum, no content."""
     import numpy as np
