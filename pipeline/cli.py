@@ -290,6 +290,13 @@ def engine_flags(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _stopped(what: str, where: str) -> int:
+    """Ctrl-C in a resumable job: one line saying where its finished work is kept."""
+    print(f"{PROG}: stopped; finished {what} are kept in {where}. Run the same command again to resume.",
+          file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
 def cmd_image(args: argparse.Namespace) -> int:
     from dreamcore.engine import Engine, from_float_rgb, to_float_rgb
 
@@ -390,10 +397,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     try:
         stats = run_video(req)
     except KeyboardInterrupt:
-        work = req.workdir or default_workdir(out)
-        print(f"{PROG}: stopped; finished frames are kept in {work}. Run the same command again to resume.",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _stopped("frames", req.workdir or default_workdir(out))
     print(f"{PROG}: wrote {out} ({stats['frames']} frames, {len(stats['cuts'])} shots, {stats['dreamt']} dreamt now, "
           f"{stats['resumed']} resumed, {time.monotonic() - start:.1f} s)", file=sys.stderr)
     return EXIT_OK
@@ -498,9 +502,7 @@ def cmd_zoom(args: argparse.Namespace) -> int:
     try:
         stats = run_zoom(req)
     except KeyboardInterrupt:
-        print(f"{PROG}: stopped; finished frames are kept in {req.workdir or default_workdir(out)}. Run the same "
-              "command again to resume.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _stopped("frames", req.workdir or default_workdir(out))
     print(f"{PROG}: wrote {out} ({stats['frames']} frames at {fps} fps, {stats['dreamt']} dreamt now, "
           f"{stats['resumed']} resumed, {time.monotonic() - start:.1f} s)", file=sys.stderr)
     return EXIT_OK
@@ -521,9 +523,7 @@ def cmd_images(args: argparse.Namespace) -> int:
     try:
         report = run_batch(req)
     except KeyboardInterrupt:
-        print(f"{PROG}: stopped; finished images are kept in {args.output}. Run the same command again to "
-              "resume.", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _stopped("images", args.output)
     print(summary(report), file=sys.stderr)
     return EXIT_PARTIAL if report.failed else EXIT_OK
 
