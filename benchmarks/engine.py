@@ -100,7 +100,7 @@ def bench_engine(image: Path, sizes: tuple[tuple[int, int], ...] = ((512, 512), 
         ours, our_steps = time.perf_counter() - t0, step_count() - n0
         key = (*pic.shape, cfg.octaves, cfg.iterations)
         if key not in reference_cache:
-            ref = make_reference(d.net, list(cfg.layers.values()))
+            ref = make_reference(as_built(eng), list(cfg.layers.values()))
             ref(rgb[:200, :200] * 2 - 1, cfg)
             times = []
             for _ in range(2):
@@ -115,12 +115,22 @@ def bench_engine(image: Path, sizes: tuple[tuple[int, int], ...] = ((512, 512), 
     return "\n".join(lines)
 
 
+def as_built(engine: Any) -> Any:
+    """The engine's feature network as Keras builds it, batch norms not folded into the convolutions
+    (the engine folds them): what the keras.io example runs."""
+    from dreamcore.engine import resolve_config
+    from dreamcore.objective import parse_targets
+
+    res = resolve_config(engine.config)
+    return res.backbone.build(res.weights, parse_targets(list(res.layers))[0])
+
+
 def make_reference(features: Any, weights: list[float]) -> Any:
     """The keras.io deep_dream loop, as that example writes it: a plain ``tf.function`` step (traced
     for every new shape), the loss on the layers with a 2-pixel border crop, the gradient divided
     by its mean |g|, octaves small to large with the lost detail re-injected, ``max_loss`` ending an
-    octave. ``features`` is the same network the engine uses. Returns run(img in [-1, 1], config), whose
-    ``steps`` counts the gradient steps it ran."""
+    octave. ``features``: the engine's network as Keras builds it (:func:`as_built`). Returns
+    run(img in [-1, 1], config), whose ``steps`` counts the gradient steps it ran."""
     import tensorflow as tf
 
     def compute_loss(x: Any) -> Any:

@@ -123,10 +123,10 @@ def _reference_frames(clip: Path, config: DreamConfig, count: int) -> ModeResult
     from dreamcore.ascent import octave_shapes, resize
     from dreamcore.engine import Engine
 
-    from .engine import make_reference
+    from .engine import as_built, make_reference
 
     engine = Engine(config)
-    ref = make_reference(engine.dreamer.net, list(engine.resolved.layers.values()))
+    ref = make_reference(as_built(engine), list(engine.resolved.layers.values()))
     sources = frames_of(clip)[:count + 1]
 
     def frame(rgb: np.ndarray) -> np.ndarray:

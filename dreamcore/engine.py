@@ -55,8 +55,7 @@ def _load(config: DreamConfig) -> tuple[Resolution, Dreamer]:
             outputs, targets = parse_targets(list(res.layers))
             net = res.backbone.build(res.weights, outputs)
             check_channels(targets, net.widths(), res.backbone.name)
-            if config.precision != "float32":
-                net = with_precision(net, config.precision)
+            net = with_precision(net, config.precision)
             _dreamers[key] = Dreamer(net, list(res.layers.values()), targets)
         return res, _dreamers[key]
 

@@ -165,3 +165,38 @@ def test_bfloat16_is_the_same_kind_of_dream_with_other_pixels() -> None:
     strength = [np.abs(o.astype(np.float32) - img.astype(np.float32)).mean() for o in (exact, fast)]
     assert strength[0] > 1.0 and 0.7 < strength[1] / strength[0] < 1.4
     assert Engine(cfg.replace(precision="bfloat16")).dreamer.net.model.layers[1].compute_dtype == "bfloat16"
+
+
+def test_bfloat16_folds_each_normalisation_into_the_convolution_before_it() -> None:
+    """The bfloat16 clone folds a batch normalisation into the convolution it alone follows: the
+    same function (checked here in float32, with nonzero statistics), no normalisation left in
+    InceptionV3's bfloat16 network. A convolution whose output is also read elsewhere keeps its
+    normalisation, since folding it would change that other reader."""
+    import keras
+
+    from dreamcore.backbones.base import cloned
+
+    rng = np.random.default_rng(0)
+    inp = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(8, 3, use_bias=False, name="c1")(inp)
+    x = keras.layers.BatchNormalization(scale=False, name="b1")(x)
+    x = keras.layers.Activation("relu", name="r1")(x)
+    y = keras.layers.BatchNormalization(name="b2")(keras.layers.Conv2D(6, 3, name="c2")(x))
+    z = keras.layers.Conv2D(4, 1, name="c3")(y)  # read by b3 and by the model's outputs
+    model = keras.Model(inp, [x, y, z, keras.layers.BatchNormalization(name="b3")(z)])
+    for layer in model.layers:
+        layer.set_weights([rng.uniform(0.5, 2.0, w.shape).astype(np.float32) if "variance" in v.path
+                           else rng.normal(size=w.shape).astype(np.float32)
+                           for w, v in zip(layer.get_weights(), layer.weights, strict=True)])
+    folded = cloned(model, "float32")
+    kinds = {layer.name: type(layer).__name__ for layer in folded.layers}
+    assert kinds["b1"] == kinds["b2"] == "Unchanged" and kinds["b3"] == "BatchNormalization"
+    batch = rng.uniform(-1, 1, (1, 20, 24, 3)).astype(np.float32)
+    for want, got in zip(model(batch), folded(batch), strict=True):
+        want = np.asarray(want)
+        assert np.abs(np.asarray(got) - want).max() < 1e-5 * np.abs(want).max()
+
+    cfg = DreamConfig(model="inception_v3", weights="untrained", precision="bfloat16")
+    layers = Engine(cfg).dreamer.net.model.layers
+    assert not [la for la in layers if isinstance(la, keras.layers.BatchNormalization)]
+    assert sum(type(la).__name__ == "Unchanged" for la in layers) > 50
