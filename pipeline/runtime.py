@@ -89,8 +89,9 @@ def load_tensorflow(threads: int | None = None) -> None:
     _loaded = True
 
 
-def _cpu_name() -> str:
-    name, flags = platform.processor() or platform.machine(), set()
+def _cpuinfo() -> tuple[str, set[str] | None]:
+    """The processor's name and its flags (None where /proc/cpuinfo does not say: not Linux)."""
+    name, flags = platform.processor() or platform.machine(), None
     with contextlib.suppress(OSError):
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
             for line in f:
@@ -100,8 +101,19 @@ def _cpu_name() -> str:
                 elif key.strip() == "flags":
                     flags = set(value.split())
                     break
-    isa = [f for f in _ISA_FLAGS if f in flags]
+    return name, flags
+
+
+def _cpu_name() -> str:
+    name, flags = _cpuinfo()
+    isa = [f for f in _ISA_FLAGS if f in (flags or ())]
     return f"{name} [{' '.join(isa)}]" if isa else name
+
+
+def bfloat16_hardware(flags: set[str] | None = None) -> bool | None:
+    """Whether this CPU computes in bfloat16 (AVX512_BF16 or AMX-BF16); None where unknown."""
+    flags = _cpuinfo()[1] if flags is None else flags
+    return None if flags is None else bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 @cache

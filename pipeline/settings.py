@@ -150,14 +150,21 @@ def build_job_settings(
 
 def resolve_noted(config: DreamConfig) -> Resolution:
     """The config's resolution, its notes (e.g. the offline fallback) shown as warning lines: once
-    per command, whatever the process did before."""
+    per command, whatever the process did before. A bfloat16 config on a CPU without bfloat16
+    instructions gets a warning too: there it emulates them, and can be slower than float32."""
     import logging
 
     from dreamcore.engine import resolve_config
 
+    from .runtime import bfloat16_hardware
+
     res = resolve_config(config)
     for note in res.notes:
         logging.getLogger("dreamcore").warning(note)
+    if config.precision == "bfloat16" and bfloat16_hardware() is False:
+        logging.getLogger("dreamcore").warning(
+            "precision bfloat16: this CPU has no bfloat16 instructions (AVX512_BF16 or AMX), so bfloat16 is "
+            "likely slower here than float32 (unless a GPU runs it)")
     return res
 
 

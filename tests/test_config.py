@@ -105,3 +105,23 @@ def test_config_is_frozen_and_checked_when_built_in_python() -> None:
     with pytest.raises(ConfigError, match="octaves"):
         DreamConfig(octaves=0)
     assert cfg.replace(iterations=3).iterations == 3
+
+
+def test_bfloat16_on_a_cpu_without_bfloat16_says_so(monkeypatch, caplog) -> None:
+    """Without AVX512_BF16 or AMX the CPU emulates bfloat16 and can run slower than float32: the
+    command says so once (it is never silent), and says nothing where the CPU has it or for float32."""
+    import logging
+
+    from pipeline import runtime
+    from pipeline.settings import resolve_noted
+
+    cfg = DreamConfig(model="inception_v3", weights="untrained")
+    for flags, precision, warned in [({"avx2", "avx512f"}, "bfloat16", True), ({"avx512_bf16"}, "bfloat16", False),
+                                     ({"amx_bf16"}, "bfloat16", False), ({"avx2"}, "float32", False),
+                                     (None, "bfloat16", False)]:
+        monkeypatch.setattr(runtime, "_cpuinfo", lambda flags=flags: ("a CPU", flags))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            resolve_noted(cfg.replace(precision=precision))
+        said = [r.getMessage() for r in caplog.records if "bfloat16 instructions" in r.getMessage()]
+        assert len(said) == (1 if warned else 0), (flags, precision, said)
