@@ -19,6 +19,10 @@ from .backbones import Resolution, resolve
 from .backbones.base import with_precision
 from .config import DreamConfig
 
+# What the engine computes beyond its config, for job records: a change here changes pixels for the
+# same config. 1: networks as Keras builds them; 2: batch norms folded into their convolutions.
+ARITHMETIC = 2
+
 _cache_lock = threading.Lock()
 _dreamers: dict[tuple[Any, ...], Dreamer] = {}
 

@@ -132,7 +132,10 @@ def numerics() -> dict[str, Any]:
     same pixels for the same task."""
     import tensorflow as tf
 
+    from dreamcore.engine import ARITHMETIC
+
     return {
+        "arithmetic": ARITHMETIC,
         "tensorflow": tf.__version__,
         "device": _device(),
         "threads": tf.config.threading.get_intra_op_parallelism_threads() or usable_cores(),
@@ -146,4 +149,5 @@ def layout_id(layout: dict[str, Any]) -> str:
 
 def describe_layout(layout: dict[str, Any]) -> str:
     return (f"TensorFlow {layout['tensorflow']} on {layout['device']}, {layout['threads']} threads"
-            + ("" if layout["onednn"] == "default" else f", oneDNN {layout['onednn']}"))
+            + ("" if layout["onednn"] == "default" else f", oneDNN {layout['onednn']}")
+            + f", engine arithmetic {layout.get('arithmetic', 1)}")

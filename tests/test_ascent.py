@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -200,3 +202,32 @@ def test_bfloat16_folds_each_normalisation_into_the_convolution_before_it() -> N
     layers = Engine(cfg).dreamer.net.model.layers
     assert not [la for la in layers if isinstance(la, keras.layers.BatchNormalization)]
     assert sum(type(la).__name__ == "Unchanged" for la in layers) > 50
+
+
+def test_a_model_keras_cannot_clone_runs_unfolded_in_float32() -> None:
+    """Folding is an optimisation: a network with a layer Keras cannot rebuild from its config runs
+    as it is, not refused."""
+    import dataclasses
+
+    import keras
+
+    from dreamcore.backbones.base import with_precision
+
+    class Scaled(keras.layers.Layer):
+        def __init__(self, factor: Any, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.factor = factor
+
+        def call(self, x: Any) -> Any:
+            return x * self.factor
+
+        @classmethod
+        def from_config(cls, config: dict[str, Any]) -> Any:
+            raise TypeError("Scaled cannot be rebuilt from its config")
+
+    inp = keras.Input((None, None, 3))
+    x = keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3, use_bias=False)(inp))
+    model = keras.Model(inp, Scaled(2.0)(x))
+    net = dataclasses.replace(Engine(DreamConfig(model="inception_v3", weights="untrained")).dreamer.net,
+                              model=model)
+    assert with_precision(net, "float32").model is model

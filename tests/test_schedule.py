@@ -90,6 +90,11 @@ def test_a_second_layout_is_reported(tmp_path: Path) -> None:
     log.saw({**layout, "threads": 8})
     assert "2 numerics layouts" in log.warning() and "8 threads" in log.warning()
     assert len(json.loads((tmp_path / "job.json").read_text())["layouts"]) == 2
+    # A job begun by a version whose engine computed otherwise (before batch norms were folded: its
+    # layouts have no "arithmetic") is said to mix layouts too.
+    log.saw({**layout, "arithmetic": 2})
+    assert "3 numerics layouts" in log.warning() and "engine arithmetic 1" in log.warning()
+    assert "engine arithmetic 2" in log.warning()
 
 
 def test_load_tensorflow_sets_the_thread_count_numerics_reports() -> None:
