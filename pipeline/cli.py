@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--duration", metavar="T", type=parse_time, help="as for video")
     g.add_argument("--frames", metavar="N", type=int, help="as for video")
+    p.add_argument("--guide-end", choices=["loop", "hold"], default="loop", help="as for video (a guide clip)")
     engine_options(p)
 
     p = sub.add_parser("zoom", help="an endless zoom video grown from one image (resumable)", epilog=EPILOG_ZOOM,
@@ -380,7 +381,7 @@ def cmd_video(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         return _preview(args.input, str(Path(out).with_name(Path(out).stem + "-preview.png")),
-                        _preview_guide(cfg, args), vcfg, keyframes, 6, args.start, args.duration, args.frames,
+                        *_preview_guide(cfg, args), vcfg, keyframes, 6, args.start, args.duration, args.frames,
                         args.overwrite)
     if args.guide:
         from .guide import open_guide
@@ -416,31 +417,39 @@ def cmd_preview(args: argparse.Namespace) -> int:
     if args.frames is not None and args.frames < 1:
         raise UsageError(f"--frames {args.frames}: give at least 1")
     out = args.output or f"{Path(args.input.rstrip('/')).stem}-preview.png"
-    return _preview(args.input, out, _preview_guide(cfg, args), vcfg, keyframes, args.count, args.start,
+    return _preview(args.input, out, *_preview_guide(cfg, args), vcfg, keyframes, args.count, args.start,
                     args.duration, args.frames, args.overwrite)
 
 
-def _preview_guide(cfg: Any, args: argparse.Namespace) -> Any:
-    """A preview's config with the guide: an image as is; a guide clip's first frame (said)."""
+def _preview_guide(cfg: Any, args: argparse.Namespace) -> tuple[Any, tuple[str, str] | None]:
+    """A preview's config with --guide's image, or the guide clip and its --guide-end. A clip guides
+    a clip's preview frame by frame, as in `video`; an image preview takes its first frame (said)."""
     if not args.guide:
-        return cfg
+        return cfg, None
     from .guide import first_frame, open_guide
+    from .preview import is_still_input
+    from .settings import check_guided_layers
 
+    check_guided_layers(cfg.layers)
     still, clip = open_guide(args.guide)
-    if clip is not None:
-        logging.getLogger("dreamcore").warning("the preview guides every frame with the guide clip's first frame")
-        still = first_frame(clip)
-    return cfg.replace(guide=still)
+    if clip is None:
+        return cfg.replace(guide=still), None
+    if not is_still_input(args.input):
+        return cfg, (str(clip), args.guide_end)
+    logging.getLogger("dreamcore").warning("images are guided by a still: the preview takes the guide clip's "
+                                           "first frame")
+    return cfg.replace(guide=first_frame(clip)), None
 
 
-def _preview(src: str, out: str, cfg: Any, vcfg: Any, keyframes: Any, count: int, start: float | None,
-             duration: float | None, frames: int | None, overwrite: bool) -> int:
+def _preview(src: str, out: str, cfg: Any, guide_clip: tuple[str, str] | None, vcfg: Any, keyframes: Any,
+             count: int, start: float | None, duration: float | None, frames: int | None, overwrite: bool) -> int:
     from .preview import PreviewRequest, human, run_preview
 
     t0 = time.monotonic()
+    clip, end = guide_clip or (None, "loop")
     sheet, estimate = run_preview(PreviewRequest(input=src, output=out, config=cfg, video=vcfg, keyframes=keyframes,
                                                  count=count, start=start, duration=duration, frames=frames,
-                                                 overwrite=overwrite))
+                                                 overwrite=overwrite, guide_clip=clip, guide_end=end))
     print(f"{PROG}: wrote {sheet} ({time.monotonic() - t0:.0f} s). The full job would take about "
           f"{human(estimate.seconds)}{f' ({estimate.seconds:.0f} s)' if estimate.seconds >= 90 else ''} on this "
           f"machine: {'; '.join(estimate.lines)}", file=sys.stderr)

@@ -116,6 +116,23 @@ def first_frame(path: Path) -> Any:
     return Guide(shrink(got[1]))
 
 
+def frame_at(path: Path, times: list[float], index: int) -> Any:
+    """The guide clip's frame ``index`` (its time ``times[index]``), as a Guide: one seek and a
+    short decode, for a few frames far apart (a preview's)."""
+    from dreamcore.config import Guide
+
+    from . import media
+
+    pipe = media.open_frames(path, times[index] if index else None, media.probe(path).display_size)
+    try:
+        got = pipe.read()
+    finally:
+        pipe.close()
+    if got is None:
+        raise UsageError(f"--guide {path}: its frame at {times[index]:.3f} s does not decode")
+    return Guide(shrink(got[1]))
+
+
 def clip_times(path: Path) -> list[float]:
     """The guide clip's frame times, from its start (one light decode pass)."""
     from . import media

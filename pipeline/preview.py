@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,6 +41,8 @@ class PreviewRequest:
     duration: float | None = None
     frames: int | None = None
     overwrite: bool = False
+    guide_clip: str | None = None  # a clip's frame t is guided by this clip's frame at time t, as in `video`
+    guide_end: str = "loop"
 
 
 @dataclass
@@ -48,14 +51,18 @@ class Estimate:
     lines: list[str]
 
 
+def is_still_input(path: str) -> bool:
+    """A folder of images or one image (else a clip)."""
+    p = Path(path)
+    return p.is_dir() or p.suffix.lower() in IMAGE_SUFFIXES
+
+
 def run_preview(req: PreviewRequest) -> tuple[Path, Estimate]:
     from .imagefile import check_output_path
 
     out = check_output_path(req.output, req.overwrite)
     src = Path(req.input)
-    if src.is_dir():
-        samples, estimate = _images(req, src)
-    elif src.suffix.lower() in IMAGE_SUFFIXES:
+    if is_still_input(req.input):
         samples, estimate = _images(req, src)
     else:
         samples, estimate = _clip(req, src)
@@ -110,8 +117,11 @@ def _clip(req: PreviewRequest, src: Path) -> tuple[list[tuple[str, np.ndarray, n
     load_tensorflow()
     samples = []
     steps_run, steps_max = 0, 0
-    for i in picks:
+    guided = _guide_frames(req, [times[i] - times[0] for i in picks])
+    for n, i in enumerate(picks):
         c, _ = req.keyframes.apply(cfg, vcfg, i, times[i], fps)
+        if guided:
+            c = c.replace(guide=guided[n])
         ran: dict[int, int] = {}
 
         def count(octave: int, octaves: int, it: int, its: int, loss: float, ran: dict[int, int] = ran) -> None:
@@ -132,6 +142,8 @@ def _clip(req: PreviewRequest, src: Path) -> tuple[list[tuple[str, np.ndarray, n
     if first is None:
         raise PipelineError(f"{src}: cannot decode a frame at full size")
     full = first[1]
+    if guided:  # the guided step's cost: its guide features are part of it
+        cfg = cfg.replace(guide=guided[0])
     engine = Engine(cfg)
     engine.dream_rgb(full[:64, :64] if min(h, w) > 200 else full, iterations=1)  # warm: trace, set up
     from dreamcore.ascent import step_seconds
@@ -158,6 +170,20 @@ def _clip(req: PreviewRequest, src: Path) -> tuple[list[tuple[str, np.ndarray, n
              f"(every octave at {cfg.iterations} steps{ran}), a following frame {follow_s:.2f} s "
              f"({vcfg.followup_iterations} step per octave{f', flow {flow_s:.2f} s' if flow_s else ''})"]
     return samples, Estimate(total, lines)
+
+
+def _guide_frames(req: PreviewRequest, times: list[float]) -> list[Any]:
+    """For each output time (seconds from the range's start), the guide clip's frame that guides it in
+    the full job (the same rule: dreamreel video --guide CLIP --guide-end)."""
+    if not req.guide_clip:
+        return []
+    from .guide import clip_times, frame_at, guide_index
+
+    clip = Path(req.guide_clip)
+    gtimes = clip_times(clip)
+    picked = [guide_index(gtimes, t, req.guide_end) for t in times]
+    frames = {i: frame_at(clip, gtimes, i) for i in sorted(set(picked))}
+    return [frames[i] for i in picked]
 
 
 # --- images ----------------------------------------------------------------------------------------

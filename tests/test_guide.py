@@ -252,3 +252,47 @@ def test_a_guide_on_a_high_resolution_layer_stays_in_bounded_memory(tmp_path: Pa
                                             "--set", "octaves=1", "-q"], tmp_path / "peak")
     assert code == 0
     assert peak_kb < 1.5 * 1024 * 1024, peak_kb
+
+
+def test_preview_guides_each_frame_by_the_guide_clip_as_the_job_would(tmp_path: Path, capsys, monkeypatch) -> None:
+    """`preview CLIP --guide CLIP2`: each previewed frame gets the guide frame the full job would give
+    it (looped or held), not the guide's first frame; an image preview takes the first frame, said."""
+    from dreamcore import DreamConfig
+    from pipeline.preview import PreviewRequest, _guide_frames
+
+    g = guide_clip(tmp_path / "guide.mp4", [stripes(64, 96)] * 4 + [dots(64, 96)] * 4)  # 8 frames, 24 fps
+    s, d = stripes(64, 96).astype(np.float32), dots(64, 96).astype(np.float32)
+
+    def kind(guide) -> str:  # type: ignore[no-untyped-def]
+        px = np.asarray(guide.pixels, np.float32)[..., :3]
+        return "s" if np.abs(px - s).mean() < np.abs(px - d).mean() else "d"
+
+    times = [0.0, 3 / 24, 5 / 24, 9 / 24, 14 / 24]  # guide frames 0, 3, 5, then 1 and 6 looped or 7 held
+    for end, want in (("loop", "ssdsd"), ("hold", "ssddd")):
+        req = PreviewRequest(input="x.mp4", output="y.png", config=DreamConfig(), guide_clip=str(g), guide_end=end)
+        assert "".join(kind(x) for x in _guide_frames(req, times)) == want, end
+
+    # Through the command: 4 frames of a 16-frame clip at 24 fps (frames 2, 6, 10, 14), each dreamt
+    # with the guide frame of its time, looped.
+    from dreamcore.engine import Engine
+
+    given = []
+    dream_rgb = Engine.dream_rgb
+
+    def recording(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        given.append(self.config.guide)
+        return dream_rgb(self, *args, **kwargs)
+
+    monkeypatch.setattr(Engine, "dream_rgb", recording)
+    clip = make_pan(tmp_path / "pan.mp4", frames=16, size=(96, 64))
+    sheet = tmp_path / "sheet.png"
+    code = main(["preview", str(clip), "-o", str(sheet), "--count", "4", "--model", "vgg16_hed", "--layers", LAYERS,
+                 "--set", "iterations=2", "--set", "octaves=1", "--guide", str(g), "-q"])
+    err = capsys.readouterr().err
+    assert code == 0 and sheet.is_file(), err
+    assert "".join(kind(x) for x in given[:4]) == "sdsd"
+    assert "guide clip's first frame" not in err
+    image = png(tmp_path / "still.png", stripes(64, 96))
+    code = main(["preview", str(image), "-o", str(tmp_path / "sheet2.png"), "--model", "vgg16_hed", "--layers",
+                 LAYERS, "--set", "iterations=1", "--set", "octaves=1", "--guide", str(g), "-q"])
+    assert code == 0 and "guide clip's first frame" in capsys.readouterr().err
