@@ -37,6 +37,7 @@ from . import media
 from .errors import PipelineError, UsageError
 from .frames import (
     JobSpec,
+    abort_local,
     check_store_shared,
     chunk_rel,
     chunk_task,
@@ -216,8 +217,8 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
 
     layouts = LayoutLog(lambda j: store.write_json("job.json", j), job)
     parts = ("task", "decode", "flow", "dream", "steps", "store")
-    stats: dict[str, Any] = {"dreamt": 0, "resumed": 0, "chunk_seconds": [], "chunks_streamed": [], "followups": [],
-                             "steps": [],
+    stats: dict[str, Any] = {"dreamt": 0, "resumed": 0, "ahead": 0, "chunk_seconds": [], "chunks_streamed": [],
+                             "followups": [], "steps": [],
                              **{f"{part}_seconds": [] for part in parts}}
     with dask_client(req.workers, req.scheduler, job["numerics"]["threads"]) as client:
         workers = len(client.scheduler_info().get("workers", {})) or 1
@@ -277,6 +278,7 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
                     stats[f"{part}_seconds"].append(r[f"{part}_s"])
                 if not r["fresh"]:
                     stats["followups"].append((r["seconds"], r["steps_s"], r["store_s"]))
+                    stats["ahead"] += r["ahead"]
                 stats["dreamt"] += (r["seg"], r["index"]) in kept
             if (r["seg"], r["index"]) in kept and r["index"] not in done:
                 done.add(r["index"])
@@ -286,6 +288,9 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
         try:
             if tasks:
                 run_graph(client, tasks, on_result, guard=DeathGuard(store, "attempts"))
+        except KeyboardInterrupt:
+            abort_local()  # the in-process worker's encoders and decoders (a local cluster's stop with it)
+            raise
         finally:
             bar.close()
         timings["frames"] = time.perf_counter() - t0
@@ -397,7 +402,9 @@ def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str) -> tuple
             streamed = (asdict(c), dur[c.first:c.end]) if out and c.blend is None else (None, None)
             add(Task(key("f", s.id, i), frame_task,
                      (spec, s.id, i, pts[i], fresh, prev, None if fresh else pts[i - 1], i == need[s.id] - 1,
-                      *streamed, c.name if c is not None else None), summary=frame_summary))
+                      *streamed, c.name if c is not None else None),
+                     {"next_pts": pts[i + 1] if (i + 1 < need[s.id] and not fresh_always) else None},
+                     summary=frame_summary))
             for c in chunk_by_end.get((s.id, i), []):
                 add_chunk(c)
     leftover = [t.key for ts in deferred.values() for t in ts]

@@ -439,3 +439,27 @@ def test_longest_shot_starts_first_and_a_split_shots_pieces_keep_their_order() -
     # order; then the 100-frame shot; then the 50-frame one
     assert [first for _, first in shots] == [50, 112, 175, 237, 300, 0]
     assert [fresh for fresh, _ in shots] == [True, False, False, False, True, True]
+
+
+def test_next_frames_flow_is_made_while_this_frame_dreams_with_the_same_pixels(tmp_path: Path,
+                                                                               monkeypatch) -> None:
+    """With flow coherence each follow-up frame finds its source frame decoded and its flow computed
+    beside the frame before's dream (a helper thread), and the frames come out the same as without."""
+    from dreamcore.config import DreamConfig, VideoConfig
+    from pipeline import frames
+    from pipeline.video import VideoRequest, run_video
+
+    clip = make_pan(tmp_path / "pan.mp4", frames=8)
+    cfg = DreamConfig(model="inception_v3", weights="untrained", layers={"mixed2": 1.0}, iterations=2, octaves=1)
+    outs, aheads = [], []
+    for name in ("ahead", "alone"):
+        if name == "alone":
+            monkeypatch.setattr(frames, "_start_ahead", lambda *a, **k: None)
+        work = tmp_path / f"work-{name}"
+        stats = run_video(VideoRequest(input=str(clip), output=str(tmp_path / f"{name}.mp4"), config=cfg,
+                                       video=VideoConfig(), workdir=str(work), keep_work=True, keep_frames=True,
+                                       quiet=True))
+        aheads.append(stats["ahead"])
+        outs.append(dreamt_all(work))
+    assert aheads == [7, 0]
+    assert all(np.array_equal(a, b) for a, b in zip(*outs, strict=True))
