@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -434,10 +433,11 @@ _ahead_pool: Any = None
 
 def _start_ahead(job: JobSpec, seg: int, index: int, pts: float, prev_src: np.ndarray, side: int | None) -> None:
     """Decode frame ``index`` and its flow from ``prev_src`` in this worker's helper thread, while the
-    frame before it dreams; the frame's task takes them (:func:`_take_ahead`) if it runs here. The
-    thread runs at the lowest priority (Linux: per thread), so the dream's steps keep the cores
-    first: at 640x360 --max-side 360 a follow-up frame's task takes 3% less time, its steps 7% more
-    (OpenCV's and ffmpeg's own threads still compete; README "Speed")."""
+    frame before it dreams; the frame's task takes them (:func:`_take_ahead`) if it runs here. Off
+    the frame's path, mostly, not away: at 640x360 --max-side 360 a follow-up frame's task takes
+    about the same time (0-4% less), its steps 7-10% more, as the helper competes for the cores
+    (README "Speed"). Lowering the helper's priority measured the same, and a starved helper would
+    stall the next frame, so it runs as it is."""
     global _ahead_pool
     from concurrent.futures import ThreadPoolExecutor
 
@@ -447,14 +447,9 @@ def _start_ahead(job: JobSpec, seg: int, index: int, pts: float, prev_src: np.nd
         src = source_frame(job, seg, index, pts)
         return src, optical_flow(prev_src, src, side), prev_src, side
 
-    def lowest_priority() -> None:
-        if sys.platform == "linux":  # elsewhere this call would lower the whole process
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-
     with _lock:
         if _ahead_pool is None:
-            _ahead_pool = ThreadPoolExecutor(1, thread_name_prefix="dreamreel-ahead", initializer=lowest_priority)
+            _ahead_pool = ThreadPoolExecutor(1, thread_name_prefix="dreamreel-ahead")
         _ahead[(job.id, seg, index)] = _ahead_pool.submit(work)
         while len(_ahead) > MAX_AHEAD:
             _ahead.popitem(last=False)
