@@ -102,34 +102,28 @@ def open_guide(path: str) -> tuple[Any | None, Path | None]:
 
 def first_frame(path: Path) -> Any:
     """The guide clip's first frame, as a Guide."""
-    from dreamcore.config import Guide
-
-    from . import media
-
-    pipe = media.open_frames(path, None, media.probe(path).display_size)
-    try:
-        got = pipe.read()
-    finally:
-        pipe.close()
-    if got is None:
-        raise UsageError(f"--guide {path}: no video frames decode")
-    return Guide(shrink(got[1]))
+    return _frame(path, None, "no video frames decode")
 
 
 def frame_at(path: Path, times: list[float], index: int) -> Any:
     """The guide clip's frame ``index`` (its time ``times[index]``), as a Guide: one seek and a
     short decode, for a few frames far apart (a preview's)."""
+    return _frame(path, times[index] if index else None, f"its frame at {times[index]:.3f} s does not decode")
+
+
+def _frame(path: Path, pts: float | None, missing: str) -> Any:
+    """The frame at ``pts`` (None: the first) of the guide clip, as a Guide."""
     from dreamcore.config import Guide
 
     from . import media
 
-    pipe = media.open_frames(path, times[index] if index else None, media.probe(path).display_size)
+    pipe = media.open_frames(path, pts, media.probe(path).display_size)
     try:
         got = pipe.read()
     finally:
         pipe.close()
     if got is None:
-        raise UsageError(f"--guide {path}: its frame at {times[index]:.3f} s does not decode")
+        raise UsageError(f"--guide {path}: {missing}")
     return Guide(shrink(got[1]))
 
 
