@@ -61,6 +61,7 @@ class JobSpec:
     fps: float = 24.0  # the clip's nominal rate (frame-numbered keyframes mixed with timed ones)
     guide: str | None = None  # a still guide's digest (the image is in the store)
     guide_clip: Any = None  # a guide clip (pipeline.guide.GuideClip): frame t guided by its frame at time t
+    encoder_threads: int | None = None  # x264's thread count, recorded when the job began (media.encoder_threads)
 
 
 def frame_ext(job: JobSpec) -> str:
@@ -348,7 +349,8 @@ class _Stream:
         self.dir = Path(tempfile.mkdtemp(prefix="dreamreel-stream-"))
         self.out = self.dir / f"{chunk['first']:06d}-{chunk['end']:06d}.mp4"
         rate = Fraction(job.rate) if job.rate else None
-        self.encoder = media.ChunkEncoder(self.out, *job.size, rate, None if rate else durations)
+        self.encoder = media.ChunkEncoder(self.out, *job.size, rate, None if rate else durations,
+                                          job.encoder_threads)
         self.seg = chunk["seg"]
         self.next = chunk["first"]
         self.end = chunk["end"]
@@ -587,7 +589,7 @@ def chunk_task(job: JobSpec, chunk: dict[str, Any], segment: dict[str, Any], ble
         stream.abort()
     with tempfile.TemporaryDirectory(prefix="dreamreel-chunk-") as tmp:
         out = Path(tmp) / c.name
-        enc = media.ChunkEncoder(out, w, h, rate, None if rate else durations)
+        enc = media.ChunkEncoder(out, w, h, rate, None if rate else durations, job.encoder_threads)
         try:
             for i in range(c.first, c.end):
                 frame = stored_frame(job, c.seg, i)

@@ -137,8 +137,12 @@ def run_video(req: VideoRequest) -> dict[str, Any]:
                 from .schedule import job_threads
 
                 job = {"version": JOB_VERSION, "identity": identity, "probe": _probe_dict(info),
-                       "numerics": {"threads": job_threads(req.workers, req.scheduler)},
+                       "numerics": {"threads": job_threads(req.workers, req.scheduler),
+                                    "encoder_threads": media.encoder_threads()},
                        "token": uuid.uuid4().hex}
+                store.write_json("job.json", job)
+            elif "encoder_threads" not in job["numerics"]:  # begun before jobs recorded it: x264's choice here
+                job["numerics"]["encoder_threads"] = media.encoder_threads()
                 store.write_json("job.json", job)
             store.write_bytes("token", job["token"].encode())
             if still is not None:
@@ -255,7 +259,8 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
                        else job["identity"]["config"], video=job["identity"]["video"],
                        rate=plan["frame_rate"] if plan["constant_rate"] else None, keep_frames=req.keep_frames,
                        keyframes=job["identity"].get("keyframes", {}), t0=plan["pts"][0], fps=nominal_fps(plan),
-                       guide=guide.get("image"), guide_clip=guide_clip)
+                       guide=guide.get("image"), guide_clip=guide_clip,
+                       encoder_threads=job["numerics"]["encoder_threads"])
         tasks, done, kept = _graph(spec, store, plan, uuid.uuid4().hex[:6])
         stats["resumed"] = len(done)
         bar = tqdm(total=plan["frames"], initial=len(done), unit="frame", desc=Path(req.input).name,

@@ -161,9 +161,11 @@ def run_zoom(req: ZoomRequest) -> dict[str, Any]:
     with store.locked():
         job = open_job(store, identity, req.restart)
         store.sweep_partials()  # a kill mid-write left a temporary file
-        if job is None:
-            store.write_json("job.json", {"version": JOB_VERSION, "identity": identity})
-        stats = _dream_chain(req, store, rgb)
+        if job is None or "encoder_threads" not in job:  # x264's thread count: recorded, kept (media.encoder_threads)
+            job = {"version": JOB_VERSION, "identity": identity, **(job or {}),
+                   "encoder_threads": media.encoder_threads()}
+            store.write_json("job.json", job)
+        stats = _dream_chain(req, store, rgb, job["encoder_threads"])
         t0 = time.perf_counter()
         _join(req, store, audio)
         stats["join_s"] = time.perf_counter() - t0
@@ -182,7 +184,7 @@ def _stored(store: Store, index: int, size: tuple[int, int]) -> np.ndarray | Non
     return np.frombuffer(data, np.uint8).reshape(h, w, 3)
 
 
-def _dream_chain(req: ZoomRequest, store: Store, source: np.ndarray) -> dict[str, Any]:
+def _dream_chain(req: ZoomRequest, store: Store, source: np.ndarray, encoder_threads: int) -> dict[str, Any]:
     """Dream the frames not yet stored or encoded, encoding each chunk as its last frame is done."""
     from tqdm import tqdm
 
@@ -220,7 +222,7 @@ def _dream_chain(req: ZoomRequest, store: Store, source: np.ndarray) -> dict[str
         for a, b in todo:
             with tempfile.TemporaryDirectory(prefix="dreamreel-zoom-") as tmp:
                 out = Path(tmp) / chunk_name(a, b)
-                encoder = media.ChunkEncoder(out, w, h, req.fps, None)
+                encoder = media.ChunkEncoder(out, w, h, req.fps, None, encoder_threads)
                 try:
                     for i in range(a, b):
                         if i < nxt:  # stored before a kill: into the encoder again, the same bytes

@@ -3,6 +3,7 @@ uninterrupted run's, and finished frames must not be dreamt again."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -238,3 +239,37 @@ def test_a_resumed_job_sweeps_what_a_kill_left_half_written(tmp_path: Path) -> N
     assert store.sweep_partials() == 2
     left = sorted(str(p.relative_to(tmp_path / "work")) for p in (tmp_path / "work").rglob("*") if p.is_file())
     assert left == ["chunks/000000-000008.mp4", "frames/0001/000009.rgb"]
+
+
+def test_chunks_keep_the_encoder_thread_count_the_job_began_with(clip: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """x264's pixels depend on its thread count, which it takes from the machine's cores: a job
+    resumed on a machine with other cores (here: x264's count for it faked) must still encode with
+    the count recorded when it began, and so give the same film."""
+    from pipeline import media
+    from pipeline.cli import main
+
+    made: list[int | None] = []
+    real = media.ChunkEncoder.__init__
+
+    def spy(self, *args, **kwargs):
+        made.append(args[5] if len(args) > 5 else kwargs.get("threads"))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(media.ChunkEncoder, "__init__", spy)
+    work, out = tmp_path / "work", tmp_path / "out.mp4"
+    cmd = ["video", str(clip), "-o", str(out), "--workdir", str(work), "--keep-work", "--keep-frames", *ARGS]
+    monkeypatch.setattr(media, "encoder_threads", lambda: 5)
+    assert main(cmd) == 0
+    assert json.loads((work / "job.json").read_text())["numerics"]["encoder_threads"] == 5
+    assert made and set(made) == {5}
+    first = out.read_bytes()
+    # Another machine: every chunk encoded again there, from the frames the job kept.
+    monkeypatch.setattr(media, "encoder_threads", lambda: 2)
+    out.unlink()
+    for chunk in (work / "chunks").iterdir():
+        chunk.unlink()
+    made.clear()
+    assert main(cmd) == 0
+    assert made and set(made) == {5}
+    assert out.read_bytes() == first

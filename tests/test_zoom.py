@@ -114,6 +114,48 @@ def test_zoom_makes_the_film_with_its_rate_count_and_audio(picture: Path, tmp_pa
     assert stream_durations(out)["video"] == pytest.approx(14 * 1001 / 30000, abs=0.05)
 
 
+def test_zoom_keeps_the_encoder_thread_count_it_began_with(picture: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """As for `video`: x264's pixels depend on its thread count, so a zoom resumed on another
+    machine (x264's count for it faked) encodes with the count recorded when it began."""
+    import json
+
+    from pipeline import media, zoom
+
+    made: list[int | None] = []
+    real = media.ChunkEncoder.__init__
+
+    def spy(self, *args, **kwargs):
+        made.append(args[5] if len(args) > 5 else kwargs.get("threads"))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(media.ChunkEncoder, "__init__", spy)
+    monkeypatch.setattr(media, "encoder_threads", lambda: 5)
+    args = [str(picture), "--keep-work", "--frames", "8", "--chunk-frames", "4", *FAST]
+    assert main(["zoom", "-o", str(tmp_path / "ref.mp4"), "--workdir", str(tmp_path / "ref"), *args]) == 0
+    first = (tmp_path / "ref.mp4").read_bytes()
+    work, out = tmp_path / "work", tmp_path / "zoom.mp4"
+    cmd = ["zoom", "-o", str(out), "--workdir", str(work), *args]
+    moves = 0
+
+    def stop_at_frame_6(image, motion):  # Ctrl-C while frame 6 dreams: the first chunk is encoded
+        nonlocal moves
+        moves += 1
+        if moves == 6:
+            raise KeyboardInterrupt
+        return move(image, motion)
+
+    monkeypatch.setattr(zoom, "move", stop_at_frame_6)
+    assert main(cmd) == 130
+    assert json.loads((work / "job.json").read_text())["encoder_threads"] == 5
+    monkeypatch.setattr(zoom, "move", move)
+    monkeypatch.setattr(media, "encoder_threads", lambda: 2)  # resumed on another machine
+    made.clear()
+    assert main(cmd) == 0
+    assert made == [5]
+    assert out.read_bytes() == first
+
+
 @pytest.mark.parametrize("args, message", [
     (["--zoom", "0.98"], "edge would enter the frame"),
     (["--zoom", "1.0", "--rotate", "3"], "at least --zoom"),
