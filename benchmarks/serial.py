@@ -63,34 +63,56 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.serial", description=__doc__)
     p.add_argument("--frames", type=int, default=96)
     p.add_argument("--modes", default="none,flow", help="coherence modes to run (default none,flow)")
+    p.add_argument("--encoder-threads", default="",
+                   help="x264 thread counts to compare, e.g. 2,3,4, each run of a mode once with each, in turn "
+                        "(default: the job's own, one a core)")
+    p.add_argument("--rounds", type=int, default=1, help="run it all this many times, the transcode included")
     args = p.parse_args(argv)
+    counts = [int(n) for n in args.encoder_threads.split(",") if n] or [None]
     load_tensorflow()
     with tempfile.TemporaryDirectory(prefix="dreamreel-serial-") as tmp:
         folder = Path(tmp)
         clip = make_clip(folder, args.frames, (1920, 1080))
         run(scaled_copy(clip, folder / "warm.mp4", 1920, 1080, None, 2), folder / "warm-out.mp4", "flow", None)
-        transcode = timed_transcode(clip, folder / "transcode.mp4")
         print(f"# {args.frames} frames of 1920x1080; cheapest dream {CHEAP}")
-        print(f"ffmpeg -i clip -c:v libx264 -crf 18: {transcode:.2f} s ({transcode / args.frames * 1000:.0f} ms/frame)")
-        for mode in args.modes.split(","):
-            stats = run(clip, folder / f"{mode}.mp4", mode, None)
-            t = stats["timings"]
-            parts = {"plan (light pass)": t.get("plan", 0.0)}
-            for part in ("decode", "flow", "dream", "store"):
-                parts[part] = sum(stats[f"{part}_seconds"])
-            parts["encode chunks"] = sum(stats["chunk_seconds"])
-            parts["join"] = t["join"]
-            parts["the rest"] = stats["wall"] - sum(parts.values())
-            split = ", ".join(f"{k} {v:.2f} s" for k, v in parts.items())
-            streamed = stats["chunks_streamed"]
-            print(f"dreamreel video, coherence {mode}: {stats['wall']:.2f} s = {stats['wall'] / transcode:.2f}x the "
-                  f"transcode ({sum(streamed)} of {len(streamed)} chunks encoded as their frames were dreamt); {split}")
-            # The dreamt frames are harder to encode than the source (a pattern that changes every
-            # frame): the same transcode of the output shows what x264 alone costs on them.
-            own = timed_transcode(folder / f"{mode}.mp4", folder / f"{mode}-again.mp4")
-            print(f"  the same transcode of this output: {own:.2f} s ({own / transcode:.2f}x the clip's; "
-                  f"{_size(folder / f'{mode}-again.mp4') / _size(folder / 'transcode.mp4'):.2f}x its bytes): the "
-                  f"pipeline is {stats['wall'] / own:.2f}x x264's own work on what it encodes")
+        for _ in range(args.rounds):
+            for mode in args.modes.split(","):
+                for count in counts:
+                    report(clip, folder, args.frames, mode, count)
+
+
+def report(clip: Path, folder: Path, frames: int, mode: str, count: int | None) -> None:
+    """One run of the pipeline beside a transcode measured just before it; ``count``: x264's
+    threads (None: the job's own choice)."""
+    from pipeline import media
+
+    transcode = timed_transcode(clip, folder / "transcode.mp4")
+    print(f"ffmpeg -i clip -c:v libx264 -crf 18: {transcode:.2f} s ({transcode / frames * 1000:.0f} ms/frame)")
+    chosen = media.encoder_threads
+    if count is not None:
+        media.encoder_threads = lambda: count
+    try:
+        stats = run(clip, folder / f"{mode}.mp4", mode, None)
+    finally:
+        media.encoder_threads = chosen
+    t = stats["timings"]
+    parts = {"plan (light pass)": t.get("plan", 0.0)}
+    for part in ("decode", "flow", "dream", "store"):
+        parts[part] = sum(stats[f"{part}_seconds"])
+    parts["encode chunks"] = sum(stats["chunk_seconds"])
+    parts["join"] = t["join"]
+    parts["the rest"] = stats["wall"] - sum(parts.values())
+    split = ", ".join(f"{k} {v:.2f} s" for k, v in parts.items())
+    streamed = stats["chunks_streamed"]
+    threads = f", x264 with {count} threads" if count is not None else ""
+    print(f"dreamreel video, coherence {mode}{threads}: {stats['wall']:.2f} s = {stats['wall'] / transcode:.2f}x the "
+          f"transcode ({sum(streamed)} of {len(streamed)} chunks encoded as their frames were dreamt); {split}")
+    # The dreamt frames are harder to encode than the source (a pattern that changes every
+    # frame): the same transcode of the output shows what x264 alone costs on them.
+    own = timed_transcode(folder / f"{mode}.mp4", folder / f"{mode}-again.mp4")
+    print(f"  the same transcode of this output: {own:.2f} s ({own / transcode:.2f}x the clip's; "
+          f"{_size(folder / f'{mode}-again.mp4') / _size(folder / 'transcode.mp4'):.2f}x its bytes): the "
+          f"pipeline is {stats['wall'] / own:.2f}x x264's own work on what it encodes")
 
 
 if __name__ == "__main__":

@@ -351,10 +351,12 @@ def _even(video: Any, w: int, h: int) -> Any:
 
 
 def encoder_threads() -> int:
-    """x264's thread count on this machine, as x264 itself chooses it (1.5 a core). x264's pixels
-    depend on its thread count (measured: 48 frames at 1080p decode differently for 10 of 11 counts
-    from 1 to 36), so a job records this when it begins and encodes every chunk with it, on any
-    machine: a job resumed or spread on machines with other core counts still gives the same film."""
+    """x264's thread count for a job begun on this machine: x264's own choice, 1.5 a core. x264's
+    pixels depend on its thread count (measured: 48 frames at 1080p decode differently for 10 of 11
+    counts from 1 to 36), so a job records this when it begins and encodes every chunk with it, on
+    any machine: a job resumed or spread on machines with other core counts gives the same film.
+    (2 or 4 threads against 3 on 2 cores, beside the dream: no difference above the noise,
+    `python -m benchmarks.serial --modes none --encoder-threads 3,2,4 --rounds 3`.)"""
     from .runtime import usable_cores
 
     return max(1, usable_cores() * 3 // 2)
