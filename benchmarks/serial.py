@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="x264 thread counts to compare, e.g. 2,3,4, each run of a mode once with each, in turn "
                         "(default: the job's own, one a core)")
     p.add_argument("--rounds", type=int, default=1, help="run it all this many times, the transcode included")
+    p.add_argument("--timeline", action="store_true",
+                   help="print the cores busy every 0.25 s of each run: in all, this process, its ffmpeg children")
     args = p.parse_args(argv)
     counts = [int(n) for n in args.encoder_threads.split(",") if n] or [None]
     load_tensorflow()
@@ -78,10 +80,10 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(args.rounds):
             for mode in args.modes.split(","):
                 for count in counts:
-                    report(clip, folder, args.frames, mode, count)
+                    report(clip, folder, args.frames, mode, count, args.timeline)
 
 
-def report(clip: Path, folder: Path, frames: int, mode: str, count: int | None) -> None:
+def report(clip: Path, folder: Path, frames: int, mode: str, count: int | None, timeline: bool = False) -> None:
     """One run of the pipeline beside a transcode measured just before it; ``count``: x264's
     threads (None: the job's own choice)."""
     from pipeline import media
@@ -91,10 +93,13 @@ def report(clip: Path, folder: Path, frames: int, mode: str, count: int | None) 
     chosen = media.encoder_threads
     if count is not None:
         media.encoder_threads = lambda: count
+    sampler = CoreSampler() if timeline else None
     try:
         stats = run(clip, folder / f"{mode}.mp4", mode, None)
     finally:
         media.encoder_threads = chosen
+        if sampler is not None:
+            sampler.stop()
     t = stats["timings"]
     parts = {"plan (light pass)": t.get("plan", 0.0)}
     for part in ("decode", "flow", "dream", "store"):
@@ -113,6 +118,66 @@ def report(clip: Path, folder: Path, frames: int, mode: str, count: int | None) 
     print(f"  the same transcode of this output: {own:.2f} s ({own / transcode:.2f}x the clip's; "
           f"{_size(folder / f'{mode}-again.mp4') / _size(folder / 'transcode.mp4'):.2f}x its bytes): the "
           f"pipeline is {stats['wall'] / own:.2f}x x264's own work on what it encodes")
+    if sampler is not None:
+        print("  cores busy (all / this process / its ffmpeg children), every 0.25 s:")
+        for t, busy, ours, children in sampler.samples:
+            print(f"  {t:5.2f} s  {busy:.2f}  {ours:.2f}  {children:.2f}")
+
+
+class CoreSampler:
+    """Cores busy, read from /proc every 0.25 s in a thread (Linux): the machine's, this process's,
+    and its child processes' (ffmpeg), each child's CPU time counted while it runs."""
+
+    def __init__(self, every: float = 0.25):
+        import os
+        import threading
+
+        self.samples: list[tuple[float, float, float, float]] = []
+        self._pid, self._every = os.getpid(), every
+        self._children: dict[int, int] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _ticks(self) -> tuple[int, int, int, int]:
+        import os
+
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                stat = _proc_stat(int(name))
+                if stat is not None and stat[0] == self._pid:
+                    self._children[int(name)] = stat[1]
+        own = _proc_stat(self._pid)
+        return sum(v) - v[3] - v[4], sum(v), own[1] if own else 0, sum(self._children.values())
+
+    def _run(self) -> None:
+        import os
+
+        cores = len(os.sched_getaffinity(0))
+        t0 = time.perf_counter()
+        before = self._ticks()
+        while not self._done.wait(self._every):
+            now = self._ticks()
+            total = max(1, now[1] - before[1]) / cores  # ticks of one core in this interval
+            self.samples.append((time.perf_counter() - t0, (now[0] - before[0]) / total,
+                                 (now[2] - before[2]) / total, (now[3] - before[3]) / total))
+            before = now
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+
+
+def _proc_stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, user + system ticks) of a process, or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[1]), int(fields[11]) + int(fields[12])
 
 
 if __name__ == "__main__":
