@@ -167,6 +167,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None,
     _quiet_dask()
     cluster = None
     if scheduler:
+        _check_listening(scheduler)
         try:
             client = Client(scheduler, timeout="10s")
         except (OSError, TimeoutError) as exc:
@@ -234,6 +235,29 @@ def _abandon(cluster: Any, processes: list[Any]) -> None:
             proc.kill()
     psutil.wait_procs(processes, timeout=CLOSE_TIMEOUT_S)
     cluster.shutdown_on_close = False
+
+
+def _check_listening(scheduler: str) -> None:
+    """A TCP address where nothing listens fails at once: Dask's client would retry for its whole
+    timeout (10 s) before saying so. Anything else (no answer, a name that does not resolve) is left
+    to the client, which says it in its own time."""
+    import socket
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(scheduler if "://" in scheduler else f"tcp://{scheduler}")
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return
+    if parts.scheme not in ("tcp", "tls") or not host or not port:
+        return
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except ConnectionRefusedError:
+        raise SchedulerError(f"cannot reach the Dask scheduler at {scheduler} (connection refused: nothing "
+                             "listens there)") from None
+    except OSError:
+        return
 
 
 def _stop_worker_processes(cluster: Any) -> None:

@@ -133,6 +133,7 @@ def test_unreachable_scheduler_is_one_line(tmp_path: Path, capsys) -> None:
                  f"tcp://127.0.0.1:{free_port()}"])
     err = capsys.readouterr().err
     assert code == 1 and "cannot reach the Dask scheduler" in err and "Traceback" not in err
+    assert "connection refused" in err  # said at once, not after the client's 10 s of retries
     assert len(err.strip().splitlines()) == 1
 
 
