@@ -52,3 +52,16 @@ def output_frames(work: Path) -> list[np.ndarray]:
             frame = crossfade(frame, other, crossfade_weight(i, nxt["warm_from"], nxt["first"]))
         out.append(frame)
     return out
+
+
+def encoder_threads_spy(monkeypatch) -> list[int | None]:
+    """The x264 thread count each ChunkEncoder is made with from now on, in order."""
+    made: list[int | None] = []
+    real = media.ChunkEncoder.__init__
+
+    def spy(self, *args, **kwargs):
+        made.append(args[5] if len(args) > 5 else kwargs.get("threads"))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(media.ChunkEncoder, "__init__", spy)
+    return made

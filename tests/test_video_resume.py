@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests.clips import make_clip, read_frames
-from tests.jobs import dreamt_all
+from tests.jobs import dreamt_all, encoder_threads_spy
 from tests.test_video import FAST
 
 # Small forced segments and overlaps: kills land in chains, in chunk encoding and in cross-fades.
@@ -249,14 +249,7 @@ def test_chunks_keep_the_encoder_thread_count_the_job_began_with(clip: Path, tmp
     from pipeline import media
     from pipeline.cli import main
 
-    made: list[int | None] = []
-    real = media.ChunkEncoder.__init__
-
-    def spy(self, *args, **kwargs):
-        made.append(args[5] if len(args) > 5 else kwargs.get("threads"))
-        real(self, *args, **kwargs)
-
-    monkeypatch.setattr(media.ChunkEncoder, "__init__", spy)
+    made = encoder_threads_spy(monkeypatch)
     work, out = tmp_path / "work", tmp_path / "out.mp4"
     cmd = ["video", str(clip), "-o", str(out), "--workdir", str(work), "--keep-work", "--keep-frames", *ARGS]
     monkeypatch.setattr(media, "encoder_threads", lambda: 5)

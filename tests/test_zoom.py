@@ -20,7 +20,7 @@ from pipeline.cli import main
 from pipeline.errors import UsageError
 from pipeline.zoom import Motion, check_request, move
 from tests.clips import ffmpeg, read_frames, stream_durations
-from tests.jobs import scanned
+from tests.jobs import encoder_threads_spy, scanned
 from tests.media import synthetic_image
 from tests.test_video_resume import default_sigint, events, wait_for_events
 
@@ -122,14 +122,7 @@ def test_zoom_keeps_the_encoder_thread_count_it_began_with(picture: Path, tmp_pa
 
     from pipeline import media, zoom
 
-    made: list[int | None] = []
-    real = media.ChunkEncoder.__init__
-
-    def spy(self, *args, **kwargs):
-        made.append(args[5] if len(args) > 5 else kwargs.get("threads"))
-        real(self, *args, **kwargs)
-
-    monkeypatch.setattr(media.ChunkEncoder, "__init__", spy)
+    made = encoder_threads_spy(monkeypatch)
     monkeypatch.setattr(media, "encoder_threads", lambda: 5)
     args = [str(picture), "--keep-work", "--frames", "8", "--chunk-frames", "4", *FAST]
     assert main(["zoom", "-o", str(tmp_path / "ref.mp4"), "--workdir", str(tmp_path / "ref"), *args]) == 0
