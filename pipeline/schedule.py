@@ -149,6 +149,16 @@ def _quiet_dask() -> None:
                  "distributed.core", "distributed.client", "distributed.comm", "distributed.http.proxy",
                  "distributed.batched", "distributed.utils_perf", "tornado"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+    # Dask's config sets these to ERROR. While a run stops (Ctrl-C), the tasks and waits it cancels
+    # end in tracebacks there (a CI run printed one above the command's one line): dropped then.
+    for name in ("tornado.application", "asyncio"):
+        log = logging.getLogger(name)
+        if _quiet_while_stopping not in log.filters:
+            log.addFilter(_quiet_while_stopping)
+
+
+def _quiet_while_stopping(record: logging.LogRecord) -> bool:
+    return not STOP.is_set()
 
 
 @contextlib.contextmanager

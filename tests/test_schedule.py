@@ -156,3 +156,22 @@ def test_ctrl_c_leaves_nothing_running_and_nothing_for_the_exit_to_wait_for(tmp_
             if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
                 left.append(pid)
     assert not left
+
+
+def test_tracebacks_of_what_a_stop_cancels_are_not_shown(caplog: pytest.LogCaptureFixture) -> None:
+    """Ctrl-C cancels Dask's tasks and waits; their tracebacks (tornado's "Exception in callback")
+    must not print above the command's one line. Other times they still show."""
+    import logging
+
+    from pipeline import schedule
+
+    schedule._quiet_dask()
+    app = logging.getLogger("tornado.application")
+    with caplog.at_level(logging.ERROR, logger="tornado.application"):
+        app.error("before a stop")
+        schedule.STOP.set()
+        try:
+            app.error("while stopping")
+        finally:
+            schedule.STOP.clear()
+    assert [r.getMessage() for r in caplog.records] == ["before a stop"]
