@@ -20,6 +20,7 @@ from typing import Any
 from dreamcore.config import DreamConfig
 
 from .errors import UsageError
+from .fsutil import temp_dir
 from .imagefile import WRITE_EXTENSIONS
 from .jobs import JOB_VERSION, LayoutLog
 from .store import Store, is_url
@@ -119,7 +120,6 @@ class BatchSpec:
 def image_task(spec: BatchSpec, src: str, dst: str, rel: str) -> dict[str, Any]:
     """Dream one file from ``src`` into ``dst`` (each a path or a URL); a bad input is a result (ok
     False, its reason), never an exception. A worker that cannot see the job fails the job."""
-    import tempfile
 
     from dreamcore.engine import from_float_rgb, to_float_rgb
 
@@ -130,7 +130,7 @@ def image_task(spec: BatchSpec, src: str, dst: str, rel: str) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     check_job(spec)
-    with tempfile.TemporaryDirectory(prefix="dreamreel-image-") as tmp:
+    with temp_dir("dreamreel-image") as tmp:
         try:
             picture = read_image(_fetch(src, Path(tmp)))
         except InputError as exc:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .errors import EXIT_USAGE, PipelineError
+from .fsutil import make_temp_dir, temp_dir
 from .store import Store, StoreUnavailable
 
 log = logging.getLogger("dreamcore")
@@ -346,7 +347,7 @@ class _Stream:
     def __init__(self, job: JobSpec, chunk: dict[str, Any], durations: list[float]):
         from . import media
 
-        self.dir = Path(tempfile.mkdtemp(prefix="dreamreel-stream-"))
+        self.dir = make_temp_dir("dreamreel-stream")
         self.out = self.dir / f"{chunk['first']:06d}-{chunk['end']:06d}.mp4"
         rate = Fraction(job.rate) if job.rate else None
         self.encoder = media.ChunkEncoder(self.out, *job.size, rate, None if rate else durations,
@@ -587,7 +588,7 @@ def chunk_task(job: JobSpec, chunk: dict[str, Any], segment: dict[str, Any], ble
         return {"chunk": c.name, "frames": c.end - c.first, "seconds": time.perf_counter() - t0, "streamed": True}
     if stream is not None:
         stream.abort()
-    with tempfile.TemporaryDirectory(prefix="dreamreel-chunk-") as tmp:
+    with temp_dir("dreamreel-chunk") as tmp:
         out = Path(tmp) / c.name
         enc = media.ChunkEncoder(out, w, h, rate, None if rate else durations, job.encoder_threads)
         try:

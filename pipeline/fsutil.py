@@ -1,9 +1,15 @@
-"""Atomic file writes: a file under its final name is always whole."""
+"""Atomic file writes: a file under its final name is always whole. Temporary folders that a
+killed process leaves behind are removed by the next one."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import shutil
+import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import InputError, UsageError
@@ -68,3 +74,43 @@ def check_input_file(p: Path, folder_hint: str) -> None:
         raise InputError(f"{p}: permission denied") from None
     if empty:
         raise InputError(f"{p}: empty file")
+
+
+def make_temp_dir(prefix: str) -> Path:
+    """A new temporary folder named for this host and process, ``<prefix>-<host>-<pid>-<random>``.
+    Every ``dreamreel-*`` one of this host whose process is gone is removed first: a process killed
+    mid-task (SIGKILL, a worker stopped on Ctrl-C) cannot remove its own, and a partial chunk is
+    left in each. The host in the name keeps a temp folder shared between machines (or containers
+    with their own process ids) from losing another's folders."""
+    base = Path(tempfile.gettempdir())
+    host = _host_tag()
+    pattern = re.compile(rf"dreamreel-[a-z]+-{re.escape(host)}-(\d+)-")
+    for old in base.glob(f"dreamreel-*-{host}-*"):
+        m = pattern.match(old.name)
+        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{prefix}-{host}-{os.getpid()}-", dir=base))
+
+
+@contextlib.contextmanager
+def temp_dir(prefix: str) -> Iterator[Path]:
+    """:func:`make_temp_dir`, removed at the end."""
+    path = make_temp_dir(prefix)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _host_tag() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True

@@ -17,7 +17,6 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -45,6 +44,7 @@ from .frames import (
     file_for_workers,
     frame_task,
 )
+from .fsutil import temp_dir
 from .jobs import JOB_VERSION, LayoutLog, file_fingerprint, job_id, open_job
 from .plan import Chunk, Segment
 from .schedule import Ref, Task, announce_dashboard
@@ -96,7 +96,7 @@ def local_copy(location: str) -> Iterator[Path]:
         return
     import fsspec
 
-    with tempfile.TemporaryDirectory(prefix="dreamreel-input-") as tmp:
+    with temp_dir("dreamreel-input") as tmp:
         target = Path(tmp) / (Path(location.rstrip("/")).name or "input")
         try:
             with fsspec.open(location, "rb") as src, open(target, "wb") as dst:
@@ -434,7 +434,7 @@ def _assemble(req: VideoRequest, store: Store, job: dict[str, Any], audio_from: 
     from fractions import Fraction
 
     rate = Fraction(plan["frame_rate"]) if plan["constant_rate"] else None
-    with tempfile.TemporaryDirectory(prefix="dreamreel-join-") as tmp:
+    with temp_dir("dreamreel-join") as tmp:
         files = [store.get_file(chunk_rel(c.name), Path(tmp) / c.name) for c in chunks]
         if is_url(req.output):
             out = Path(tmp) / f"out{Path(req.output).suffix}"

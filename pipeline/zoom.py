@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
@@ -31,6 +30,7 @@ from dreamcore.keyframes import Schedule
 
 from . import media
 from .errors import PipelineError, UsageError
+from .fsutil import temp_dir
 from .jobs import JOB_VERSION, file_fingerprint, open_job
 from .settings import check_keyframed_layers, identity_extras, pinned
 from .store import Store, is_url
@@ -220,7 +220,7 @@ def _dream_chain(req: ZoomRequest, store: Store, source: np.ndarray, encoder_thr
                file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
     try:
         for a, b in todo:
-            with tempfile.TemporaryDirectory(prefix="dreamreel-zoom-") as tmp:
+            with temp_dir("dreamreel-zoom") as tmp:
                 out = Path(tmp) / chunk_name(a, b)
                 encoder = media.ChunkEncoder(out, w, h, req.fps, None, encoder_threads)
                 try:
@@ -260,7 +260,7 @@ def _dream_chain(req: ZoomRequest, store: Store, source: np.ndarray, encoder_thr
 
 def _join(req: ZoomRequest, store: Store, audio: Path | None) -> None:
     bounds = chunk_bounds(req.frames, req.chunk_frames)
-    with tempfile.TemporaryDirectory(prefix="dreamreel-join-") as tmp:
+    with temp_dir("dreamreel-join") as tmp:
         files = []
         for a, b in bounds:
             name = chunk_name(a, b)

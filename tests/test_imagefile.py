@@ -171,3 +171,31 @@ def test_a_bomb_in_a_format_only_opencv_reads_is_refused_from_its_header(tmp_pat
         read_image(bomb)
     code, peak_kb = run_cli_measuring_peak(["image", str(bomb), "-o", str(tmp_path / "o.png")], tmp_path / "peak")
     assert code == 2 and peak_kb < 400 * 1024
+
+
+def test_temp_folders_of_gone_processes_are_removed_and_no_others(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    alive = subprocess.Popen(["sleep", "30"])
+    try:
+        host = fsutil._host_tag()
+        dead = tmp_path / f"dreamreel-stream-{host}-{gone.pid}-abc"
+        live = tmp_path / f"dreamreel-chunk-{host}-{alive.pid}-abc"
+        other_host = tmp_path / f"dreamreel-stream-elsewhere{host}-{gone.pid}-abc"
+        not_ours = tmp_path / f"other-stream-{host}-{gone.pid}-abc"
+        for d in (dead, live, other_host, not_ours):
+            d.mkdir()
+            (d / "part.mp4").write_bytes(b"x")
+        with fsutil.temp_dir("dreamreel-zoom") as mine:
+            assert mine.name.startswith(f"dreamreel-zoom-{host}-{os.getpid()}-") and mine.is_dir()
+            assert not dead.exists()
+            assert live.exists() and other_host.exists() and not_ours.exists()
+        assert not mine.exists()
+    finally:
+        alive.kill()
+        alive.wait()

@@ -60,7 +60,11 @@ def clip(tmp_path_factory) -> Path:
     return make_clip(tmp_path_factory.mktemp("resume") / "clip.mp4", cut_at=0.6, seconds=1.4)
 
 
-def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(clip: Path, tmp_path: Path) -> None:
+def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(clip: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    temp = tmp_path / "temp"  # the commands' temporary folder: a killed one leaves a partial chunk there
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
     ref_work = tmp_path / "ref-work"
     ref = start(clip, tmp_path / "ref.mp4", ref_work, "--keep-frames")
     assert ref.wait(timeout=600) == 0, ref.stderr.read() if ref.stderr else ""
@@ -108,6 +112,8 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(clip: Path, 
     # Nothing finished was dreamt twice: every frame's "dreamt" event appears at most once.
     counts = Counter(line for line in events(work))
     assert max(counts.values()) == 1, [k for k, v in counts.items() if v > 1]
+    # What the killed commands left in the temporary folder, the last one removed.
+    assert not [p.name for p in temp.glob("dreamreel-*")]
 
 
 def test_ctrl_c_exits_130_with_a_resume_hint_then_resumes(clip: Path, tmp_path: Path) -> None:
