@@ -141,8 +141,11 @@ def local_input(job: JobSpec) -> str:
 
 
 def local_copy(location: str, key: str, what: str = "input") -> str:
-    """A local path of a file a job reads (its input, a guide clip): ``location`` itself, or a copy of
-    a URL made once per worker machine, named by ``key`` (the file's fingerprint)."""
+    """A local path of a file a job reads (its input, a guide clip, a model file): ``location``
+    itself, or a copy of a URL made once per worker machine, named by ``key`` (the file's
+    fingerprint), so jobs on the same file share it. Every use marks the copy used; copies unused
+    for :data:`COPY_DAYS` are removed when a new one is made, so a long-lived worker's disk does not
+    keep every file it was ever given."""
     from .store import is_url
 
     if not is_url(location):
@@ -152,14 +155,16 @@ def local_copy(location: str, key: str, what: str = "input") -> str:
             raise StoreNotShared(f"worker {socket.gethostname()} cannot read the {what} {location}")
         return location
     with _lock:
-        if key in _inputs:
-            return _inputs[key]
+        known = _inputs.get(key)
+        if known is not None and _used(known):
+            return known
         import fsspec
 
         cache = Path(tempfile.gettempdir()) / "dreamreel-inputs"
         cache.mkdir(exist_ok=True)
+        _remove_unused(cache)
         target = cache / f"{key}{Path(location).suffix}"
-        if not target.exists():
+        if not _used(target):
             part = target.with_name(f".{target.name}.{os.getpid()}.part")
             with fsspec.open(location, "rb") as src, open(part, "wb") as dst:
                 while block := src.read(1 << 22):
@@ -167,6 +172,28 @@ def local_copy(location: str, key: str, what: str = "input") -> str:
             os.replace(part, target)
         _inputs[key] = str(target)
         return str(target)
+
+
+# A worker machine's copy of a job's file (local_copy) that no task used for this long is removed.
+COPY_DAYS = 1.0
+
+
+def _used(path: str | Path) -> bool:
+    """Mark a copy used now (its time); False when it is gone (removed as unused by another process)."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _remove_unused(cache: Path) -> None:
+    """Remove the copies (and downloads a killed worker left half done) unused for COPY_DAYS."""
+    cutoff = time.time() - COPY_DAYS * 86400
+    for f in cache.iterdir():
+        with contextlib.suppress(OSError):
+            if f.stat().st_mtime < cutoff:
+                f.unlink()
 
 
 def file_for_workers(client: Any, store: Store, src: Path, folder: str) -> str:

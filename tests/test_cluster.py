@@ -251,3 +251,37 @@ def test_a_worker_that_cannot_load_the_resolved_network_fails_the_job_in_one_lin
     assert code == 2 and len(lines) == 1, err
     assert lines[0].startswith("dreamreel: error: worker ") and "ImageNet weights" in lines[0]
     assert not (tmp_path / "o.mp4").exists()
+
+
+def test_a_workers_copies_of_job_files_are_shared_kept_while_used_and_removed_when_unused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker machine copies a job's URL input once (jobs on the same file share the copy). On a
+    long-lived worker those copies must not pile up: one unused for COPY_DAYS goes when a new one is
+    made, one in use stays, and one removed under a job is made again."""
+    import tempfile
+
+    import fsspec
+
+    from pipeline import frames
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(frames, "_inputs", {})
+    with fsspec.open("memory://job/clip.mp4", "wb") as f:
+        f.write(b"a clip")
+    cache = tmp_path / "dreamreel-inputs"
+    cache.mkdir()
+    old, recent = cache / "old.mp4", cache / "recent.mp4"
+    for f in (old, recent):
+        f.write_bytes(b"an earlier job's clip")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+    os.utime(recent, (time.time() - 3600, time.time() - 3600))
+
+    copy = Path(frames.local_copy("memory://job/clip.mp4", "k1"))
+    assert copy.parent == cache and copy.read_bytes() == b"a clip"
+    assert not old.exists() and recent.exists()
+    os.utime(copy, (two_days_ago, two_days_ago))
+    assert frames.local_copy("memory://job/clip.mp4", "k1") == str(copy)  # a task uses it: marked used
+    assert copy.stat().st_mtime > time.time() - 60
+    copy.unlink()  # removed as unused by another worker process on this machine
+    assert frames.local_copy("memory://job/clip.mp4", "k1") == str(copy) and copy.read_bytes() == b"a clip"
