@@ -184,6 +184,8 @@ def _used(path: str | Path) -> bool:
         os.utime(path)
     except FileNotFoundError:
         return False
+    except PermissionError:  # another user's copy: readable, not ours to mark
+        return True
     return True
 
 
