@@ -249,8 +249,8 @@ def _abandon(cluster: Any, processes: list[Any]) -> None:
 
 def _check_listening(scheduler: str) -> None:
     """A TCP address where nothing listens fails at once: Dask's client would retry for its whole
-    timeout (10 s) before saying so. Anything else (no answer, a name that does not resolve) is left
-    to the client, which says it in its own time."""
+    timeout (10 s) before saying so. Anything else (no answer within 2 s, a name that does not
+    resolve) is left to the client, which says it in its own time."""
     import socket
     from urllib.parse import urlsplit
 
@@ -262,7 +262,7 @@ def _check_listening(scheduler: str) -> None:
     if parts.scheme not in ("tcp", "tls") or not host or not port:
         return
     try:
-        socket.create_connection((host, port), timeout=5).close()
+        socket.create_connection((host, port), timeout=2).close()
     except ConnectionRefusedError:
         raise SchedulerError(f"cannot reach the Dask scheduler at {scheduler} (connection refused: nothing "
                              "listens there)") from None
