@@ -178,11 +178,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None,
     cluster = None
     if scheduler:
         _check_listening(scheduler)
-        try:
-            client = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError) as exc:
-            raise SchedulerError(f"cannot reach the Dask scheduler at {scheduler} ({type(exc).__name__}: "
-                                 f"{str(exc).splitlines()[0] if str(exc) else 'no answer'})") from None
+        client = _connect(scheduler)
     else:
         n = max(1, workers or 1)
         # Our own count ends a worker-killing task; the scheduler's is only a backstop behind it.
@@ -245,6 +241,44 @@ def _abandon(cluster: Any, processes: list[Any]) -> None:
             proc.kill()
     psutil.wait_procs(processes, timeout=CLOSE_TIMEOUT_S)
     cluster.shutdown_on_close = False
+
+
+# Connecting to a scheduler (Dask's own timeout covers only the TCP connection) ends after this long.
+CONNECT_TIMEOUT_S = 20.0
+NOT_DASK = "the dashboard's port? A scheduler listens on 8786 unless given another"
+
+
+def _connect(scheduler: str) -> Any:
+    """A client of the scheduler at ``scheduler``, or one line saying why not. Dask's client waits
+    forever for a service that accepts the connection and then says nothing (a web server), and
+    takes a reply in another protocol as a message of exabytes (MemoryError): both are bounded and
+    named here. The client is made in a thread of its own so that a wait can be abandoned."""
+    from distributed import Client
+
+    made: dict[str, Any] = {}
+
+    def attempt() -> None:
+        try:
+            made["client"] = Client(scheduler, timeout="10s")
+        except BaseException as exc:  # noqa: BLE001 (handed to the command's thread)
+            made["error"] = exc
+
+    thread = threading.Thread(target=attempt, name="dreamreel-connect", daemon=True)
+    thread.start()
+    thread.join(CONNECT_TIMEOUT_S)
+    if thread.is_alive():
+        raise SchedulerError(f"the Dask scheduler at {scheduler}: something took the connection but did not answer "
+                             f"as a Dask scheduler in {CONNECT_TIMEOUT_S:.0f} s ({NOT_DASK})")
+    exc = made.get("error")
+    if exc is None:
+        return made["client"]
+    if isinstance(exc, MemoryError):
+        raise SchedulerError(f"cannot talk to the Dask scheduler at {scheduler}: what answers there is not a Dask "
+                             f"scheduler ({NOT_DASK})") from None
+    if isinstance(exc, OSError | TimeoutError):
+        raise SchedulerError(f"cannot reach the Dask scheduler at {scheduler} ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else 'no answer'})") from None
+    raise exc
 
 
 def _check_listening(scheduler: str) -> None:

@@ -137,6 +137,52 @@ def test_unreachable_scheduler_is_one_line(tmp_path: Path, capsys) -> None:
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("reply", [None, b"HTTP/1.0 400 Bad Request\r\n\r\nnot dask"])
+def test_a_service_that_is_not_a_scheduler_is_one_line_in_bounded_time(reply: bytes | None, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch,
+                                                                        capsys) -> None:
+    """Given the dashboard's port or any other service, Dask's client waited forever for a silent
+    one and reported a reply in another protocol as running out of memory."""
+    import threading
+
+    from pipeline import schedule
+
+    monkeypatch.setattr(schedule, "CONNECT_TIMEOUT_S", 2.0)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(4)
+    done = threading.Event()
+
+    def answer() -> None:  # every connection gets the reply, or silence, until the test ends
+        conns = []
+        server.settimeout(0.1)
+        while not done.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            conns.append(conn)
+            if reply is not None:
+                conn.sendall(reply)
+        for conn in conns:
+            conn.close()
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        src = image_folder(tmp_path / "in", 1, 40, 40)
+        code = main(["images", str(src), "-o", str(tmp_path / "out"), *FAST, "--scheduler",
+                     f"tcp://127.0.0.1:{server.getsockname()[1]}"])
+    finally:
+        done.set()
+        thread.join(timeout=5)
+        server.close()
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert ("did not answer as a Dask scheduler in 2 s" if reply is None else "is not a Dask scheduler") in err
+    assert "dashboard's port" in err
+
+
 def test_workers_that_do_not_see_the_job_store_are_refused(cluster: Cluster, tmp_path: Path) -> None:
     """The check really runs on the cluster's workers: they must read the token this job wrote."""
     from distributed import Client
