@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--modes", default="none,flow", help="coherence modes to run (default none,flow)")
     p.add_argument("--encoder-threads", default="",
                    help="x264 thread counts to compare, e.g. 2,3,4, each run of a mode once with each, in turn "
-                        "(default: the job's own, one a core)")
+                        "(default: the job's own, x264's choice of 1.5 a core)")
     p.add_argument("--rounds", type=int, default=1, help="run it all this many times, the transcode included")
     p.add_argument("--timeline", action="store_true",
                    help="print the cores busy every 0.25 s of each run: in all, this process, its ffmpeg children")

@@ -185,7 +185,7 @@ def _used(path: str | Path) -> bool:
     except FileNotFoundError:
         return False
     except PermissionError:  # another user's copy: readable, not ours to mark
-        return True
+        pass
     return True
 
 

@@ -82,12 +82,14 @@ def make_temp_dir(prefix: str) -> Path:
     mid-task (SIGKILL, a worker stopped on Ctrl-C) cannot remove its own, and a partial chunk is
     left in each. The host in the name keeps a temp folder shared between machines (or containers
     with their own process ids) from losing another's folders."""
+    from psutil import pid_exists
+
     base = Path(tempfile.gettempdir())
     host = _host_tag()
     pattern = re.compile(rf"dreamreel-[a-z]+-{re.escape(host)}-(\d+)-")
     for old in base.glob(f"dreamreel-*-{host}-*"):
         m = pattern.match(old.name)
-        if m and int(m.group(1)) != os.getpid() and not _alive(int(m.group(1))):
+        if m and int(m.group(1)) != os.getpid() and not pid_exists(int(m.group(1))):
             shutil.rmtree(old, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f"{prefix}-{host}-{os.getpid()}-", dir=base))
 
@@ -104,13 +106,3 @@ def temp_dir(prefix: str) -> Iterator[Path]:
 
 def _host_tag() -> str:
     return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's
-        return True
-    return True

@@ -137,11 +137,9 @@ def run_video(req: VideoRequest) -> dict[str, Any]:
                 from .schedule import job_threads
 
                 job = {"version": JOB_VERSION, "identity": identity, "probe": _probe_dict(info),
-                       "numerics": {"threads": job_threads(req.workers, req.scheduler),
-                                    "encoder_threads": media.encoder_threads()},
+                       "numerics": {"threads": job_threads(req.workers, req.scheduler)},
                        "token": uuid.uuid4().hex}
-                store.write_json("job.json", job)
-            elif "encoder_threads" not in job["numerics"]:  # begun before jobs recorded it: x264's choice here
+            if "encoder_threads" not in job["numerics"]:  # a new job, or one begun before jobs recorded it
                 job["numerics"]["encoder_threads"] = media.encoder_threads()
                 store.write_json("job.json", job)
             store.write_bytes("token", job["token"].encode())
