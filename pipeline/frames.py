@@ -230,37 +230,26 @@ def config_for_workers(client: Any, store: Store, config: dict[str, Any]) -> dic
 
 
 class _Decoder:
-    """Source frames of one segment, read on in order from one ffmpeg process. It starts with a
-    seek; where the seek finds nothing or the wrong frame (streams without a usable index), it reads
-    from the clip's start instead and skips to the frame."""
+    """Source frames of one segment, read on in order from one ffmpeg process that starts with a
+    seek to the segment's first frame (media.frames_at)."""
 
     def __init__(self, src: str, pts: float, index: int, size: tuple[int, int]):
         from . import media
 
-        self.src, self.size = src, size
-        self.pipe = media.open_frames(src, pts, size)
+        self.pipe, self.pending = media.frames_at(src, pts, size)
         self.next = index
-        self.sought = True
 
     def frame(self, index: int, pts: float) -> np.ndarray:
-        from . import media
-
-        got = self._skip_to(pts)
-        if (got is None or abs(got[0] - pts) > 1e-4) and self.sought:
-            self.pipe.close()
-            self.pipe, self.sought = media.open_frames(self.src, None, self.size), False
-            got = self._skip_to(pts)
+        got, self.pending = self.pending, None
+        if got is None:
+            got = self.pipe.read()
+        while got is not None and got[0] < pts - 1e-4:
+            got = self.pipe.read()
         if got is None or abs(got[0] - pts) > 1e-4:
             found = "the end of the clip" if got is None else f"a frame at {got[0]:.6f} s"
             raise PipelineError(f"decoding frame {index} (at {pts:.6f} s) found {found}: the input changed?")
         self.next = index + 1
         return got[1]
-
-    def _skip_to(self, pts: float) -> tuple[float, np.ndarray] | None:
-        got = self.pipe.read()
-        while got is not None and got[0] < pts - 1e-4:
-            got = self.pipe.read()
-        return got
 
     def close(self) -> None:
         self.pipe.close()

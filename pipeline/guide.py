@@ -117,12 +117,9 @@ def _frame(path: Path, pts: float | None, missing: str) -> Any:
 
     from . import media
 
-    pipe = media.open_frames(path, pts, media.probe(path).display_size)
-    try:
-        got = pipe.read()
-    finally:
-        pipe.close()
-    if got is None:
+    pipe, got = media.frames_at(path, pts, media.probe(path).display_size)
+    pipe.close()
+    if got is None or (pts is not None and abs(got[0] - pts) > 1e-4):
         raise UsageError(f"--guide {path}: {missing}")
     return Guide(shrink(got[1]))
 

@@ -317,18 +317,52 @@ def scan(src: str | os.PathLike[str], size: tuple[int, int], start: float | None
 
 
 def open_frames(src: str | os.PathLike[str], pts: float | None, size: tuple[int, int]) -> FramePipe:
-    """Full-size frames from the one whose timestamp is ``pts`` on (rotation applied): the seek
-    goes to the keyframe before it and decodes from there, dropping what comes before. With
-    ``pts`` None, from the first frame (for streams a seek cannot find a time in, e.g. raw H.264)."""
+    """Full-size frames (rotation applied) from the keyframe at or before timestamp ``pts`` (None:
+    from the first frame); :func:`frames_at` reads on to ``pts`` itself."""
     import ffmpeg
 
     in_opts: dict[str, Any] = {"copyts": None}
     if pts is not None:
-        in_opts.update(ss=f"{pts - 5e-4:.6f}", seek_timestamp=1)
+        in_opts.update(ss=f"{pts + 1e-4:.6f}", seek_timestamp=1, noaccurate_seek=None)
     stream = ffmpeg.input(_url(src), **in_opts).video.filter("showinfo")
     args = (ffmpeg.output(stream, "pipe:", f="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
             .global_args("-hide_banner", "-nostdin").get_args())
     return FramePipe(args, *size)
+
+
+SEEK_BACK_S = 2.0  # where a seek lands after the frame sought, the next try starts this much before it
+
+
+def frames_at(src: str | os.PathLike[str], pts: float | None, size: tuple[int, int]
+              ) -> tuple[FramePipe, tuple[float, Any] | None]:
+    """A decoder of ``src`` standing at the frame whose timestamp is ``pts`` (None: the first), and
+    that frame: the first one at or after ``pts``, None at the end (the caller checks the time).
+
+    The seek goes to the keyframe at or before ``pts``, and the frames before ``pts`` are read and
+    dropped here, by the timestamps the light pass found. (ffmpeg's exact seek drops frames by
+    their time from the stream's start, so in a file that does not start at 0, such as the
+    trailer, which starts a frame in, it dropped the frame sought as well, and every segment but
+    the first decoded the clip again from its start.) Where the seek lands after ``pts`` (an index
+    that is off), it tries again SEEK_BACK_S before, and then from the first frame."""
+    starts: list[float | None] = []
+    if pts is not None:
+        starts.append(pts)
+        if pts - SEEK_BACK_S > 0:
+            starts.append(pts - SEEK_BACK_S)
+    starts.append(None)
+    for start in starts:
+        pipe = open_frames(src, start, size)
+        try:
+            got = pipe.read()
+            while got is not None and pts is not None and got[0] < pts - 1e-4:
+                got = pipe.read()
+        except BaseException:
+            pipe.close()
+            raise
+        if start is None or (got is not None and got[0] <= pts + 1e-4):
+            return pipe, got
+        pipe.close()
+    raise AssertionError("unreachable: the last try reads from the first frame")
 
 
 # --- encode ------------------------------------------------------------------------------------

@@ -133,9 +133,8 @@ def _clip(req: PreviewRequest, src: Path) -> tuple[list[tuple[str, np.ndarray, n
         samples.append((f"frame {i}, {_clock(times[i])}", kept[i], dream))
     # The cost at the job's real size: one step per octave, and the flow between two frames.
     w, h = info.display_size
-    pipe = media.open_frames(src, scan.pts[picks[0]], (w, h))
+    pipe, first = media.frames_at(src, scan.pts[picks[0]], (w, h))
     try:
-        first = pipe.read()
         second = pipe.read()
     finally:
         pipe.close()

@@ -54,6 +54,35 @@ def test_shots_split_only_where_workers_would_wait_and_overlap_where_split() -> 
     assert len(plan_segments(60, [0], workers=8, chunk=0, overlap=12)) == 1  # too short to split
 
 
+def test_a_segment_decoder_seeks_to_its_frame_in_a_clip_that_does_not_start_at_0(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clip whose first frame is at 0.5 s (cut from a broadcast, or the trailer: a frame in): a
+    segment's decoder gets to its first frame by a seek and reads on from there; it never decodes
+    the clip again from its start. (ffmpeg's exact seek drops frames by their time from the stream's
+    start: it dropped the frame sought too, and every segment but the first read from frame 0.)"""
+    from pipeline import frames
+
+    clip = make_clip(tmp_path / "late.mp4", seconds=2, audio=False, extra=("-output_ts_offset", "0.5"))
+    scan = media.scan(clip, (96, 64))
+    assert scan.pts[0] == pytest.approx(0.5) and len(scan.pts) == 48
+    every = read_frames(clip)
+    starts: list[float | None] = []
+    real = media.open_frames
+    monkeypatch.setattr(media, "open_frames", lambda src, pts, size: starts.append(pts) or real(src, pts, size))
+    try:
+        for i in (10, 30, 47):
+            got = frames.decoded_frame(("late", i), lambda: str(clip), i, scan.pts[i], (96, 64))
+            assert np.array_equal(got, every[i])
+        assert np.array_equal(frames.decoded_frame(("late", 10), lambda: str(clip), 11, scan.pts[11], (96, 64)),
+                              every[11])  # the same decoder reads on
+    finally:
+        for i in (10, 30, 47):
+            dec = frames._decoders.pop(("late", i), None)
+            if dec is not None:
+                dec.close()
+    assert starts == [pytest.approx(scan.pts[i]) for i in (10, 30, 47)]
+
+
 def test_forced_chunks_and_encode_chunks_cover_every_frame_once() -> None:
     segs = plan_segments(96, [0], workers=1, chunk=24, overlap=6)
     assert [(s.warm_from, s.first, s.end) for s in segs] == [(0, 0, 24), (18, 24, 48), (42, 48, 72), (66, 72, 96)]
