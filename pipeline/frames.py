@@ -486,7 +486,7 @@ def _take_ahead(job: JobSpec, seg: int, index: int) -> Any:
 def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev: dict[str, Any] | None,
                prev_pts: float | None, last: bool, chunk: dict[str, Any] | None = None,
                durations: list[float] | None = None, encoded_in: str | None = None,
-               next_pts: float | None = None) -> dict[str, Any]:
+               next_pts: float | None = None, after: Any = None) -> dict[str, Any]:
     """Dream frame ``index`` of segment ``seg``. ``fresh``: a chain's first frame (the whole dream).
     ``prev``: the previous task's result (its source and dream frames), or None when the chain
     continues from a stored frame (a resumed job); ``prev_pts`` is then that frame's time.
@@ -494,7 +494,8 @@ def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev
     that a cross-fade still has to mix); ``durations``: that chunk's frame durations.
     ``encoded_in``: the chunk that holds this frame's pixels once encoded (for a warm frame, the
     chunk it cross-fades into). ``next_pts``: the next frame's time when it follows in this chain
-    (flow coherence decodes it and computes its flow while this frame dreams).
+    (flow coherence decodes it and computes its flow while this frame dreams). ``after``: what a
+    chain's first frame waits for (the end of an earlier chain: see video._graph); unused.
 
     Dask computes a task again when its result died with a worker, and with it every task before it
     in the chain whose result is gone too: a lost result's whole lineage. So a frame whose chunk is
@@ -597,6 +598,7 @@ def chunk_task(job: JobSpec, chunk: dict[str, Any], segment: dict[str, Any], ble
         return {"chunk": c.name, "frames": c.end - c.first, "seconds": time.perf_counter() - t0, "streamed": False,
                 "again": True}
     if stream is not None and stream.next == c.end:
+        _leave_thread_pool()
         try:
             stream.encoder.finish()
             job.store.put_file(stream.out, chunk_rel(c.name))
@@ -627,6 +629,19 @@ def chunk_task(job: JobSpec, chunk: dict[str, Any], segment: dict[str, Any], ble
         job.store.put_file(out, chunk_rel(c.name))
     _drop_encoded(job, c, segment, blend)
     return {"chunk": c.name, "frames": c.end - c.first, "seconds": time.perf_counter() - t0, "streamed": False}
+
+
+def _leave_thread_pool() -> None:
+    """Give this task's worker thread back to Dask while it waits for x264 to drain its look-ahead
+    (about 40 frames: seconds at 1080p) and copies the chunk to the store. A worker has few
+    threads (a local one, two: a dream and a chunk beside it); a shot's last chunks waiting on both
+    stalled the next shot's dream while x264 drained alone (`python -m benchmarks.serial --frames
+    240`: 4 shots, the command's process idle for 6 s at a time). A chunk that encodes from stored
+    frames keeps its thread: it feeds its encoder itself, and a resumed job may have many ready."""
+    from distributed import secede
+
+    with contextlib.suppress(ValueError):  # not in a Dask worker (a test calling the task itself)
+        secede()
 
 
 def _drop_encoded(job: JobSpec, c: Any, segment: dict[str, Any], blend: dict[str, Any] | None) -> None:

@@ -61,7 +61,8 @@ def check_stop(*_: Any) -> None:
 
 @dataclass(frozen=True)
 class Ref:
-    """In a task's arguments: the result of the earlier task with this key."""
+    """In a task's arguments: the result of the earlier task with this key (``KEY-summary``: its
+    summary's, small, for a task that only has to come after it)."""
 
     key: str
 
@@ -455,6 +456,8 @@ def run_graph(
             futures[task.key] = fut
         if task.summary is not None:
             fut = client.submit(task.summary, fut, key=f"{task.key}-summary", pure=False, priority=-n)
+            if f"{task.key}-summary" in last_use:
+                futures[f"{task.key}-summary"] = fut
         watched[fut] = task
         for key in _refs((task.args, task.kwargs)):
             if last_use[key] == n:

@@ -259,7 +259,7 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
                        keyframes=job["identity"].get("keyframes", {}), t0=plan["pts"][0], fps=nominal_fps(plan),
                        guide=guide.get("image"), guide_clip=guide_clip,
                        encoder_threads=job["numerics"]["encoder_threads"])
-        tasks, done, kept = _graph(spec, store, plan, uuid.uuid4().hex[:6])
+        tasks, done, kept = _graph(spec, store, plan, uuid.uuid4().hex[:6], None if req.scheduler else workers)
         stats["resumed"] = len(done)
         bar = tqdm(total=plan["frames"], initial=len(done), unit="frame", desc=Path(req.input).name,
                    disable=req.quiet, file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
@@ -309,13 +309,20 @@ def _input_for_workers(client: Any, req: VideoRequest, store: Store, src: Path) 
     return file_for_workers(client, store, src, "input")
 
 
-def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str) -> tuple[list[Task], set[int],
-                                                                                 set[tuple[int, int]]]:
+def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str, in_flight: int | None = None
+           ) -> tuple[list[Task], set[int], set[tuple[int, int]]]:
     """The tasks still to run, in the order Dask should prefer them; the output frames already done;
     and every output frame as (segment, index). Segments come in their start order, each one's frame
     tasks in order, each chunk's task right after its last frame (so chunks are encoded, and their
     frames dropped, as the chain goes); a chunk that cross-fades into the next segment comes after
-    that segment's last warm frame."""
+    that segment's last warm frame.
+
+    ``in_flight``: chains dreamt at once (a local cluster: one a worker, its one dream slot), each
+    chain's first frame waiting for the end of the chain that many before it; None: no limit (a
+    cluster the command did not start). Without it a local worker took the next chain's frame
+    whenever its chain's next frame was not ready yet, so two chains took turns, frame by frame:
+    two x264 encoders filling their look-ahead at once and draining at once, the dream starved
+    while they drain (`python -m benchmarks.serial --frames 240`, 4 shots)."""
     from .plan import durations, start_order
 
     segments = [Segment(**s) for s in plan["segments"]]
@@ -389,6 +396,7 @@ def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str) -> tuple
             if c.blend is not None:  # the next segment's warm frames end up in this chunk too
                 nxt = segments[c.blend]
                 chunk_of.update({(nxt.id, i): c for i in range(nxt.warm_from, nxt.first)})
+    ends: list[str] = []  # each chain's last frame task, in start order
     for s in start_order(segments):
         # Chunks whose frames are all stored already can be encoded at once.
         for c in chunks:
@@ -403,13 +411,19 @@ def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str) -> tuple
             c = chunk_of.get((s.id, i))
             out = c is not None and c.seg == s.id  # an output frame of this segment (not a warm frame)
             streamed = (asdict(c), dur[c.first:c.end]) if out and c.blend is None else (None, None)
+            after = None
+            if i == chains[s.id][0] and in_flight is not None and len(ends) >= in_flight:
+                after = Ref(f"{ends[-in_flight]}-summary")
             add(Task(key("f", s.id, i), frame_task,
                      (spec, s.id, i, pts[i], fresh, prev, None if fresh else pts[i - 1], i == need[s.id] - 1,
                       *streamed, c.name if c is not None else None),
-                     {"next_pts": pts[i + 1] if (i + 1 < need[s.id] and not fresh_always) else None},
+                     {"next_pts": pts[i + 1] if (i + 1 < need[s.id] and not fresh_always) else None,
+                      "after": after},
                      summary=frame_summary))
             for c in chunk_by_end.get((s.id, i), []):
                 add_chunk(c)
+        if chains[s.id]:
+            ends.append(key("f", s.id, chains[s.id][-1]))
     leftover = [t.key for ts in deferred.values() for t in ts]
     if leftover:
         raise PipelineError(f"internal: tasks never scheduled: {leftover[:3]}")

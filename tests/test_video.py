@@ -116,6 +116,43 @@ def test_cut_clip_keeps_frames_rate_and_audio(cut_clip: Path, tmp_path: Path, ca
     assert "2 shots" in err
 
 
+def test_one_local_worker_dreams_one_shot_after_the_other(cut_clip: Path, tmp_path: Path, capsys,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """One local worker, two shots: the second shot's first frame waits for the first shot's last
+    (a dependency in the graph), so the frames of the two never take turns (which kept two encoders
+    filling their look-ahead at once, then draining at once while the dream waited). A chunk task
+    waiting for its encoder gives its worker thread back to Dask (two such waits took both threads
+    of a local worker and stalled the next shot's dream)."""
+    import itertools
+
+    import distributed
+
+    from pipeline import frames, schedule
+
+    seceded: list[str] = []
+    real_secede = distributed.secede
+    monkeypatch.setattr(distributed, "secede", lambda: seceded.append("x") or real_secede())
+
+    order: list[int] = []
+    real_store = frames.store_frame
+    monkeypatch.setattr(frames, "store_frame",
+                        lambda job, seg, i, rgb: order.append(seg) or real_store(job, seg, i, rgb))
+    sent: list = []
+    real_run = schedule.run_graph
+    monkeypatch.setattr(schedule, "run_graph", lambda client, tasks, *a, **k: sent.extend(tasks) or
+                        real_run(client, tasks, *a, **k))
+    code, err = run(["video", str(cut_clip), "-o", str(tmp_path / "out.mp4"), *FAST], capsys)
+    assert code == 0, err
+    frame_tasks = [t for t in sent if t.fn is frames.frame_task]
+    waiting = [t for t in frame_tasks if t.kwargs.get("after") is not None]
+    assert len(frame_tasks) == 36 and len(waiting) == 1
+    first_shot_end = frame_tasks[frame_tasks.index(waiting[0]) - 1]
+    assert waiting[0].kwargs["after"] == schedule.Ref(f"{first_shot_end.key}-summary")
+    assert waiting[0].args[1] != first_shot_end.args[1]  # another segment's first frame
+    assert len(order) == 36 and [seg for seg, _ in itertools.groupby(order)] == [1, 0]  # the longer shot first
+    assert len(seceded) == 2  # each shot's one chunk, streamed
+
+
 def test_first_frame_after_a_cut_holds_nothing_of_the_shot_before(cut_clip: Path, tmp_path: Path, capsys) -> None:
     """The frame that starts shot 2 is dreamt from its source alone: it equals the same frame of a
     run where no frame sees another (coherence none), while the frame after it does not."""

@@ -178,7 +178,9 @@ def test_tasks_computed_again_after_a_lost_worker_dream_nothing_twice(clip: Path
         results: dict[str, object] = {}
         for n, task in enumerate(tasks):
             results[task.key] = task.fn(*schedule._bind(task.args, results), **schedule._bind(task.kwargs, results))
-            on_result(task.summary(results[task.key]) if task.summary else results[task.key])
+            if task.summary:
+                results[f"{task.key}-summary"] = task.summary(results[task.key])
+            on_result(results[f"{task.key}-summary"] if task.summary else results[task.key])
             if n % 4 == 3 or n == len(tasks) - 1:
                 for t in tasks[:n + 1]:  # a chunk's own result lost: the chunk task alone, again
                     if t.fn.__name__ == "chunk_task":
@@ -186,6 +188,8 @@ def test_tasks_computed_again_after_a_lost_worker_dream_nothing_twice(clip: Path
                 redone: dict[str, object] = {}  # a frame's result lost: its lineage, again
                 for t in tasks[:n + 1]:
                     redone[t.key] = t.fn(*schedule._bind(t.args, redone), **schedule._bind(t.kwargs, redone))
+                    if t.summary:
+                        redone[f"{t.key}-summary"] = t.summary(redone[t.key])
                     again.append(redone[t.key])
 
     monkeypatch.setattr(schedule, "run_graph", inline)
