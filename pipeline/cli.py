@@ -399,8 +399,10 @@ def cmd_video(args: argparse.Namespace) -> int:
         stats = run_video(req)
     except KeyboardInterrupt:
         return _stopped("frames", req.workdir or default_workdir(out))
-    print(f"{PROG}: wrote {out} ({stats['frames']} frames, {len(stats['cuts'])} shots, {stats['dreamt']} dreamt now, "
-          f"{stats['resumed']} resumed, {time.monotonic() - start:.1f} s)", file=sys.stderr)
+    shots = len(stats["cuts"])
+    print(f"{PROG}: wrote {out} ({stats['frames']} frames, {shots} shot{'s' if shots != 1 else ''}, "
+          f"{stats['dreamt']} dreamt now, {stats['resumed']} resumed, {time.monotonic() - start:.1f} s)",
+          file=sys.stderr)
     return EXIT_OK
 
 

@@ -324,7 +324,7 @@ def test_flow_is_far_steadier_than_dreaming_each_frame_alone(tmp_path: Path, cap
         work = tmp_path / f"work-{mode}"
         code, err = run(["video", str(clip), "-o", str(tmp_path / f"{mode}.mp4"), *FAST, "--coherence", mode,
                          "--workdir", str(work), "--keep-frames"], capsys)
-        assert code == 0 and "1 shots" in err, err
+        assert code == 0 and "1 shot," in err, err
         out = [f.astype(np.float32) / 255 for f in dreamt_all(work)]
         series[mode] = [frame_instability(src[i - 1], out[i - 1], src[i], out[i]) for i in range(1, 12)]
         strength = [float(np.mean(np.abs(o - s))) for o, s in zip(out, src, strict=True)]
