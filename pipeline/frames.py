@@ -240,11 +240,8 @@ class _Decoder:
         self.next = index
 
     def frame(self, index: int, pts: float) -> np.ndarray:
-        got, self.pending = self.pending, None
-        if got is None:
-            got = self.pipe.read()
-        while got is not None and got[0] < pts - 1e-4:
-            got = self.pipe.read()
+        got = self.pipe.read_on(pts, self.pending)
+        self.pending = None
         if got is None or abs(got[0] - pts) > 1e-4:
             found = "the end of the clip" if got is None else f"a frame at {got[0]:.6f} s"
             raise PipelineError(f"decoding frame {index} (at {pts:.6f} s) found {found}: the input changed?")

@@ -234,6 +234,15 @@ class FramePipe:
         self.count += 1
         return pts, np.frombuffer(buf, np.uint8).reshape(self.height, self.width, 3)
 
+    def read_on(self, pts: float, got: tuple[float, Any] | None = None) -> tuple[float, Any] | None:
+        """The first frame at or after timestamp ``pts`` (``got``: one read already, the first to
+        look at), the frames before it dropped; None at the end."""
+        if got is None:
+            got = self.read()
+        while got is not None and got[0] < pts - 1e-4:
+            got = self.read()
+        return got
+
     def finish(self) -> int:
         """Wait for ffmpeg to end; its exit code."""
         code = self.proc.wait()
@@ -353,9 +362,7 @@ def frames_at(src: str | os.PathLike[str], pts: float | None, size: tuple[int, i
     for start in starts:
         pipe = open_frames(src, start, size)
         try:
-            got = pipe.read()
-            while got is not None and pts is not None and got[0] < pts - 1e-4:
-                got = pipe.read()
+            got = pipe.read() if pts is None else pipe.read_on(pts)
         except BaseException:
             pipe.close()
             raise
