@@ -21,6 +21,7 @@ import numpy as np
 
 from .backbones.base import FeatureNet
 from .config import Guide
+from .errors import DreamError
 from .objective import Target, check_guidable, dream_loss, guide_features
 
 # progress(octave, octaves, iteration, iterations, loss): octave and iteration count from 1.
@@ -273,7 +274,13 @@ class Dreamer:
                 grad = np.roll(grad, (-dy, -dx), axis=(0, 1))
             # The floor only guards against 0/0: untrained networks have gradients far below
             # the keras example's 1e-6, and they still point somewhere worth going.
-            grad /= max(float(np.mean(np.abs(grad))), 1e-20)
+            norm = float(np.mean(np.abs(grad)))
+            if not (math.isfinite(norm) and math.isfinite(loss)):
+                # float32 overflowed (layer weights near its range, say): a NaN step would turn the
+                # picture black, so stop and say it.
+                raise DreamError(f"the dream diverged: its loss became {loss:g} (float32 overflowed; smaller layer "
+                                 "weights or step?)")
+            grad /= max(norm, 1e-20)
             img += params.step * grad
             _clock.seconds = step_seconds() + time.perf_counter() - t0
             _clock.steps = step_count() + 1

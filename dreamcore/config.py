@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, shown
 
 MODELS = ("auto", "inception_v3", "vgg16_hed")
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -83,12 +83,19 @@ def _in(lo: float, hi: float) -> Callable[[Any], bool]:
     return lambda v: lo <= v <= hi
 
 
+# The engine weighs layers in float32: a weight is checked as it will be used there.
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _valid_layers(v: Mapping[str, float]) -> bool:
+    import numpy as np
+
+    as_used = [float(np.float32(w)) if math.isfinite(w) and abs(w) <= FLOAT32_MAX else math.inf for w in v.values()]
     return (
         len(v) > 0
         and all(isinstance(k, str) and k for k in v)
-        and all(math.isfinite(w) for w in v.values())
-        and any(w != 0 for w in v.values())
+        and all(math.isfinite(w) for w in as_used)
+        and any(w != 0 for w in as_used)
     )
 
 
@@ -102,8 +109,8 @@ SCHEMA: dict[str, _Field] = {
                           lambda v: v in INPUT_RANGES),
     "weights": _Field("str", True, "null (the network's trained weights), imagenet, hed, untrained or a file path",
                       lambda v: bool(v)),
-    "layers": _Field("layers", False, "a non-empty mapping of layer name to a finite weight, not all zero",
-                     _valid_layers),
+    "layers": _Field("layers", False, "a non-empty mapping of layer name to a weight within float32's range "
+                     "(about 3.4e38), not all zero in float32", _valid_layers),
     "step": _Field("float", False, "a number from 0 to 1 (0: no dream, e.g. a keyframe fading it in)",
                    _in(0, 1)),
     "octaves": _Field("int", False, "an integer from 1 to 12", _in(1, 12)),
@@ -177,7 +184,7 @@ def _coerce(source: str, name: str, value: Any, schema: Mapping[str, _Field] = S
 
     def bad(why: str = "") -> ConfigError:
         extra = f" ({why})" if why else ""
-        return ConfigError(f"{source}: {name}: {value!r} is not allowed{extra}; allowed: {spec.allowed}")
+        return ConfigError(f"{source}: {name}: {shown(value)} is not allowed{extra}; allowed: {spec.allowed}")
 
     if value is None:
         if spec.nullable:
@@ -217,7 +224,7 @@ def _checked(data: Mapping[str, Any], schema: Mapping[str, _Field], source: str,
     unknown = sorted(set(data) - set(schema) - set(known_elsewhere))
     if unknown:
         prefix = "video." if schema is VIDEO_SCHEMA else ""
-        raise ConfigError(f"{source}: unknown key {prefix}{unknown[0]!r} (known keys: {', '.join(schema)}"
+        raise ConfigError(f"{source}: unknown key {prefix}{shown(unknown[0])} (known keys: {', '.join(schema)}"
                           + (f", {', '.join(known_elsewhere)}" if known_elsewhere else "") + ")")
     return {name: _coerce(source, name, value, schema) for name, value in data.items() if name in schema}
 
@@ -289,7 +296,7 @@ class VideoConfig:
         if data is None:
             return cls()
         if not isinstance(data, Mapping):
-            raise ConfigError(f"{source}: video: {data!r} is not allowed; allowed: a mapping of video keys")
+            raise ConfigError(f"{source}: video: {shown(data)} is not allowed; allowed: a mapping of video keys")
         return cls(**_checked(data, VIDEO_SCHEMA, f"{source}: video"))
 
     def to_dict(self) -> dict[str, Any]:
@@ -306,7 +313,7 @@ def preset_names() -> list[str]:
 def preset_text(name: str) -> str:
     names = preset_names()
     if name not in names:
-        raise ConfigError(f"unknown preset {name!r} (presets: {', '.join(names)})")
+        raise ConfigError(f"unknown preset {shown(name)} (presets: {', '.join(names)})")
     return resources.files("dreamcore.presets").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import SCHEMA, VIDEO_SCHEMA, DreamConfig, VideoConfig
-from .errors import ConfigError
+from .errors import ConfigError, shown
 
 # Numeric settings a frame may change. Not those that shape the job itself (the seed, the plan's
 # shots and chunks, the flow's size): they are one value for a whole job.
@@ -62,7 +62,8 @@ def _parse_time(text: str, where: str) -> tuple[int | None, float | None]:
             return None, float(t[:-1])
         return int(t), None
     except ValueError:
-        raise ConfigError(f"{where}: keyframe time {t!r} is neither a frame number (12) nor seconds (2.5s)") from None
+        raise ConfigError(f"{where}: keyframe time {shown(t)} is neither a frame number (12) nor seconds "
+                          "(2.5s)") from None
 
 
 def parse_keys(value: Any, where: str) -> list[Key] | None:
@@ -80,9 +81,9 @@ def parse_keys(value: Any, where: str) -> list[Key] | None:
         try:
             number = float(v)
         except (TypeError, ValueError):
-            raise ConfigError(f"{where}: keyframe {t}:{v}: the value must be a number") from None
+            raise ConfigError(f"{where}: keyframe {shown(t)}: {shown(v)}: the value must be a number") from None
         if not math.isfinite(number):
-            raise ConfigError(f"{where}: keyframe {t}:{v}: the value must be finite")
+            raise ConfigError(f"{where}: keyframe {shown(t)}: {shown(v)}: the value must be finite")
         keys.append(Key(frame, seconds, number))
     return keys
 
@@ -218,7 +219,8 @@ def _keys_of(name: str, key: str, value: Any, schema: Mapping[str, Any], keyfram
     """A setting's keyframes (None for a plain value), refused for an unknown or a fixed key."""
     keys = parse_keys(value, f"{source}: {name}")
     if keys is not None and key not in schema:
-        raise ConfigError(f"{source}: unknown key {name!r} in keyframes {value!r} (known keys: {', '.join(schema)})")
+        raise ConfigError(f"{source}: unknown key {shown(name)} in keyframes {shown(value)} (known keys: "
+                          f"{', '.join(schema)})")
     if keys is not None and key not in keyframable:
         raise _not_keyframable(name, source)
     return keys

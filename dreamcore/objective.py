@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backbones.base import LOSS_BORDER
-from .errors import ConfigError, LayerError
+from .errors import ConfigError, LayerError, shown
 
 CLASS = "class"  # the layer name under which a backbone exposes its classifier's logits
 MAX_CHANNELS_LISTED = 4096
@@ -55,22 +55,22 @@ def parse_target(key: str) -> Target:
     name, spec = name.strip(), spec.replace(" ", "")
     if not sep:
         if name == CLASS:
-            raise LayerError(f"layer {key!r}: a class target needs its number, e.g. class:281 (--class 281)")
+            raise LayerError(f"layer {shown(key)}: a class target needs its number, e.g. class:281 (--class 281)")
         return Target(key, name)
     if not name or not _CHANNELS.fullmatch(spec):
-        raise LayerError(f"layer {key!r}: expected NAME, NAME:CHANNEL, NAME:C1+C2+... or NAME:FIRST-LAST "
+        raise LayerError(f"layer {shown(key)}: expected NAME, NAME:CHANNEL, NAME:C1+C2+... or NAME:FIRST-LAST "
                          "(channels count from 0), or class:N")
     channels: list[int] = []
     for part in spec.split("+"):
         lo, dash, hi = part.partition("-")
         a, b = int(lo), int(hi) if dash else int(lo)
         if b < a:
-            raise LayerError(f"layer {key!r}: the range {part} runs backwards")
+            raise LayerError(f"layer {shown(key)}: the range {part} runs backwards")
         if b - a >= MAX_CHANNELS_LISTED:
-            raise LayerError(f"layer {key!r}: the range {part} is longer than {MAX_CHANNELS_LISTED} channels")
+            raise LayerError(f"layer {shown(key)}: the range {part} is longer than {MAX_CHANNELS_LISTED} channels")
         channels.extend(range(a, b + 1))
     if name == CLASS and len(channels) != 1:
-        raise LayerError(f"layer {key!r}: one class per target (class:N); weigh several with several targets")
+        raise LayerError(f"layer {shown(key)}: one class per target (class:N); weigh several with several targets")
     return Target(key, name, tuple(dict.fromkeys(channels)))
 
 
@@ -107,7 +107,7 @@ def check_channels(targets: Sequence[tuple[int, Target]], widths: Sequence[int],
         bad = [c for c in t.channels if c >= widths[out]]
         if bad:
             what = "classes" if t.layer == CLASS else "channels"
-            raise LayerError(f"layer {t.key!r}: {t.layer} of {network} has {widths[out]} {what} (0 to "
+            raise LayerError(f"layer {shown(t.key)}: {t.layer} of {network} has {widths[out]} {what} (0 to "
                              f"{widths[out] - 1}); {bad[0]} is not one")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dreamcore.config import DreamConfig, VideoConfig, load_preset, merge, parse_yaml
-from dreamcore.errors import ConfigError
+from dreamcore.errors import ConfigError, shown
 from dreamcore.keyframes import Key, Schedule, looks_keyframed, split
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ def parse_set(items: Sequence[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected key=value")
+            raise ConfigError(f"--set {shown(item)}: expected key=value")
         try:
             # A keyframe list stays text: YAML 1.1 would read 0:1 as a base-60 number.
             value = raw.strip() if looks_keyframed(raw) else yaml.safe_load(raw) if raw.strip() else None
@@ -50,7 +50,7 @@ def parse_layers(text: str) -> dict[str, float]:
         try:
             out[name.strip()] = float(weight) if sep else 1.0
         except ValueError:
-            raise ConfigError(f"--layers: {part!r}: the weight must be a number (name=weight)") from None
+            raise ConfigError(f"--layers: {shown(part)}: the weight must be a number (name=weight)") from None
     if not out:
         raise ConfigError("--layers: give at least one layer, e.g. --layers mixed3=1,mixed5=1.5")
     return out

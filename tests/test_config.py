@@ -125,3 +125,33 @@ def test_bfloat16_on_a_cpu_without_bfloat16_says_so(monkeypatch, caplog) -> None
             resolve_noted(cfg.replace(precision=precision))
         said = [r.getMessage() for r in caplog.records if "bfloat16 instructions" in r.getMessage()]
         assert len(said) == (1 if warned else 0), (flags, precision, said)
+
+
+@pytest.mark.parametrize("weight, why", [(1e308, "float32's range"), (-1e39, "float32's range"),
+                                         (1e-50, "not all zero in float32")])
+def test_layer_weights_are_checked_as_float32_uses_them(weight: float, why: str) -> None:
+    with pytest.raises(ConfigError, match=why):
+        build_config(None, None, [], {"layers": {"mixed4": weight}})
+    build_config(None, None, [], {"layers": {"mixed4": 3e38, "mixed5": 1e-50}})
+
+
+def test_a_dream_whose_loss_overflows_is_an_error_not_a_black_picture(monkeypatch) -> None:
+    """Weights within float32 can still overflow its sums (a trained network's large activations):
+    the step that would turn the picture into NaN (black) stops the dream with one line instead."""
+    import numpy as np
+
+    from dreamcore import DreamConfig, dream_image
+    from dreamcore.ascent import Dreamer
+    from dreamcore.errors import DreamError
+
+    real = Dreamer.gradient
+
+    def overflowing(self, *args, **kwargs):
+        loss, grad = real(self, *args, **kwargs)
+        return float("inf"), grad * np.float32(np.inf)
+
+    monkeypatch.setattr(Dreamer, "gradient", overflowing)
+    img = np.full((48, 48, 3), 120, np.uint8)
+    with pytest.raises(DreamError, match="the dream diverged"):
+        dream_image(img, DreamConfig(model="inception_v3", weights="untrained", layers={"mixed2": 1.0}, octaves=1,
+                                     iterations=1))

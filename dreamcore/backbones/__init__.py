@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..config import is_model_path
-from ..errors import ConfigError, LayerError
+from ..errors import ConfigError, LayerError, shown
 from .base import Backbone, FeatureNet
 from .inception import InceptionV3
 from .keras_file import KerasFile
@@ -26,13 +26,13 @@ def get(name: str, model_input: str = "auto") -> Backbone:
     """A built-in network by name, or the model in a file (``--model path/model.keras``)."""
     if name in REGISTRY:
         if model_input != "auto":
-            raise ConfigError(f"model_input: {model_input!r}: {name} converts its input itself; model_input is for "
-                              "model files (--model FILE)")
+            raise ConfigError(f"model_input: {shown(model_input)}: {name} converts its input itself; model_input "
+                              "is for model files (--model FILE)")
         return REGISTRY[name]
     if is_model_path(name):
         return KerasFile(name, model_input)
-    raise ConfigError(f"model: {name!r} is not allowed; allowed: auto, {', '.join(REGISTRY)} or a Keras model file "
-                      "(.keras, .h5)")
+    raise ConfigError(f"model: {shown(name)} is not allowed; allowed: auto, {', '.join(REGISTRY)} or a Keras model "
+                      "file (.keras, .h5)")
 
 
 @dataclass(frozen=True)
@@ -54,12 +54,13 @@ def resolve(model: str, weights: str | None, layers: Mapping[str, float], model_
         if isinstance(backbone, KerasFile):
             backbone.model()  # a file that does not load, or is no image model, is said first
             if weights not in (None, "file"):
-                raise ConfigError(f"weights: {weights!r}: a model file carries its own weights (leave --weights out)")
+                raise ConfigError(f"weights: {shown(weights)}: a model file carries its own weights (leave --weights "
+                                  "out)")
             note = backbone.input_range()[1]
             if note:
                 notes.append(note)
     elif model_input != "auto":
-        raise ConfigError(f"model_input: {model_input!r}: model_input is for model files (--model FILE)")
+        raise ConfigError(f"model_input: {shown(model_input)}: model_input is for model files (--model FILE)")
     elif weights == "hed":
         backbone = REGISTRY["vgg16_hed"]
     elif weights is None and not REGISTRY["inception_v3"].weights_ready(None):

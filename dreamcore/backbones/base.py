@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import LayerError
+from ..errors import LayerError, shown
 
 # The border the objective crops off each activation (as the keras.io example does); a layer
 # must be larger than twice this for the cropped loss to see anything.
@@ -105,7 +105,7 @@ class Backbone(ABC):
             unknown = [n for n in unknown if n not in known]
         if unknown:
             raise LayerError(
-                f"unknown layer {unknown[0]!r} for {self.name}; valid dream layers: "
+                f"unknown layer {shown(unknown[0])} for {self.name}; valid dream layers: "
                 f"{', '.join(self.dream_layers())} (and any layer `dreamreel layers --model {self.name} --all` lists)"
             )
 

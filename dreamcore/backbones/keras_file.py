@@ -29,7 +29,7 @@ from typing import Any
 
 from ..config import INPUT_RANGES
 from ..config import MODEL_SUFFIXES as SUFFIXES
-from ..errors import ConfigError, LayerError, WeightsError
+from ..errors import ConfigError, LayerError, WeightsError, shown
 from .base import Backbone, FeatureNet, min_input_side
 
 _PREPROCESSING = ("Rescaling", "Normalization")
@@ -137,7 +137,7 @@ class KerasFile(Backbone):
         self.path = path
         self.model_input = model_input
         if model_input not in INPUT_RANGES:
-            raise ConfigError(f"model_input: {model_input!r} is not allowed; allowed: {', '.join(INPUT_RANGES)}")
+            raise ConfigError(f"model_input: {shown(model_input)} is not allowed; allowed: {', '.join(INPUT_RANGES)}")
 
     # --- what the file holds ---------------------------------------------------------------------
 
@@ -229,11 +229,11 @@ class KerasFile(Backbone):
                 listed = self.dream_layers()
                 more = f", ... ({len(listed)} in all: `dreamreel layers --model {self.path}`)" if len(listed) > 24 \
                     else ""
-                raise LayerError(f"unknown layer {name!r} for {os.path.basename(self.path)}; its dream layers: "
+                raise LayerError(f"unknown layer {shown(name)} for {os.path.basename(self.path)}; its dream layers: "
                                  f"{', '.join(listed[:24])}{more}")
             if len(shapes[name]) != 4:
-                raise LayerError(f"layer {name!r} of {os.path.basename(self.path)} is not a feature map: its output "
-                                 f"is {shapes[name]}; dream layers are 4-D (batch, height, width, channels) "
+                raise LayerError(f"layer {shown(name)} of {os.path.basename(self.path)} is not a feature map: its "
+                                 f"output is {shapes[name]}; dream layers are 4-D (batch, height, width, channels) "
                                  "(a classifier's logits: --class N)")
 
     # --- the feature network ---------------------------------------------------------------------
@@ -244,7 +244,7 @@ class KerasFile(Backbone):
         from ..objective import CLASS, dream_loss
 
         if weights not in (None, "file"):
-            raise WeightsError(f"weights: {weights!r}: a model file carries its own weights (leave --weights out)")
+            raise WeightsError(f"weights: {shown(weights)}: a model file carries its own weights (leave --weights out)")
         self._check_outputs(layers)
         model = self.model()
         keras = keras_of(model)
