@@ -1,11 +1,14 @@
 """`dreamreel images`: dream every image under a folder into a mirrored folder, resumably.
 
-The walk follows symbolic links but never enters a folder twice (loops can't trap it) and skips
-hidden files and folders. Every file is judged by its content: what decodes as an image is dreamt,
-anything else is recorded as a failure with its reason, and the rest goes on. One Dask task per
-image; a worker loads its model once. Outputs are written whole (temporary name, then rename) and
-an output that exists is done, so a re-run dreams only what is missing. The work folder
+The walk follows symbolic links but never enters a folder twice (loops can't trap it), never
+enters OUT_DIR or the work folder (a link to them would feed the dreams back in), and skips hidden
+files and folders. Every file is judged by its content: what decodes as an image is dreamt,
+anything else (a FIFO, a link to nothing, a file that is no image) is recorded as a failure with
+its reason, and the rest goes on. One Dask task per image; a worker loads its model once. Outputs
+are written whole (temporary name, then rename), never over a file that appeared meanwhile, and an
+output that exists is done, so a re-run dreams only what is missing. The work folder
 (``OUT_DIR/.dreamreel-work``) holds the job record; another config on the same OUT_DIR is refused.
+A dream a worker staged in the store comes home only to the output it was planned for, checked.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ from typing import Any
 
 from dreamcore.config import DreamConfig
 
-from .errors import UsageError
+from .errors import Unwritable, UsageError, write_fault
 from .fsutil import temp_dir
 from .imagefile import WRITE_EXTENSIONS
-from .jobs import JOB_VERSION, LayoutLog
+from .integrity import Damaged
+from .jobs import JOB_VERSION, LayoutLog, write_record
 from .store import Store, is_url
 
 WORK_NAME = ".dreamreel-work"
@@ -45,10 +49,20 @@ class BatchReport:
     note: str | None = None  # e.g. items dreamt under more than one numerics layout
 
 
-def walk(root: Path) -> list[Path]:
-    """Every non-hidden regular file under ``root``, following links, each folder entered once."""
+def walk(root: Path, avoid: tuple[Path, ...] = ()) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Every non-hidden regular file under ``root``, following links, each folder entered once; and
+    what is there but is not a file to read, with why (a FIFO, a link to nothing, a link into one
+    of the folders ``avoid``, resolved: OUT_DIR and the work folder)."""
+    import stat
+
     seen: set[tuple[int, int]] = set()
     files: list[Path] = []
+    odd: list[tuple[Path, str]] = []
+    avoid = tuple(a.resolve() for a in avoid)
+
+    def inside_avoided(path: Path) -> Path | None:
+        real = path.resolve()
+        return next((a for a in avoid if real == a or a in real.parents), None)
 
     def visit(folder: Path) -> None:
         try:
@@ -67,15 +81,25 @@ def walk(root: Path) -> list[Path]:
                 continue
             path = Path(entry.path)
             try:
-                if entry.is_dir(follow_symlinks=True):
+                if (hit := inside_avoided(path)) is not None:
+                    what = "the output folder" if hit == avoid[0] else "the work folder"
+                    odd.append((path, f"leads into {hit} ({what}): not read, so dreams are never dreamt again"))
+                elif entry.is_symlink() and not path.exists():
+                    odd.append((path, "a link to nothing (its target is missing)"))
+                elif entry.is_dir(follow_symlinks=True):
                     visit(path)
                 elif entry.is_file(follow_symlinks=True):
                     files.append(path)
+                else:
+                    mode = entry.stat(follow_symlinks=True).st_mode
+                    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else
+                            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+                    odd.append((path, f"{kind}, not a file to read"))
             except OSError:
                 files.append(path)  # unreadable: recorded as a failure when read
 
     visit(root)
-    return files
+    return files, odd
 
 
 def output_for(rel: Path, fmt: str, taken: set[str]) -> str:
@@ -95,13 +119,16 @@ def output_for(rel: Path, fmt: str, taken: set[str]) -> str:
     return key
 
 
-def plan(in_dir: Path, out_dir: Path, fmt: str) -> list[Item]:
+def plan(in_dir: Path, out_dir: Path, fmt: str,
+         avoid: tuple[Path, ...] = ()) -> tuple[list[Item], list[tuple[str, str]]]:
+    """The items to dream, and the entries of IN_DIR that can't be (relative path, why)."""
     taken: set[str] = set()
     items = []
-    for src in walk(in_dir):
+    files, odd = walk(in_dir, (out_dir, *avoid))
+    for src in files:
         rel = src.relative_to(in_dir)
         items.append(Item(src, rel.as_posix(), out_dir / output_for(rel, fmt, taken)))
-    return items
+    return items, [(p.relative_to(in_dir).as_posix(), why) for p, why in odd]
 
 
 # --- the task (runs on a Dask worker) ----------------------------------------------------------
@@ -117,9 +144,10 @@ class BatchSpec:
     guide: str | None = None  # a guide's digest (the image is in the store)
 
 
-def image_task(spec: BatchSpec, src: str, dst: str, rel: str) -> dict[str, Any]:
-    """Dream one file from ``src`` into ``dst`` (each a path or a URL); a bad input is a result (ok
-    False, its reason), never an exception. A worker that cannot see the job fails the job."""
+def image_task(spec: BatchSpec, src: str, dst: str, rel: str, staged: bool = False) -> dict[str, Any]:
+    """Dream one file from ``src`` into ``dst`` (a path or a URL; with ``staged``, a name in the job's
+    store, for the command to bring home); a bad input is a result (ok False, its reason), never an
+    exception. A worker that cannot see the job fails the job."""
 
     from dreamcore.engine import from_float_rgb, to_float_rgb
 
@@ -145,37 +173,48 @@ def image_task(spec: BatchSpec, src: str, dst: str, rel: str) -> dict[str, Any]:
     try:
         rgb, alpha = to_float_rgb(picture.pixels)
         dreamt = dreamer.dream_rgb(rgb)
-        _put(encode_image(from_float_rgb(dreamt, alpha, picture.pixels.dtype), Path(dst).suffix), dst)
+        data = encode_image(from_float_rgb(dreamt, alpha, picture.pixels.dtype), Path(dst).suffix)
     except (MemoryError, OSError, ValueError) as exc:  # this item's failure, not the batch's
+        return {"rel": rel, "ok": False, "reason": f"{type(exc).__name__}: {exc}"}
+    try:
+        _put(data, dst, spec.store if staged else None)
+    except FileExistsError:
+        return {"rel": rel, "ok": False, "reason": "a file appeared at its output while it was dreamt, and is kept"}
+    except OSError as exc:
+        fault = write_fault(exc)
+        if fault:  # the output folder, not this image: every other image would fail the same way
+            raise Unwritable(f"{Path(dst).parent}: cannot write {Path(dst).name} ({fault}): free some space or fix "
+                             "the folder, then run the same command again: the images dreamt so far are kept") from None
         return {"rel": rel, "ok": False, "reason": f"{type(exc).__name__}: {exc}"}
     return {"rel": rel, "ok": True, "seconds": time.perf_counter() - t0, "layout": numerics()}
 
 
 def _fetch(location: str, tmp: Path) -> Path:
-    """A local path of an input: itself, or a download of a URL."""
+    """A local path of an input: itself, or a download of a URL (streamed, not held in memory)."""
     if not is_url(location):
         return Path(location)
+    import shutil
+
     import fsspec
 
     local = tmp / Path(location).name
-    with fsspec.open(location, "rb") as src:
-        local.write_bytes(src.read())
+    with fsspec.open(location, "rb") as src, open(local, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 22)
     return local
 
 
-def _put(data: bytes, location: str) -> None:
-    """Write an output whole: a local file renamed into place, or an object created at once."""
-    if is_url(location):
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(location)
-        fs.pipe_file(path, data)
+def _put(data: bytes, location: str, store: Store | None) -> None:
+    """Write an output whole, never over a file that appeared there meanwhile (FileExistsError): a
+    local file renamed into place, or (``store``) a dream staged in the job's store under the name
+    ``location``, checksummed, for the command to bring home."""
+    if store is not None:
+        store.write_sealed(location, data, durable=True)
         return
     from .fsutil import write_atomic
 
     target = Path(location)
     target.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(target, data)
+    write_atomic(target, data, overwrite=False)
 
 
 # --- the job -----------------------------------------------------------------------------------
@@ -202,6 +241,9 @@ def check_dirs(in_dir: Path, out_dir: Path) -> None:
     if a == b or a in b.parents:
         raise UsageError(f"{out_dir}: the output folder may not be inside the input folder "
                          "(its images would be taken as inputs next time)")
+    if b in a.parents:
+        raise UsageError(f"{in_dir}: the input folder may not be inside the output folder (its dreams would be "
+                         "written among the inputs, or over them)")
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"{out_dir}: exists and is not a folder")
 
@@ -216,47 +258,55 @@ def run_batch(req: BatchRequest) -> BatchReport:
     from .settings import identity_extras, pinned
 
     check_dirs(req.in_dir, req.out_dir)
-    req.out_dir.mkdir(parents=True, exist_ok=True)
     cfg = pinned(req.config)
     store = Store(req.workdir or str(req.out_dir / WORK_NAME))
+    if store.local and store.local_path().resolve() in (req.in_dir.resolve(), *req.in_dir.resolve().parents):
+        raise UsageError(f"{req.workdir}: the work folder may not hold the input folder")
+    try:
+        req.out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise Unwritable(f"{req.out_dir}: cannot create the output folder ({write_fault(exc) or exc})") from None
     identity = {"input": {"folder": str(req.in_dir.resolve())}, "config": cfg.to_dict(), "format": req.fmt,
                 **identity_extras(cfg)}
     report = BatchReport()
     t0 = time.perf_counter()
+    store.claim()
     with store.locked():
-        job = open_job(store, identity, req.restart)
+        job = open_job(store, identity, req.restart, work=lambda _: True)  # the work is in OUT_DIR: never dropped
         if job is None:
             job = {"version": JOB_VERSION, "identity": identity, "token": uuid.uuid4().hex,
                    "numerics": {"threads": job_threads(req.workers, req.scheduler)}}
-            store.write_json("job.json", job)
+            write_record(store, job)
         store.write_bytes("token", job["token"].encode())
         if cfg.guide is not None:
             from .guide import store_still
 
             store_still(store, cfg.guide)
-        layouts = LayoutLog(lambda j: store.write_json("job.json", j), job)
-        for stale in req.out_dir.rglob(".*.part"):  # a write cut short by a kill: never an output
-            stale.unlink(missing_ok=True)
-        items = plan(req.in_dir, req.out_dir, req.fmt)
-        if not items:
+        layouts = LayoutLog(lambda j: write_record(store, j), job)
+        _sweep_partials(req.out_dir)
+        avoid = (store.local_path(),) if store.local else ()
+        items, odd = plan(req.in_dir, req.out_dir, req.fmt, avoid)
+        if not items and not odd:
             raise UsageError(f"{req.in_dir}: no files in it (hidden ones are skipped)")
-        _bring_home(store, req.out_dir)  # outputs staged in the store by a run that was stopped
+        _bring_home(store, req.out_dir, {it.rel: it.dst for it in items})  # a stopped run's staged dreams
         todo = []
         for item in items:
             if item.dst.exists():
                 report.already.append(item.rel)
             else:
                 todo.append(item)
-        bar = tqdm(total=len(items), initial=len(report.already), unit="image", desc="images", disable=req.quiet,
-                   file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+        bar = tqdm(total=len(items) + len(odd), initial=len(report.already), unit="image", desc="images",
+                   disable=req.quiet, file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
         spec = BatchSpec(id=job_id(identity, store), store=store, token=job["token"], config=cfg.to_dict(),
                          guide=None if cfg.guide is None else cfg.guide.digest)
         staged: dict[str, Path] = {}  # rel -> final path, for outputs the workers put in the store
 
         def on_result(r: dict[str, Any]) -> None:
+            if r["ok"] and r["rel"] in staged:
+                home = _bring_home(store, req.out_dir, {r["rel"]: staged[r["rel"]]})
+                if home:
+                    r = {"rel": r["rel"], "ok": False, "reason": home[0]}
             if r["ok"]:
-                if r["rel"] in staged:
-                    _bring_home(store, req.out_dir, r["rel"], staged[r["rel"]])
                 layouts.saw(r["layout"])
                 report.done.append(r["rel"])
                 store.log(f"dreamt {r['rel']}")
@@ -266,13 +316,16 @@ def run_batch(req: BatchRequest) -> BatchReport:
                 bar.write(f"dreamreel: skipped {r['rel']}: {r['reason']}", file=sys.stderr)
             bar.update(1)
 
+        for rel, why in odd:
+            on_result({"rel": rel, "ok": False, "reason": why})
+
         def on_error(task: Task, exc: BaseException) -> None:
             from dreamcore.errors import DreamError
 
             from .store import StoreUnavailable
 
-            if isinstance(exc, (StoreUnavailable, DreamError)):
-                raise exc  # the job's problem (a worker without the store or the network), not this image's
+            if isinstance(exc, (StoreUnavailable, DreamError, Unwritable)):
+                raise exc  # the job's problem (a worker without the store or the network, a full disk)
             # e.g. WorkerDeaths: this image took workers down again and again
             first = str(exc).splitlines()[0] if str(exc) else ""
             on_result({"rel": task.args[3], "ok": False, "reason": f"{type(exc).__name__}: {first}"[:300]})
@@ -291,7 +344,8 @@ def run_batch(req: BatchRequest) -> BatchReport:
 
                         spec = replace(spec, config=config_for_workers(client, store, spec.config))
                     run = uuid.uuid4().hex[:6]
-                    tasks = [[Task(f"dreamreel-{spec.id}-{run}-image-{i}", image_task, (spec, *where[it.rel], it.rel))]
+                    tasks = [[Task(f"dreamreel-{spec.id}-{run}-image-{i}", image_task, (spec, *where[it.rel], it.rel),
+                                   {"staged": it.rel in staged})]
                              for i, it in enumerate(todo)]
                     run_chains(client, tasks, on_result, on_error, guard=DeathGuard(store, "attempts"))
         finally:
@@ -301,11 +355,22 @@ def run_batch(req: BatchRequest) -> BatchReport:
     return report
 
 
+def _sweep_partials(out_dir: Path) -> None:
+    """Writes a kill cut short in OUT_DIR (``.NAME.*.part``, fsutil.write_atomic's): never an output."""
+    import re
+
+    partial = re.compile(r"^\..+\.[a-z0-9_]{8}\.part$")
+    for stale in out_dir.rglob(".*.part"):
+        if partial.match(stale.name) and stale.is_file() and not stale.is_symlink():
+            stale.unlink(missing_ok=True)
+
+
 def _locations(client: Any, req: BatchRequest, store: Store, token: str, todo: list[Item],
                staged: dict[str, Path]) -> dict[str, tuple[str, str]]:
     """Where the cluster's workers read each image and write its dream. Folders every worker sees
     at the same paths are used as they are; otherwise inputs are uploaded into the store once and
-    dreams written there, then brought home by this command as each one finishes."""
+    dreams written there (a name in the store), then brought home by this command as each one
+    finishes."""
     from .frames import check_store_shared
     from .schedule import sees_file
 
@@ -331,38 +396,42 @@ def _locations(client: Any, req: BatchRequest, store: Store, token: str, todo: l
                 store.put_file(it.src, rel)
             src = store.path(rel)
         if not out_visible:
-            dst = store.path(f"out/{it.dst.relative_to(req.out_dir).as_posix()}")
+            dst = f"out/{it.dst.relative_to(req.out_dir).as_posix()}"
             staged[it.rel] = it.dst
         where[it.rel] = (src, dst)
     return where
 
 
-def _bring_home(store: Store, out_dir: Path, rel: str | None = None, final: Path | None = None) -> None:
-    """Move dreams the workers put in the store (``out/``) to the output folder, whole. With no
-    ``rel``: every one found (a stopped run's)."""
-    import shutil
-    import tempfile
+def _bring_home(store: Store, out_dir: Path, wanted: dict[str, Path]) -> list[str]:
+    """Move the dreams the workers staged in the store (``out/NAME``) to their outputs: only those
+    the plan expects (``wanted``: input rel -> its output path in OUT_DIR), each checked, written
+    whole and never over a file there, nor through a link out of OUT_DIR. Whatever else lies under
+    ``out/`` is never written anywhere. Returns why a dream could not be brought home (it is made
+    again next time)."""
+    from .fsutil import write_atomic
 
-    pairs = [(f"out/{final.relative_to(out_dir).as_posix()}", final)] if rel is not None and final else [
-        (f"out/{r}", out_dir / r) for r in _store_files(store, "out")]
-    for src, dst in pairs:
-        data = store.read_bytes(src)
+    faults = []
+    root = out_dir.resolve()
+    for dst in wanted.values():
+        rel = f"out/{dst.relative_to(out_dir).as_posix()}"
+        try:
+            data = store.read_sealed(rel)
+        except Damaged as exc:
+            store.delete(rel)
+            faults.append(f"{exc}: it will be dreamt again")
+            continue
         if data is None:
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=dst.parent, prefix=f".{dst.name}.", suffix=".part", delete=False) as f:
-            f.write(data)
-        shutil.move(f.name, dst)
-        store.delete(src)
-
-
-def _store_files(store: Store, prefix: str) -> list[str]:
-    """Every file under ``prefix`` in the store, relative to it."""
-    if store.local:
-        root = store.local_path(prefix)
-        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) if root.exists() else []
-    base = store.fresh(prefix)
-    return sorted(p[len(base.split("://", 1)[-1]) + 1:] for p in store.fs.find(base))
+        if root not in dst.parent.resolve().parents and dst.parent.resolve() != root:
+            faults.append(f"{dst.parent} leads out of {out_dir}: not written there")
+            continue
+        try:
+            write_atomic(dst, data, overwrite=False)
+        except FileExistsError:
+            faults.append(f"{dst}: a file appeared there meanwhile, and is kept")
+        store.delete(rel)
+    return faults
 
 
 def summary(report: BatchReport) -> str:

@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     _in_out(p, "video file (mp4, mkv, avi, mov, webm, ...)", "output clip: .mp4, .mkv, .mov or .m4v")
     p.add_argument("--coherence", choices=["flow", "blend", "none"],
                    help="how a frame starts from the previous dream (default flow)")
-    p.add_argument("--blend", type=float, metavar="B", help="blend: share of the previous dreamt frame (0..1)")
+    p.add_argument("--blend", type=finite_float, metavar="B", help="blend: share of the previous dreamt frame (0..1)")
     p.add_argument("--workdir", metavar="DIR", help="work folder, a path or a URL such as s3://bucket/job "
                    "(default: .OUT.dreamreel-work beside OUT)")
     p.add_argument("--restart", action="store_true", help="discard the work folder's previous job")
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="accepted like the other commands' (preview shows "
                    "no progress bar)")
     p.add_argument("--coherence", choices=["flow", "blend", "none"], help="as for video (the estimate uses it)")
-    p.add_argument("--blend", type=float, metavar="B", help="as for video")
+    p.add_argument("--blend", type=finite_float, metavar="B", help="as for video")
     p.add_argument("--start", metavar="T", type=parse_time, help="as for video: the range the job would dream")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--duration", metavar="T", type=parse_time, help="as for video")
@@ -129,10 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--duration", metavar="T", type=parse_time, help="length of the clip (default 10 s)")
     g.add_argument("--frames", metavar="N", type=int, help="number of frames")
     p.add_argument("--fps", metavar="R", default="24", help="frame rate, e.g. 24, 30 or 30000/1001 (default 24)")
-    p.add_argument("--zoom", metavar="Z", type=float, default=1.01,
+    p.add_argument("--zoom", metavar="Z", type=finite_float, default=1.01,
                    help="scale per frame about the centre; above 1 zooms in (default 1.01: 1.27x a second at "
                         "24 fps)")
-    p.add_argument("--rotate", metavar="DEG", type=float, default=0.0,
+    p.add_argument("--rotate", metavar="DEG", type=finite_float, default=0.0,
                    help="rotation per frame, degrees counter-clockwise (default 0)")
     p.add_argument("--pan", metavar="DX,DY", default="0,0",
                    help="the view's move per frame in pixels, x right and y down (default 0,0)")
@@ -226,17 +226,62 @@ code is 3; everything else is dreamt. Run the same command again to finish an in
 
 
 def parse_time(text: str) -> float:
-    """Seconds from '12.5', '1:30' or '01:02:03.5'."""
+    """Seconds from '12.5', '1:30' or '01:02:03.5' (finite, not negative)."""
+    import math
+
     try:
         parts = [float(p) for p in text.split(":")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a time (seconds or [HH:]MM:SS[.ms])") from None
-    if len(parts) > 3 or any(p < 0 for p in parts):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a time (seconds or [HH:]MM:SS[.ms])")
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a time (seconds or [HH:]MM:SS[.ms])") from None
+    if len(parts) > 3 or any(not math.isfinite(p) or p < 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a time (seconds or [HH:]MM:SS[.ms])")
     seconds = 0.0
     for p in parts:
         seconds = seconds * 60 + p
+    if not math.isfinite(seconds):
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a time (seconds or [HH:]MM:SS[.ms])")
     return seconds
+
+
+def finite_float(text: str) -> float:
+    """A number, not nan or infinite (float() takes both)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a finite number")
+    return value
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+# ffmpeg is given times in microseconds (media: "%.6f"): a duration shorter than that would read as 0,
+# which ffmpeg takes as no limit at all.
+TIME_RESOLUTION = 1e-6
+
+
+def check_duration(flag: str, value: float | None) -> None:
+    from .errors import UsageError
+
+    if value is not None and value < TIME_RESOLUTION:
+        raise UsageError(f"{flag} {value:g}: give a positive time of at least 0.000001 s")
+
+
+# Every message this command prints is one line of at most this many characters.
+MESSAGE_LIMIT = 1000
+
+
+def one_line(text: str) -> str:
+    """A message as it is printed: credentials in URLs hidden, one line, bounded."""
+    from .store import redact
+
+    text = " ".join(redact(text).split("\n"))
+    return text if len(text) <= MESSAGE_LIMIT else text[:MESSAGE_LIMIT] + "... (cut)"
 
 
 class _TqdmLogHandler(logging.Handler):
@@ -245,7 +290,7 @@ class _TqdmLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         from tqdm import tqdm
 
-        tqdm.write(f"{PROG}: {record.levelname.lower()}: {record.getMessage()}", file=sys.stderr)
+        tqdm.write(f"{PROG}: {record.levelname.lower()}: {one_line(record.getMessage())}", file=sys.stderr)
 
 
 def _setup_logging() -> None:
@@ -293,7 +338,7 @@ def engine_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 def _stopped(what: str, where: str) -> int:
     """Ctrl-C in a resumable job: one line saying where its finished work is kept."""
-    print(f"{PROG}: stopped; finished {what} are kept in {where}. Run the same command again to resume.",
+    print(one_line(f"{PROG}: stopped; finished {what} are kept in {where}. Run the same command again to resume."),
           file=sys.stderr)
     return EXIT_INTERRUPTED
 
@@ -317,8 +362,7 @@ def cmd_image(args: argparse.Namespace) -> int:
     with _DreamBar(disable=args.quiet, desc=os.path.basename(args.input)) as bar:
         dreamt = engine.dream_rgb(rgb, progress=bar.update)
     pixels = from_float_rgb(dreamt, alpha, picture.pixels.dtype)
-    check_output_path(out, args.overwrite)  # it may have appeared while we dreamt
-    write_image(out, pixels)
+    write_image(out, pixels, overwrite=args.overwrite)  # never over a file that appeared while we dreamt
     r = engine.resolved
     network = os.path.basename(r.model) if r.weights == "file" else f"{r.model}/{os.path.basename(r.weights)}"
     print(f"{PROG}: wrote {out} ({pixels.shape[1]}x{pixels.shape[0]}, {network}, "
@@ -375,8 +419,7 @@ def cmd_video(args: argparse.Namespace) -> int:
         raise UsageError(f"--frames {args.frames}: give at least 1")
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers {args.workers}: give at least 1")
-    if args.duration is not None and args.duration <= 0:
-        raise UsageError(f"--duration {args.duration}: give a positive time")
+    check_duration("--duration", args.duration)
     if args.preview:
         from pathlib import Path
 
@@ -393,7 +436,7 @@ def cmd_video(args: argparse.Namespace) -> int:
                        restart=args.restart, keep_work=args.keep_work or args.keep_frames,
                        keep_frames=args.keep_frames, start=args.start, duration=args.duration,
                        frames=args.frames, workers=args.workers, scheduler=args.scheduler, quiet=args.quiet,
-                       keyframes=keyframes, guide=args.guide, guide_end=args.guide_end)
+                       keyframes=keyframes, guide=args.guide, guide_end=args.guide_end, overwrite=args.overwrite)
     start = time.monotonic()
     try:
         stats = run_video(req)
@@ -418,6 +461,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
         raise UsageError(f"--count {args.count}: give an integer from 1 to 64")
     if args.frames is not None and args.frames < 1:
         raise UsageError(f"--frames {args.frames}: give at least 1")
+    check_duration("--duration", args.duration)
     out = args.output or f"{Path(args.input.rstrip('/')).stem}-preview.png"
     return _preview(args.input, out, *_preview_guide(cfg, args), vcfg, keyframes, args.count, args.start,
                     args.duration, args.frames, args.overwrite)
@@ -488,8 +532,7 @@ def cmd_zoom(args: argparse.Namespace) -> int:
         frames = args.frames
     else:
         duration = 10.0 if args.duration is None else args.duration
-        if duration <= 0:
-            raise UsageError(f"--duration {args.duration}: give a positive time")
+        check_duration("--duration", duration)
         frames = round(duration * fps)
     if frames < 1:
         raise UsageError(f"--frames {frames}: give at least 1")
@@ -501,14 +544,14 @@ def cmd_zoom(args: argparse.Namespace) -> int:
     if not 1 <= args.octaves_after <= 12:
         raise UsageError(f"--octaves-after {args.octaves_after}: give an integer from 1 to 12")
     try:
-        dx, dy = (float(v) for v in args.pan.split(","))
-    except ValueError:
-        raise UsageError(f"--pan {args.pan}: expected DX,DY in pixels, e.g. 1.5,0") from None
+        dx, dy = (finite_float(v) for v in args.pan.split(","))
+    except (ValueError, argparse.ArgumentTypeError):
+        raise UsageError(f"--pan {args.pan[:60]}: expected DX,DY in pixels, e.g. 1.5,0") from None
     req = ZoomRequest(input=args.input, output=out, config=cfg, frames=frames, fps=fps,
                       motion=Motion(zoom=args.zoom, rotate=args.rotate, pan_x=dx, pan_y=dy), steps=args.steps,
                       octaves=args.octaves_after, chunk_frames=max(1, args.chunk_frames), keyframes=keyframes,
                       audio=args.audio, workdir=args.workdir, restart=args.restart, keep_work=args.keep_work,
-                      quiet=args.quiet)
+                      quiet=args.quiet, overwrite=args.overwrite)
     start = time.monotonic()
     try:
         stats = run_zoom(req)
@@ -633,7 +676,7 @@ def _run(args: argparse.Namespace, debug: bool) -> int:
         if debug:
             raise
         code = exc.exit_code if isinstance(exc, PipelineError) else EXIT_USAGE
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
         return code
     except MemoryError:
         if debug:
@@ -644,7 +687,7 @@ def _run(args: argparse.Namespace, debug: bool) -> int:
         if debug:
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"{PROG}: error: {type(exc).__name__}: {first} (DREAMREEL_DEBUG=1 shows the traceback)",
+        print(f"{PROG}: error: {one_line(f'{type(exc).__name__}: {first}')} (DREAMREEL_DEBUG=1 shows the traceback)",
               file=sys.stderr)
         return EXIT_FAILED
 

@@ -23,3 +23,23 @@ class InputError(PipelineError):
     """An input file that cannot be used: missing, empty, not an image, truncated, too large."""
 
     exit_code = EXIT_USAGE
+
+
+class Unwritable(UsageError):
+    """A folder the user gave (OUT's, OUT_DIR, the work folder) that cannot be written: read-only, no
+    permission, or full. Bad input, like a missing file: exit 2, nothing lost."""
+
+
+# What an OSError's errno means for a folder people gave us, in their words.
+_WRITE_FAULTS = {"ENOSPC": "disk full", "EDQUOT": "disk quota exceeded", "EROFS": "read-only filesystem",
+                 "EACCES": "permission denied", "EPERM": "permission denied"}
+
+
+def write_fault(exc: BaseException) -> str | None:
+    """'disk full', 'read-only filesystem', ... when ``exc`` is an OSError of a folder that cannot be
+    written; None for anything else."""
+    import errno
+
+    if not isinstance(exc, OSError) or exc.errno is None:
+        return None
+    return _WRITE_FAULTS.get(errno.errorcode.get(exc.errno, ""))

@@ -31,7 +31,8 @@ import numpy as np
 
 from .errors import EXIT_USAGE, PipelineError
 from .fsutil import make_temp_dir, temp_dir
-from .store import Store, StoreUnavailable
+from .integrity import Damaged
+from .store import Store, StoreUnavailable, redact
 
 log = logging.getLogger("dreamcore")
 
@@ -169,9 +170,20 @@ def local_copy(location: str, key: str, what: str = "input") -> str:
             with fsspec.open(location, "rb") as src, open(part, "wb") as dst:
                 while block := src.read(1 << 22):
                     dst.write(block)
+            if ends_digest(part)[:16] != key.rsplit("-", 1)[-1]:
+                part.unlink(missing_ok=True)
+                raise PipelineError(f"the {what} at {redact(location)} is not the file the job began with (changed or "
+                                    "damaged): run the same command again (a copy in the job store is uploaded anew)")
             os.replace(part, target)
         _inputs[key] = str(target)
         return str(target)
+
+
+def ends_digest(path: str | Path) -> str:
+    """The hash of a file's first and last MiB (jobs.file_fingerprint's ``sha256_ends``)."""
+    from .jobs import file_fingerprint
+
+    return str(file_fingerprint(Path(path))["sha256_ends"])
 
 
 # A worker machine's copy of a job's file (local_copy) that no task used for this long is removed.
@@ -210,10 +222,24 @@ def file_for_workers(client: Any, store: Store, src: Path, folder: str) -> str:
     if all(answers.values()):
         return str(src.resolve())
     rel = f"{folder}/{src.name}"
-    if store.size(rel) != st.st_size:
+    if store.size(rel) != st.st_size or stored_ends_digest(store, rel, st.st_size) != ends_digest(src):
         log.warning("the cluster's workers do not see %s: uploading it to the job store once", src)
         store.put_file(src, rel)
     return store.path(rel)
+
+
+def stored_ends_digest(store: Store, rel: str, size: int) -> str:
+    """:func:`ends_digest` of a file in the store, from its first and last MiB only."""
+    import hashlib
+
+    if store.local:
+        return ends_digest(store.local_path(rel))
+    h = hashlib.sha256()
+    path = store.path(rel)
+    h.update(store.fs.cat_file(path, start=0, end=min(size, 1 << 20)))
+    if size > 2 << 20:
+        h.update(store.fs.cat_file(path, start=size - (1 << 20), end=size))
+    return h.hexdigest()
 
 
 def config_for_workers(client: Any, store: Store, config: dict[str, Any]) -> dict[str, Any]:
@@ -284,11 +310,17 @@ def decoded_frame(key: tuple[str, int], path: Callable[[], str], index: int, pts
 def abort_local() -> None:
     """Ctrl-C: end this process's encoders and decoders now, and wait for them. Sent SIGINT with the
     terminal's process group, ffmpeg would finish its file first and could outlive the command."""
+    release_job(None)
+
+
+def release_job(job_id: str | None) -> None:
+    """End this process's encoders, decoders and prefetches of one job (None: of every job), and
+    remove their temporary folders: a failed job's partial chunks are not left behind."""
     with _lock:
-        streams, decoders = list(_streams.values()), list(_decoders.values())
-        _streams.clear()
-        _decoders.clear()
-        _ahead.clear()
+        streams = [_streams.pop(k) for k in [k for k in _streams if job_id in (None, k[0])]]
+        decoders = [_decoders.pop(k) for k in [k for k in _decoders if job_id in (None, k[0])]]
+        for k in [k for k in _ahead if job_id in (None, k[0])]:
+            _ahead.pop(k)
     for stream in streams:
         with contextlib.suppress(Exception):
             stream.abort()
@@ -329,22 +361,35 @@ def crossfade(frame: np.ndarray, other: np.ndarray, k: float) -> np.ndarray:
 
 
 def stored_frame(job: JobSpec, seg: int, index: int) -> np.ndarray | None:
+    """A dreamt frame from the store, checked (None when it is not there); a damaged one raises
+    :class:`~pipeline.integrity.Damaged`."""
     ext = frame_ext(job)
-    data = job.store.read_bytes(frame_rel(seg, index, ext))
+    rel = frame_rel(seg, index, ext)
+    data = job.store.read_sealed(rel)
     if data is None:
         return None
     if ext == "png":
         return decode_png(data)
     w, h = job.size
     if len(data) != w * h * 3:
-        raise PipelineError(f"frame {index} of segment {seg} in the store is not whole: --restart the job")
+        raise Damaged(rel, redact(job.store.path(rel)), f"damaged ({len(data)} bytes of pixels for a {w}x{h} frame)")
     return np.frombuffer(data, np.uint8).reshape(h, w, 3)
+
+
+def needed_frame(job: JobSpec, seg: int, index: int) -> np.ndarray:
+    """A stored frame that work depends on: missing is :class:`~pipeline.integrity.Damaged` too, so
+    the command makes it again from the last good state (video._graph)."""
+    frame = stored_frame(job, seg, index)
+    if frame is None:
+        rel = frame_rel(seg, index, frame_ext(job))
+        raise Damaged(rel, redact(job.store.path(rel)), "missing")
+    return frame
 
 
 def store_frame(job: JobSpec, seg: int, index: int, rgb: np.ndarray) -> None:
     ext = frame_ext(job)
-    job.store.write_bytes(frame_rel(seg, index, ext), encode_png(rgb) if ext == "png" else rgb.tobytes(),
-                          durable=False)
+    job.store.write_sealed(frame_rel(seg, index, ext),
+                           encode_png(rgb) if ext == "png" else memoryview(np.ascontiguousarray(rgb)).cast("B"))
 
 
 def drop_frame(job: JobSpec, seg: int, index: int) -> None:
@@ -483,7 +528,7 @@ def _take_ahead(job: JobSpec, seg: int, index: int) -> Any:
 def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev: dict[str, Any] | None,
                prev_pts: float | None, last: bool, chunk: dict[str, Any] | None = None,
                durations: list[float] | None = None, encoded_in: str | None = None,
-               next_pts: float | None = None, after: Any = None) -> dict[str, Any]:
+               next_pts: float | None = None, after: Any = None, replay: bool = False) -> dict[str, Any]:
     """Dream frame ``index`` of segment ``seg``. ``fresh``: a chain's first frame (the whole dream).
     ``prev``: the previous task's result (its source and dream frames), or None when the chain
     continues from a stored frame (a resumed job); ``prev_pts`` is then that frame's time.
@@ -493,12 +538,16 @@ def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev
     chunk it cross-fades into). ``next_pts``: the next frame's time when it follows in this chain
     (flow coherence decodes it and computes its flow while this frame dreams). ``after``: what a
     chain's first frame waits for (the end of an earlier chain: see video._graph); unused.
+    ``replay``: a frame whose chunk is encoded, dreamt again only to carry the chain to a later
+    frame whose stored state was lost or damaged (video._graph); it is neither stored nor encoded.
 
     Dask computes a task again when its result died with a worker, and with it every task before it
     in the chain whose result is gone too: a lost result's whole lineage. So a frame whose chunk is
     encoded, and which the store dropped as no longer needed, is not dreamt again: the task answers
     with no pixels. (A frame is dropped only once the frame after it is stored or encoded too, so no
-    task needs those pixels; one that does reads the stored frame, or says it is missing.)"""
+    task needs those pixels; one that does reads the stored frame.) A stored frame that is damaged
+    is dreamt again here when the previous dream is at hand; otherwise the task fails with
+    :class:`~pipeline.integrity.Damaged` and the command plans again from the last good state."""
     from dreamcore.ascent import step_count, step_seconds
     from dreamcore.coherence import flow_size, optical_flow, start_frame
     from dreamcore.config import DreamConfig, VideoConfig
@@ -508,24 +557,31 @@ def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev
 
     t0 = time.perf_counter()
     check_job(job)
-    done = stored_frame(job, seg, index)  # dreamt before: a resumed job, or a result lost with its worker
-    if done is None and encoded_in is not None and job.store.exists(chunk_rel(encoded_in)):
-        return {"seg": seg, "index": index, "src": None, "dream": None, "skipped": True}
+    notes: list[str] = []
+    done = None
+    if not replay:
+        try:
+            done = stored_frame(job, seg, index)  # dreamt before: a resumed job, or a result lost with its worker
+        except Damaged as exc:
+            if fresh or (prev is not None and prev["dream"] is not None):  # the state it needs is at hand
+                job.store.delete(exc.rel)
+                notes.append(f"{exc}: dreamt it again")
+            else:
+                raise
+        if done is None and encoded_in is not None and job.store.exists(chunk_rel(encoded_in)):
+            return {"seg": seg, "index": index, "src": None, "dream": None, "skipped": True, "notes": notes}
     if fresh or done is not None:
         prev = None
     elif prev is None or prev["dream"] is None:  # continue from the stored previous frame: its source first
         assert prev_pts is not None
         prev_src = source_frame(job, seg, index - 1, prev_pts)
-        prev_dream = stored_frame(job, seg, index - 1)
-        if prev_dream is None:
-            raise PipelineError(f"frame {index - 1} of segment {seg} is missing from the store: --restart the job")
-        prev = {"src": prev_src, "dream": prev_dream}
+        prev = {"src": prev_src, "dream": needed_frame(job, seg, index - 1)}
     ahead = _take_ahead(job, seg, index)  # decoded (and its flow computed) while the frame before dreamt
     src = ahead[0] if ahead is not None else source_frame(job, seg, index, pts)
     if last:
         close_decoder(job, seg)
     decode_s = time.perf_counter() - t0
-    result: dict[str, Any] = {"seg": seg, "index": index, "src": src, "skipped": False}
+    result: dict[str, Any] = {"seg": seg, "index": index, "src": src, "skipped": False, "notes": notes}
     if done is not None:
         stream_frame(job, chunk, durations or [], index, done)
         return {**result, "dream": done, "skipped": True}
@@ -563,12 +619,13 @@ def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev
                                    seed_key=(index,), uint8=True)
     dream_s, steps_s, steps = time.perf_counter() - td0, step_seconds() - steps0, step_count() - count0
     ts0 = time.perf_counter()
-    store_frame(job, seg, index, dream)
+    if not replay:
+        store_frame(job, seg, index, dream)
+        stream_frame(job, chunk, durations or [], index, dream)
     store_s = time.perf_counter() - ts0
-    stream_frame(job, chunk, durations or [], index, dream)
     return {**result, "dream": dream, "seconds": time.perf_counter() - t0, "decode_s": decode_s, "flow_s": flow_s,
             "dream_s": dream_s, "steps_s": steps_s, "steps": steps, "store_s": store_s, "fresh": fresh,
-            "ahead": ahead is not None,
+            "ahead": ahead is not None, "replay": replay,
             "layout": numerics()}
 
 
@@ -598,7 +655,7 @@ def chunk_task(job: JobSpec, chunk: dict[str, Any], segment: dict[str, Any], ble
         _leave_thread_pool()
         try:
             stream.encoder.finish()
-            job.store.put_file(stream.out, chunk_rel(c.name))
+            job.store.put_file(stream.out, chunk_rel(c.name), sealed=True)
         finally:
             stream.abort()
         _drop_encoded(job, c, segment, blend)
@@ -610,20 +667,16 @@ def chunk_task(job: JobSpec, chunk: dict[str, Any], segment: dict[str, Any], ble
         enc = media.ChunkEncoder(out, w, h, rate, None if rate else durations, job.encoder_threads)
         try:
             for i in range(c.first, c.end):
-                frame = stored_frame(job, c.seg, i)
-                if frame is None:
-                    raise PipelineError(f"frame {i} of segment {c.seg} is missing from the store: --restart the job")
+                frame = needed_frame(job, c.seg, i)
                 if blend is not None and i >= blend["warm_from"]:
-                    other = stored_frame(job, blend["id"], i)
-                    if other is None:
-                        raise PipelineError(f"warm frame {i} of segment {blend['id']} is missing from the store")
+                    other = needed_frame(job, blend["id"], i)
                     frame = crossfade(frame, other, crossfade_weight(i, blend["warm_from"], blend["first"]))
                 enc.write(frame)
             enc.finish()
         except BaseException:
             enc.abort()
             raise
-        job.store.put_file(out, chunk_rel(c.name))
+        job.store.put_file(out, chunk_rel(c.name), sealed=True)
     _drop_encoded(job, c, segment, blend)
     return {"chunk": c.name, "frames": c.end - c.first, "seconds": time.perf_counter() - t0, "streamed": False}
 

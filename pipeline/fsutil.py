@@ -4,41 +4,96 @@ killed process leaves behind are removed by the next one."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from .errors import InputError, UsageError
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes, durable: bool = True) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it into place.
+def write_atomic(path: str | os.PathLike[str], data: bytes | Sequence[Any], durable: bool = True,
+                 overwrite: bool = True) -> None:
+    """Write ``data`` (bytes, or several buffers written one after the other) to a temporary file
+    beside ``path``, then rename it into place.
 
     A kill at any moment leaves either the old file (or none) or the complete new one; the
     temporary name starts with a dot and ends in ``.part`` so it is never taken for an output.
-    ``durable=False`` skips the fsync: the rename still makes a killed process's file whole (its
-    writes reach the disk), only a power cut can tear it; for data that can be checked and redone.
+    ``durable``: the file and then its folder are fsynced, so a power cut cannot leave a torn file
+    under the final name, nor lose the rename. ``durable=False`` skips both: the rename still makes a
+    killed process's file whole (its writes reach the disk), only a power cut can tear it; for
+    data that is checksummed and can be made again (pipeline.integrity). ``overwrite=False``: a
+    file that appeared at ``path`` meanwhile is kept, and FileExistsError raised (:func:`publish`).
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for part in ([data] if isinstance(data, (bytes, bytearray, memoryview)) else data):
+                f.write(part)
             f.flush()
             if durable:
                 os.fsync(f.fileno())
-        os.replace(tmp, path)
+        publish(Path(tmp), path, overwrite, durable)
     except BaseException:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
         raise
+
+
+def publish(tmp: Path, final: Path, overwrite: bool, durable: bool = True) -> None:
+    """Rename a finished file into place, its folder fsynced after (``durable``). Without
+    ``overwrite`` a file at ``final`` is never replaced, even one that appeared a moment ago: the
+    file is linked there (which fails when the name is taken) and the temporary name removed;
+    FileExistsError says it was taken. Filesystems without hard links get a check, then the rename."""
+    if overwrite:
+        os.replace(tmp, final)
+    else:
+        try:
+            os.link(tmp, final)
+        except FileExistsError:
+            raise
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+                raise
+            if os.path.lexists(final):
+                raise FileExistsError(errno.EEXIST, "exists", str(final)) from None
+            os.replace(tmp, final)
+        else:
+            os.unlink(tmp)
+    if durable:
+        sync_folder(final.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so that the names just made or renamed in it survive a power cut."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some filesystems refuse to sync a folder; the file itself was synced
+        pass
+    finally:
+        os.close(fd)
+
+
+def sync_file(path: Path) -> None:
+    """fsync a file written by another program (ffmpeg's output) before it is renamed into place."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:

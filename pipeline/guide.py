@@ -139,13 +139,23 @@ def clip_times(path: Path) -> list[float]:
 
 
 def store_still(store: Store, guide: Any) -> None:
+    """The still guide into the job's store, where workers read it (written by every run)."""
     from .frames import encode_png
 
-    store.write_bytes(GUIDE_PNG, encode_png(guide.pixels))
+    store.write_sealed(GUIDE_PNG, encode_png(guide.pixels), durable=True)
 
 
-def store_times(store: Store, times: list[float]) -> None:
-    store.write_bytes(GUIDE_PTS, json.dumps(times).encode())
+def store_clip_times(store: Store, clip: Path) -> None:
+    """The guide clip's frame times into the job's store, once: kept from the job's first run (a
+    function of the clip alone); made again when missing or damaged."""
+    from .integrity import Damaged
+
+    try:
+        if store.read_sealed(GUIDE_PTS) is not None:
+            return
+    except Damaged:
+        pass
+    store.write_sealed(GUIDE_PTS, json.dumps(clip_times(clip)).encode(), durable=True)
 
 
 # --- on a worker --------------------------------------------------------------------------------
@@ -167,12 +177,14 @@ def still(store: Store, digest: str) -> Any:
     with _lock:
         if key in _stills:
             return _stills[key]
-    data = store.read_bytes(GUIDE_PNG)
+    data = store.read_sealed(GUIDE_PNG)
     if data is None:
-        raise PipelineError(f"the guide is missing from the job store {store.url}: --restart the job")
+        raise PipelineError(f"the guide is missing from the job store {store.url}: run the same command again "
+                            "(it writes the guide there)")
     guide = Guide(decode_png(data))
     if guide.digest != digest:
-        raise PipelineError(f"the guide in the job store {store.url} is not this job's: --restart the job")
+        raise PipelineError(f"the guide in the job store {store.url} is not this job's: run the same command again "
+                            "(it writes the guide there)")
     with _lock:
         _stills[key] = guide
     return guide
@@ -200,13 +212,13 @@ def clip_frame(job: Any, seg: int, t: float) -> Any:
     with _lock:
         times = _times.get((job.id, clip.key))
     if times is None:
-        raw = job.store.read_bytes(GUIDE_PTS)
+        raw = job.store.read_sealed(GUIDE_PTS)
         if raw is None:
             from .errors import PipelineError
 
-            raise PipelineError(f"the guide's frame times are missing from the job store {job.store.url}: --restart "
-                                "the job")
-        times = json.loads(raw)
+            raise PipelineError(f"the guide's frame times are missing from the job store {job.store.url}: run the "
+                                "same command again (it writes them there)")
+        times = json.loads(bytes(raw))
         with _lock:
             _times[(job.id, clip.key)] = times
     i = guide_index(times, t, clip.end)

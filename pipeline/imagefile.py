@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, UsageError
+from .errors import InputError, Unwritable, UsageError, write_fault
 from .fsutil import check_input_file, check_output_file, write_atomic
 
 # A ceiling on what is decoded: 100 megapixels (e.g. 12000 x 8000) is a 1.2 GB float image, and
@@ -99,9 +99,31 @@ def _decode_16bit(p: Path) -> np.ndarray:
     return _bgr_to_rgb(arr)
 
 
+# How the files OpenCV decodes begin (its decoders tell a format by these bytes, as here). Pillow
+# reads most of them first; a file Pillow did not know and that begins with none of these is no
+# image, and is refused from its first bytes: never read whole (a 1 GB file in a photo folder).
+_OPENCV_SIGNATURES = (
+    b"BM", b"\xff\xd8\xff", b"\x89PNG", b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+", b"PF\n", b"Pf\n",
+    b"\x59\xa6\x6a\x95", b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51", b"\x76\x2f\x31\x01",
+    b"#?RADIANCE", b"#?RGBE", b"GIF87a", b"GIF89a", b"\xff\x0a", b"\x00\x00\x00\x0cJXL ",
+)
+
+
+def _opencv_may_read(head: bytes) -> bool:
+    if head.startswith(_OPENCV_SIGNATURES):
+        return True
+    if len(head) >= 2 and head[:1] == b"P" and head[1:2] in b"1234567":  # PBM/PGM/PPM/PAM
+        return True
+    return head[:4] == b"RIFF" and head[8:12] == b"WEBP" or head[4:12] in (b"ftypavif", b"ftypavis")
+
+
 def _read_with_opencv(p: Path) -> Picture:
     import cv2
 
+    with open(p, "rb") as f:
+        head = f.read(16)
+    if not _opencv_may_read(head):
+        raise InputError(f"{p}: not an image (no known image format)")
     data = np.fromfile(p, dtype=np.uint8)
     try:
         arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
@@ -205,6 +227,17 @@ def encode_image(pixels: np.ndarray, ext: str) -> bytes:
     return buf.tobytes()
 
 
-def write_image(path: str | os.PathLike[str], pixels: np.ndarray) -> None:
+def write_image(path: str | os.PathLike[str], pixels: np.ndarray, overwrite: bool = True) -> None:
+    """Write whole; without ``overwrite``, never over a file that is there, even one that appeared a
+    moment ago (UsageError)."""
     p = Path(path)
-    write_atomic(p, encode_image(pixels, p.suffix))
+    try:
+        write_atomic(p, encode_image(pixels, p.suffix), overwrite=overwrite)
+    except FileExistsError:
+        raise UsageError(f"{p}: appeared while the image was dreamt, and is kept (pass --overwrite to replace "
+                         "it)") from None
+    except OSError as exc:
+        fault = write_fault(exc)
+        if not fault:
+            raise
+        raise Unwritable(f"{p}: cannot write ({fault})") from None

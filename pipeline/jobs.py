@@ -2,24 +2,35 @@
 store belongs to it, its name, and the numerics layouts that have dreamt it.
 
 The same store with another input or config is refused, naming what changed; ``--restart`` clears
-it. Everything in a store is written whole (store.py), so a job killed at any moment resumes from
-what exists.
+it. A store that holds another job's record but none of its work (a job that failed before it
+dreamt anything) is taken over without asking. Everything in a store is written whole (store.py),
+so a job killed at any moment resumes from what exists.
+
+The record is the one file of a job that cannot be made again from the input, so it is kept
+twice (``job.json`` and ``job.copy.json``), each with a checksum of its content: a damaged or
+missing one is restored from the other, with one line saying so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from .errors import UsageError
-from .store import Store
+from .errors import PipelineError, UsageError
+from .integrity import Damaged
+from .store import Store, redact
 
 JOB_FILE = "job.json"
-JOB_VERSION = 2  # 2: the numerics layout (thread count) and the layouts seen
+JOB_COPY = "job.copy.json"
+# 2: the numerics layout (thread count) and the layouts seen; 3: checksums on the record and on every
+# stored frame and chunk
+JOB_VERSION = 3
 
 
 def file_fingerprint(path: Path) -> dict[str, Any]:
@@ -48,21 +59,118 @@ def describe_changes(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str
     return changed
 
 
-def open_job(store: Store, identity: Mapping[str, Any], restart: bool) -> dict[str, Any] | None:
-    """The store's job record when it describes this job (None when there is none, or after
-    ``restart`` cleared it); another job's store is refused, naming what changed."""
-    job = store.read_json(JOB_FILE)
-    if job is None:
+def _checksum(job: Mapping[str, Any]) -> str:
+    from .integrity import digest
+
+    body = {k: v for k, v in job.items() if k != "checksum"}
+    return digest([json.dumps(body, sort_keys=True, allow_nan=False).encode()]).hex()
+
+
+def write_record(store: Store, job: dict[str, Any]) -> None:
+    """Write the job's record, and then its copy, each whole and durable."""
+    text = (json.dumps({**job, "checksum": _checksum(job)}, indent=1, sort_keys=True, allow_nan=False)
+            + "\n").encode()
+    store.write_bytes(JOB_FILE, text)
+    store.write_bytes(JOB_COPY, text)
+
+
+def _load(store: Store, rel: str) -> tuple[dict[str, Any] | None, str | None, bytes | None]:
+    """(the record, None, its bytes), or (None, why it can't be used, None)."""
+    raw = store.read_bytes(rel)
+    if raw is None:
+        return None, "missing", None
+    try:
+        job = json.loads(raw)
+    except ValueError:
+        return None, f"damaged ({len(raw)} bytes that are not JSON: cut short or overwritten?)", None
+    if not isinstance(job, dict):
+        return None, f"not a dreamreel job record (a JSON {type(job).__name__})", None
+    if "checksum" not in job and job.get("version") != JOB_VERSION:
+        return job, None, raw  # an older dreamreel's: refused below by its version, with --restart
+    if job.get("checksum") != _checksum(job):
+        return None, "damaged (its checksum does not match its content)", None
+    why = _shape_fault(job)
+    if why:
+        return None, f"not a dreamreel job record ({why})", None
+    return job, None, raw
+
+
+def _shape_fault(job: Mapping[str, Any]) -> str | None:
+    """What in a record (its checksum right) has the wrong type, or None."""
+    if not isinstance(job.get("version"), int) or not isinstance(job.get("identity"), dict):
+        return "no version or identity"
+    plan = job.get("plan")
+    if plan is not None:
+        ok = (isinstance(plan, dict) and isinstance(plan.get("frames"), int)
+              and isinstance(plan.get("pts"), list) and all(isinstance(t, (int, float)) for t in plan["pts"])
+              and len(plan["pts"]) == plan["frames"]
+              and all(isinstance(x, dict) and all(isinstance(x.get(k), int) for k in ("id", "warm_from", "first",
+                                                                                     "end"))
+                      for x in plan.get("segments") or [None])
+              and all(isinstance(x, dict) and all(isinstance(x.get(k), int) for k in ("seg", "first", "end"))
+                      for x in plan.get("chunks") or [None]))
+        if not ok:
+            return "its plan"
+    return None
+
+
+def read_record(store: Store) -> dict[str, Any] | None:
+    """The job's record (None when the store holds none). A damaged or missing record is restored
+    from its copy, saying so; both damaged is :class:`~pipeline.integrity.Damaged`."""
+    import logging
+
+    job, why, raw = _load(store, JOB_FILE)
+    if job is not None:
+        if "checksum" in job and store.read_bytes(JOB_COPY) != raw:
+            store.write_bytes(JOB_COPY, raw)  # a kill between the two writes left the copy behind
+        return job
+    copy, why_copy, raw_copy = _load(store, JOB_COPY)
+    if copy is not None and raw_copy is not None and "checksum" in copy:
+        logging.getLogger("dreamcore").warning("%s: %s: restored from its copy %s", redact(store.path(JOB_FILE)),
+                                               why, JOB_COPY)
+        store.write_bytes(JOB_FILE, raw_copy)
+        return copy
+    if why == "missing" and why_copy == "missing":
+        if store.holds_files("frames") or store.holds_files("chunks"):
+            raise Damaged(JOB_FILE, redact(store.path(JOB_FILE)), "missing, and its copy too, beside a job's frames "
+                          "and chunks that nothing now describes: --restart discards them")
         return None
+    raise Damaged(JOB_FILE, redact(store.path(JOB_FILE)), f"{why}, and its copy {JOB_COPY} "
+                  f"{'too' if why_copy == why else why_copy}: the job it describes cannot be resumed; --restart "
+                  "discards it")
+
+
+def has_work(store: Store) -> bool:
+    """Whether a job in the store has anything done: a dreamt frame or an encoded chunk."""
+    return store.holds_files("frames") or store.holds_files("chunks")
+
+
+def open_job(store: Store, identity: Mapping[str, Any], restart: bool,
+             work: Callable[[Store], bool] = has_work) -> dict[str, Any] | None:
+    """The store's job record when it describes this job (None when there is none, or after
+    ``restart`` cleared it); another job's store is refused, naming what changed, unless it holds
+    none of that job's work (``work`` tells)."""
     if restart:
         store.clear()
+        return None
+    try:
+        job = read_record(store)
+    except Damaged:
+        if work(store):
+            raise
+        store.clear()  # a damaged record of a job that did nothing: nothing to lose
+        return None
+    if job is None:
         return None
     changed = describe_changes(job.get("identity", {}), identity)
     if job.get("version") != JOB_VERSION:
         changed.insert(0, "job format version")
+    if changed and not work(store):
+        store.clear()  # e.g. a job that failed before dreaming anything: the fixed command starts afresh
+        return None
     if changed:
         shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
-        raise UsageError(f"{store.url}: this work folder belongs to another job (changed: {shown}); "
+        raise UsageError(f"{redact(store.url)}: this work folder belongs to another job (changed: {shown}); "
                          "run the original command to finish it, or pass --restart to discard it")
     return job
 
@@ -98,3 +206,51 @@ class LayoutLog:
         return (f"this job was dreamt under {len(layouts)} numerics layouts ({shown}): "
                 "where a shot or item crossed from one to another it can differ from an uninterrupted run by a "
                 "fraction of a grey level (README: 'Exact results')")
+
+
+# --- the life of a job in its work folder (video and zoom) -------------------------------------
+
+log = logging.getLogger("dreamcore")
+T = TypeVar("T")
+
+# A run makes what it finds damaged again at most this many times before it gives up (a failing disk).
+MAX_REPAIRS = 8
+
+
+def until_whole(store: Store, attempt: Callable[[], T]) -> T:
+    """Run ``attempt`` (dream what is missing, then join) until it finds nothing damaged: each
+    damaged or missing file it meets is removed, with one line, and made again by the next round
+    from the last good state."""
+    for n in range(MAX_REPAIRS + 1):
+        try:
+            return attempt()
+        except Damaged as exc:
+            if n == MAX_REPAIRS:
+                raise PipelineError(f"{exc} (still after {MAX_REPAIRS} repairs: a failing disk?); what is done is "
+                                    f"kept in {redact(store.url)}") from None
+            store.delete(exc.rel)
+            log.warning("%s: making it again from the last good state", exc)
+    raise AssertionError("unreachable")
+
+
+@contextlib.contextmanager
+def undone_unless_dreamt(store: Store, new: bool) -> Iterator[dict[str, bool]]:
+    """A job's run: when it began the job (``new``) and fails before it dreamt anything (the caller
+    sets ``["dreaming"]`` as it starts), what it wrote in the work folder is removed, and the folder
+    too when this run made it, so the corrected command starts afresh."""
+    begun = {"dreaming": False}
+    try:
+        yield begun
+    except BaseException:
+        if new and not begun["dreaming"]:
+            store.remove()
+        raise
+
+
+def remove_work(store: Store) -> None:
+    """Remove a job's work folder after success; say what was kept and why."""
+    others = store.remove()
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        log.warning("%s: kept: it also holds %s, which dreamreel did not write (its own files are removed)",
+                    redact(store.url), shown)

@@ -30,7 +30,21 @@ X264 = {"c:v": "libx264", "pix_fmt": "yuv420p", "crf": 18, "preset": "medium"}
 
 
 class FFmpegError(PipelineError):
-    """ffmpeg failed; the message carries the last meaningful line of its stderr."""
+    """ffmpeg failed; the message carries the line of its stderr that says why. ``fault``: 'disk
+    full', 'read-only filesystem', ... when it could not write its output."""
+
+    def __init__(self, message: str, fault: str | None = None):
+        super().__init__(message)
+        self.fault = fault
+
+
+_WRITE_FAULTS = {"No space left on device": "disk full", "Disk quota exceeded": "disk quota exceeded",
+                 "Read-only file system": "read-only filesystem", "Permission denied": "permission denied"}
+
+
+def write_fault(stderr: str) -> str | None:
+    """What kept ffmpeg from writing, read from its stderr (None: something else)."""
+    return next((fault for text, fault in _WRITE_FAULTS.items() if text in stderr), None)
 
 
 def ffmpeg_exe() -> str:
@@ -54,15 +68,31 @@ def _run(args: list[str], *, check: bool = True) -> subprocess.CompletedProcess[
     proc = subprocess.run([ffmpeg_exe(), *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
                           errors="replace")
     if check and proc.returncode != 0:
-        raise FFmpegError(f"ffmpeg failed: {_last_error(proc.stderr)}")
+        raise FFmpegError(f"ffmpeg failed: {_last_error(proc.stderr)}", write_fault(proc.stderr))
     return proc
 
 
+# Lines ffmpeg prints that never say what went wrong: progress, and x264's statistics at the end (a
+# failed join once reported "Qavg: 59212.957" for a full disk).
+_NOISE = re.compile(r"^(frame=|size=|video:|Press \[q\]|\[out#|.*Last message repeated|"
+                    r"\[libx264 @ [^\]]+\] (frame [IPB]|mb [IPB]|coded|ref [PB]|kb/s|i16|i8|8x8|Weighted|direct|"
+                    r"consecutive|final ratefactor|using|profile|SSIM|PSNR)|.*Qavg)")
+_FAULT = re.compile(r"error|failed|invalid|no such|denied|no space|not found|cannot|unable|could not", re.I)
+
+
 def _last_error(stderr: str) -> str:
+    """The line of ffmpeg's stderr that best says why it failed: one naming a fault (the last such),
+    else the last line that is not progress or statistics."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    for ln in reversed(lines):
-        if not ln.startswith(("frame=", "size=", "video:", "Press [q]", "[out#")) and "Conversion failed" not in ln:
+    useful = [ln for ln in lines if not _NOISE.match(ln) and "Conversion failed" not in ln]
+    for ln in reversed(useful):
+        if any(text in ln for text in _WRITE_FAULTS):
             return re.sub(r"^\[[^\]]+\] ", "", ln)[:300]
+    for ln in reversed(useful):
+        if _FAULT.search(ln) and not ln.startswith(("Error closing file", "Task finished", "Terminating thread")):
+            return re.sub(r"^\[[^\]]+\] ", "", ln)[:300]
+    if useful:
+        return re.sub(r"^\[[^\]]+\] ", "", useful[-1])[:300]
     return lines[-1][:300] if lines else "no output"
 
 
@@ -493,18 +523,42 @@ class ChunkEncoder:
 
 
 def join(chunks: list[Path], out: Path, audio_from: Path | None, start: float | None, duration: float | None,
-         rate: Fraction | None) -> str:
+         rate: Fraction | None, spans: list[float], last: tuple[float, float] | None, work: Path,
+         frames: int = 0) -> str:
     """The chunks, one after another, by stream copy, with the source's audio; write ``out`` (a
     temporary name: the caller renames it). ``rate``: the constant frame rate (None: irregular
-    timing, kept as the chunks have it). Returns how audio went."""
+    timing, kept as the chunks have it). ``spans``: each chunk's length in seconds (its frames'
+    durations): the next chunk starts exactly there. ``last``: for irregular timing, the time of
+    the film's last frame from its first and how long it shows: x264 gives a chunk's last frame no
+    duration of its own, so it is set here (otherwise the film ends that long early, or late).
+    ``work``: a temporary folder for the concat list, which names each chunk through a link with a
+    plain name (a path with a quote or a newline in it cannot be written in that list). Returns how
+    the audio went."""
     import ffmpeg
 
-    listing = out.with_name(f".{out.name}.ffconcat")
-    listing.write_text("ffconcat version 1.0\n" + "".join(f"file '{c.resolve()}'\n" for c in chunks))
+    lines = ["ffconcat version 1.0"]
+    for i, (chunk, span) in enumerate(zip(chunks, spans, strict=True)):
+        link = work / f"join-{i:05d}.mp4"
+        link.unlink(missing_ok=True)
+        try:
+            link.symlink_to(chunk.resolve())
+        except OSError:
+            shutil.copyfile(chunk, link)
+        lines += [f"file {link.name}", f"duration {span:.6f}"]
+    listing = work / "join.ffconcat"
+    listing.write_text("\n".join(lines) + "\n")
     video = ffmpeg.input(_url(listing), f="concat", safe=0).video
     vopts: dict[str, Any] = {"c:v": "copy"}
     if rate is None:
         vopts["fps_mode"] = "passthrough"
+        if last is not None and frames:
+            t, d = last
+            # MP4 gives each sample the time to the next in decoding order, and the last its own
+            # duration: that one makes the film end where the source's range ends (t + d after the
+            # first frame), its frames reordered or not.
+            end = f"{t + d:.6f}/TB"
+            vopts["bsf:v"] = (f"setts=pts=PTS:dts=DTS:duration=if(eq(N\\,{frames - 1})\\,{end}-(DTS-STARTDTS)\\,"
+                              f"if(gte(PTS*TB\\,{t - 5e-4:.6f})\\,{end}-(PTS-STARTPTS)\\,DURATION))")
     if out.suffix.lower() in (".mp4", ".m4v", ".mov"):
         vopts["movflags"] = "+faststart"
         if rate is not None:  # as the chunks have it (ChunkEncoder): the exact rate reads back
@@ -527,22 +581,36 @@ def join(chunks: list[Path], out: Path, audio_from: Path | None, start: float | 
             "-hide_banner", "-nostdin", "-y").get_args()
         return _run(args, check=False)
 
-    try:
-        if audio_from is None:
-            proc = attempt(None)
-            how = "no audio"
-        else:
-            trimmed = bool(start or duration)
-            how = "audio re-encoded to AAC" if trimmed else "audio copied"
-            proc = attempt("aac" if trimmed else "copy")
-            if proc.returncode != 0 and not trimmed:
-                how = "audio re-encoded to AAC (the container does not take the source's codec)"
-                proc = attempt("aac")
-    finally:
-        listing.unlink(missing_ok=True)
+    if audio_from is None:
+        proc = attempt(None)
+        how = "no audio"
+    else:
+        trimmed = bool(start or duration)
+        how = "audio re-encoded to AAC" if trimmed else "audio copied"
+        proc = attempt("aac" if trimmed else "copy")
+        if proc.returncode != 0 and not trimmed and not write_fault(proc.stderr):
+            how = "audio re-encoded to AAC (the container does not take the source's codec)"
+            proc = attempt("aac")
     if proc.returncode != 0:
-        raise FFmpegError(f"joining the chunks failed: {_last_error(proc.stderr)}")
+        raise FFmpegError(f"joining the chunks failed: {_last_error(proc.stderr)}", write_fault(proc.stderr))
     return how
+
+
+def packet_times(path: str | os.PathLike[str]) -> list[float]:
+    """The presentation times of a file's video packets, in seconds, in order: read from its index
+    by stream copy (nothing is decoded), to check a film against its plan."""
+    proc = _run(["-hide_banner", "-nostdin", "-loglevel", "error", "-i", _url(path), "-map", "0:v:0", "-c", "copy",
+                 "-f", "framecrc", "-"])
+    tb = Fraction(1, 1)
+    pts = []
+    for line in proc.stdout.splitlines():
+        if line.startswith("#tb 0:"):
+            tb = Fraction(line.split(":", 1)[1].strip())
+        elif line and not line.startswith("#"):
+            cols = line.split(",")
+            if len(cols) >= 3 and cols[0].strip() == "0":
+                pts.append(int(cols[2]))
+    return [float(p * tb) for p in sorted(pts)]
 
 
 def _muxer(out: Path) -> str:

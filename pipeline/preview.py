@@ -200,7 +200,7 @@ def _images(req: PreviewRequest, src: Path) -> tuple[list[tuple[str, np.ndarray,
     if src.is_dir():
         from .batch import walk
 
-        files = [f for f in walk(src) if f.suffix.lower() in IMAGE_SUFFIXES]
+        files = [f for f in walk(src)[0] if f.suffix.lower() in IMAGE_SUFFIXES]
     else:
         files = [src]
     if not files:

@@ -121,7 +121,7 @@ class DeathGuard:
         if len(mine) >= self.limit:
             raise WorkerDeaths(f"took down {len(mine)} workers (out of memory? try --max-side or a smaller "
                                "--set tile=...)")
-        self.store.write_bytes(f"{folder}/{self.run}-{uuid.uuid4().hex[:8]}", b"")
+        self.store.write_bytes(f"{folder}/{self.run}-{uuid.uuid4().hex[:8]}", b"", durable=False)  # a mark only
 
     def finished(self, key: str) -> None:
         self.store.delete_tree(f"{self.prefix}/{key}")
@@ -276,6 +276,11 @@ def _connect(scheduler: str) -> Any:
     if isinstance(exc, MemoryError):
         raise SchedulerError(f"cannot talk to the Dask scheduler at {scheduler}: what answers there is not a Dask "
                              f"scheduler ({NOT_DASK})") from None
+    if isinstance(exc, TypeError) and "ssl_context" in str(exc):
+        raise SchedulerError(f"the Dask scheduler at {scheduler} takes TLS, and this machine has no client "
+                             "certificate for it: set Dask's TLS settings (distributed.comm.tls.ca-file, "
+                             "distributed.comm.tls.client.cert and .key, in Dask's config or as "
+                             "DASK_DISTRIBUTED__COMM__TLS__CA_FILE and so on; README: 'On a Dask cluster')") from None
     if isinstance(exc, OSError | TimeoutError):
         raise SchedulerError(f"cannot reach the Dask scheduler at {scheduler} ({type(exc).__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else 'no answer'})") from None

@@ -7,6 +7,12 @@ command's own paths, so a cluster needs no shared filesystem. Writes are whole: 
 written under a temporary name and renamed into place; an object store creates an object whole.
 
 A store is picklable (it travels inside tasks) and holds no connection: each process opens its own.
+
+A work folder is dreamreel's own (:meth:`Store.claim`): a marker (``.dreamreel``) written when a job
+first takes it says so, and whether dreamreel created the folder. A folder, prefix or bucket that
+already holds anything else is refused. Removing a job (:meth:`Store.remove`, ``--restart``)
+removes only the names dreamreel writes there, and the folder itself only when dreamreel created
+it and nothing else was put in it since; a bucket is never removed.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import PipelineError, UsageError
-from .fsutil import write_atomic
+from .errors import PipelineError, Unwritable, UsageError, write_fault
+from .fsutil import sync_folder, write_atomic
+from .integrity import Damaged, check_file, payload, seal_file, trailer
 
 
 class StoreBusy(UsageError):
@@ -35,8 +42,34 @@ class StoreUnavailable(PipelineError):
     """The store cannot be read or written (wrong URL, no credentials, not shared with a worker)."""
 
 
+class ForeignFolder(UsageError):
+    """A work folder that holds what dreamreel did not write there."""
+
+
 def is_url(text: str | os.PathLike[str]) -> bool:
     return "://" in str(text) and not str(text).startswith("file://")
+
+
+def redact(text: str) -> str:
+    """``text`` with every credential in a URL (``scheme://user:secret@host``) replaced by ``***``:
+    for messages and for what a job records."""
+    import re
+
+    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]*@", r"\1***@", text)
+
+
+# The marker of a work folder, and every name dreamreel writes at the top of one: the only names it
+# ever removes there.
+MARKER = ".dreamreel"
+OWN_FILES = frozenset({MARKER, "lock", "lock.json", "job.json", "job.copy.json", "token", "events.log",
+                       "guide.png", "guide-pts.json"})
+OWN_FOLDERS = frozenset({"frames", "chunks", "attempts", "input", "model", "guide", "out"})
+_LOCKS = ("lock", "lock.json")
+
+
+def _partial(name: str) -> bool:
+    """A temporary name of a write cut short (fsutil.write_atomic, Store.put_file)."""
+    return name.startswith(".") and name.endswith(".part")
 
 
 class Store:
@@ -94,20 +127,37 @@ class Store:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            raise StoreUnavailable(f"{self.path(rel)}: cannot read ({exc})") from None
+            raise self._cannot("read", rel, exc) from None
 
-    def write_bytes(self, rel: str, data: bytes, durable: bool = True) -> None:
-        """Write whole; ``durable=False``: no fsync (see fsutil.write_atomic), for frames, whose size
-        tells when a power cut tore one."""
+    def write_bytes(self, rel: str, data: bytes | list[Any], durable: bool = True) -> None:
+        """Write whole (``data``: bytes, or buffers written one after the other); ``durable=False``:
+        no fsync (see fsutil.write_atomic), for checksummed data that can be made again."""
         try:
             if self.local:
                 target = self.local_path(rel)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 write_atomic(target, data, durable)
             else:
-                self.fs.pipe_file(self.path(rel), data)
+                self.fs.pipe_file(self.path(rel), data if isinstance(data, bytes) else b"".join(data))
         except OSError as exc:
-            raise StoreUnavailable(f"{self.path(rel)}: cannot write ({exc})") from None
+            raise self._cannot("write", rel, exc) from None
+
+    def _cannot(self, what: str, rel: str, exc: OSError) -> PipelineError:
+        fault = write_fault(exc)
+        if fault and what == "write":
+            return Unwritable(f"{redact(self.path(rel))}: cannot write ({fault}): free some space or give --workdir "
+                              "another folder, then run the same command again: what is done is kept")
+        return StoreUnavailable(f"{redact(self.path(rel))}: cannot {what} ({redact(str(exc))})")
+
+    def write_sealed(self, rel: str, data: bytes | memoryview, durable: bool = False) -> None:
+        """Write ``data`` with its checksum (pipeline.integrity), read back by :meth:`read_sealed`."""
+        self.write_bytes(rel, [data, trailer([data])], durable)
+
+    def read_sealed(self, rel: str) -> memoryview | None:
+        """What :meth:`write_sealed` wrote, checked (None when there is none); a damaged file raises
+        :class:`~pipeline.integrity.Damaged`."""
+        data = self.read_bytes(rel)
+        return None if data is None else payload(data, rel, redact(self.path(rel)))
 
     def read_json(self, rel: str) -> Any:
         data = self.read_bytes(rel)
@@ -116,31 +166,58 @@ class Store:
         try:
             return json.loads(data)
         except ValueError as exc:
-            raise PipelineError(f"{self.path(rel)}: unreadable ({exc}); --restart discards it") from None
+            raise PipelineError(f"{redact(self.path(rel))}: unreadable ({exc})") from None
 
     def write_json(self, rel: str, value: Any) -> None:
-        self.write_bytes(rel, (json.dumps(value, indent=1, sort_keys=True) + "\n").encode())
+        self.write_bytes(rel, (json.dumps(value, indent=1, sort_keys=True, allow_nan=False) + "\n").encode())
 
     # -- files --
-    def put_file(self, local: Path, rel: str) -> None:
-        """Copy a local file into the store, whole."""
-        if self.local:
-            import shutil
+    def put_file(self, local: Path, rel: str, sealed: bool = False) -> None:
+        """Copy a local file into the store, whole and durably (fsynced, then renamed, its folder
+        fsynced: it may be the only copy of work that took hours). ``sealed``: a checksum is
+        appended to ``local`` first (a file of ours, such as a chunk just encoded)."""
+        if sealed:
+            seal_file(local)
+        try:
+            if self.local:
+                import shutil
 
-            target = self.local_path(rel)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
-            shutil.copyfile(local, tmp)
-            os.replace(tmp, target)
-        else:
-            self.fs.put_file(str(local), self.path(rel))
+                target = self.local_path(rel)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+                try:
+                    shutil.copyfile(local, tmp)
+                    fd = os.open(tmp, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                    os.replace(tmp, target)
+                except BaseException:
+                    tmp.unlink(missing_ok=True)
+                    raise
+                sync_folder(target.parent)
+            else:
+                self.fs.put_file(str(local), self.path(rel))
+        except OSError as exc:
+            raise self._cannot("write", rel, exc) from None
 
     def get_file(self, rel: str, local: Path) -> Path:
         """A local copy of a stored file (the file itself for a local store)."""
         if self.local:
             return self.local_path(rel)
-        self.fs.get_file(self.path(rel), str(local))
+        try:
+            self.fs.get_file(self.path(rel), str(local))
+        except FileNotFoundError:
+            raise Damaged(rel, redact(self.path(rel)), "missing") from None
         return local
+
+    def get_sealed(self, rel: str, local: Path) -> Path:
+        """:meth:`get_file` of a file stored with ``sealed=True``, its checksum checked
+        (:class:`~pipeline.integrity.Damaged` when it does not match)."""
+        path = self.get_file(rel, local)
+        check_file(path, rel, redact(self.path(rel)))
+        return path
 
     # -- listing and removal --
     def fresh(self, rel: str) -> str:
@@ -154,12 +231,13 @@ class Store:
         return Path(self.path(rel)).exists() if self.local else self.fs.exists(self.fresh(rel))
 
     def names(self, rel: str) -> list[str]:
-        """Names in a folder (empty when there is none)."""
+        """Names in a folder of the store, hidden ones left out (empty when there is none)."""
         try:
             if self.local:
                 return sorted(p.name for p in self.local_path(rel).iterdir() if not p.name.startswith("."))
-            return sorted(Path(p).name for p in self.fs.ls(self.fresh(rel), detail=False))
-        except FileNotFoundError:
+            return sorted(n for p in self.fs.ls(self.fresh(rel), detail=False)
+                          if not (n := Path(p.rstrip("/")).name).startswith("."))
+        except (FileNotFoundError, NotADirectoryError):
             return []
 
     def delete(self, rel: str) -> None:
@@ -169,7 +247,10 @@ class Store:
             else:
                 self.fs.rm_file(self.path(rel))
 
-    def delete_tree(self, rel: str = "") -> None:
+    def delete_tree(self, rel: str) -> None:
+        """Remove a folder of the store and everything under it; never the store itself."""
+        if not rel.strip("/"):
+            raise ValueError("delete_tree: a store's own root is removed by Store.remove only")
         if self.local:
             import shutil
 
@@ -178,28 +259,115 @@ class Store:
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm(self.path(rel), recursive=True)
 
+    def entries(self) -> list[str]:
+        """Every name at the top of the store, hidden ones included (empty when there is none)."""
+        try:
+            if self.local:
+                return sorted(os.listdir(self.local_path()))
+            return sorted(Path(p.rstrip("/")).name for p in self.fs.ls(self.fresh(""), detail=False))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as exc:
+            raise self._cannot("read", "", exc) from None
+
+    def holds_files(self, rel: str) -> bool:
+        """Whether any file lies under ``rel`` (empty folders do not count)."""
+        if self.local:
+            root = self.local_path(rel)
+            return root.is_dir() and any(p.is_file() for p in root.rglob("*"))
+        try:
+            return bool(self.fs.find(self.fresh(rel)))
+        except FileNotFoundError:
+            return False
+
     def sweep_partials(self) -> int:
         """Remove the temporary files (``.NAME.*.part``) a killed run left half-written in a local
-        store; the job holds the store's lock, so no writer of this job is alive to finish them. An
-        object store writes whole objects: nothing to sweep. Returns how many went."""
+        store, in the folders dreamreel writes; the job holds the store's lock, so no writer of
+        this job is alive to finish them. An object store writes whole objects: nothing to sweep.
+        Returns how many went."""
         if not self.local or not self.local_path().exists():
             return 0
         gone = 0
-        for p in self.local_path().rglob(".*.part"):
-            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-                p.unlink()
-                gone += 1
+        places = [self.local_path()] + [self.local_path(f) for f in OWN_FOLDERS if self.local_path(f).is_dir()]
+        for place in places:
+            found = place.glob(".*.part") if place == self.local_path() else place.rglob(".*.part")
+            for p in found:
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                    p.unlink()
+                    gone += 1
         return gone
 
+    # -- a work folder of dreamreel's own --
+    def claim(self) -> bool:
+        """Take this store as a work folder: create it with its marker, or check that it is one.
+        Returns whether dreamreel created the folder (recorded in the marker, so a later run knows).
+
+        Refused (:class:`ForeignFolder`): a folder, prefix or bucket that holds anything dreamreel did
+        not write there. Taken as it is: a new or empty one (an empty folder that existed is used,
+        and left in place when the job is removed), or one with dreamreel's marker. A folder an
+        older dreamreel left (no marker, only dreamreel's names, a job record) is taken too."""
+        created = False
+        if self.local:
+            folder = self.local_path()
+            if folder.exists() and not folder.is_dir():
+                raise UsageError(f"{folder}: is a file, not a folder (--workdir names a work folder)")
+            try:
+                folder.mkdir(parents=True)
+                created = True
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise Unwritable(f"{folder}: cannot create the work folder ({write_fault(exc) or exc})") from None
+        marker = self.read_json(MARKER) if MARKER in (names := self.entries()) else None
+        if isinstance(marker, dict) and marker.get("dreamreel") == "work folder":
+            return bool(marker.get("created"))
+        foreign = [n for n in names if n not in OWN_FILES and n not in OWN_FOLDERS and not _partial(n)]
+        if MARKER in names:
+            foreign.insert(0, MARKER)
+        if foreign:
+            shown = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4 else "")
+            raise ForeignFolder(f"{redact(self.url)}: holds files dreamreel did not write there ({shown}); a work "
+                                "folder is dreamreel's alone and is removed when the job is done: give --workdir "
+                                "a new or empty folder")
+        if names and not _legacy_record(self):
+            raise ForeignFolder(f"{redact(self.url)}: holds {', '.join(names[:4])} but no dreamreel job: give "
+                                "--workdir a new or empty folder")
+        if not self.local:
+            created = not names and "/" in self.fs._strip_protocol(self.url).strip("/")  # never a bucket itself
+        self.write_json(MARKER, {"dreamreel": "work folder", "created": created})
+        return created
+
+    def remove(self) -> list[str]:
+        """Remove the job: the names dreamreel writes here, then the folder itself when dreamreel
+        created it and nothing else is left. Returns the names left that dreamreel did not write
+        (the folder is kept for them)."""
+        names = self.entries()
+        marker = self.read_json(MARKER) if MARKER in names else None
+        created = isinstance(marker, dict) and bool(marker.get("created"))
+        self._remove_own(names, keep=())
+        left = self.entries()
+        others = [n for n in left if n != MARKER and n not in _LOCKS]  # a lock this run still holds goes with it
+        self.delete(MARKER)
+        if others:
+            return others
+        if created and self.local:
+            with contextlib.suppress(OSError):
+                self.local_path().rmdir()
+        return []
+
     def clear(self) -> None:
-        """Remove everything but the lock (which this run holds)."""
-        for name in self.names(""):
-            if name in ("lock", "lock.json"):
+        """``--restart``: remove what a job wrote here, but the marker and the lock (which this run
+        holds)."""
+        self._remove_own(self.entries(), keep=(MARKER, *_LOCKS))
+
+    def _remove_own(self, names: list[str], keep: tuple[str, ...]) -> None:
+        for name in names:
+            if name in keep or name == MARKER:
                 continue
-            if self.local and not self.local_path(name).is_dir():
-                self.delete(name)
-            else:
+            if name in OWN_FOLDERS:
                 self.delete_tree(name)
+            elif name in OWN_FILES or _partial(name):
+                self.delete(name)
 
     def size(self, rel: str = "") -> int:
         """Bytes stored under ``rel``."""
@@ -236,6 +404,15 @@ class Store:
         else:
             with _Lease(self):
                 yield
+
+
+def _legacy_record(store: Store) -> bool:
+    """Whether the store holds a job record of an older dreamreel (one that wrote no marker)."""
+    try:
+        job = store.read_json("job.json")
+    except PipelineError:
+        return False
+    return isinstance(job, dict) and "version" in job and isinstance(job.get("identity"), dict)
 
 
 @contextlib.contextmanager
@@ -303,6 +480,8 @@ class _Lease:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)  # a renewal in flight lands before the lease is dropped
         if (self.store.read_json("lock.json") or {}).get("id") == self.me["id"]:
             self.store.delete("lock.json")
 
@@ -314,12 +493,12 @@ def check_output_url(url: str, overwrite: bool, extensions: tuple[str, ...]) -> 
 
     ext = "." + url.rsplit(".", 1)[-1].lower() if "." in url.rsplit("/", 1)[-1] else ""
     if ext not in extensions:
-        raise UsageError(f"{url}: the output goes in {', '.join(extensions)}, not {ext or 'no extension'!r}")
+        raise UsageError(f"{redact(url)}: the output goes in {', '.join(extensions)}, not {ext or 'no extension'!r}")
     try:
         fs, path = fsspec.core.url_to_fs(url)
         exists = fs.exists(path)
     except (ImportError, ValueError, OSError) as exc:
-        raise UsageError(f"{url}: cannot reach ({exc})") from None
+        raise UsageError(f"{redact(url)}: cannot reach ({redact(str(exc))})") from None
     if exists and not overwrite:
-        raise UsageError(f"{url}: already exists (pass --overwrite to replace it)")
+        raise UsageError(f"{redact(url)}: already exists (pass --overwrite to replace it)")
     return url

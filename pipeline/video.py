@@ -8,13 +8,16 @@ live in its store (store.py), a local folder or a URL: the only place workers an
 
 Resume: the store says what is done. Every chain continues from its last stored frame (or begins
 again where nothing of it is stored: the same pixels), and every chunk not yet encoded is encoded.
+Everything stored is checked when read (pipeline.integrity): a damaged or missing frame or chunk
+is made again from the last good state, which may mean dreaming part of a segment again without
+keeping it, only to carry its chain (``replay``); the joined film is checked against the plan,
+frame count and times, before it is put in place.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import sys
 import time
@@ -28,12 +31,11 @@ from typing import Any
 import numpy as np
 
 from dreamcore.config import DreamConfig, VideoConfig
-from dreamcore.errors import ConfigError
 from dreamcore.keyframes import Schedule
 
 from . import guide as guide_mod
 from . import media
-from .errors import PipelineError, UsageError
+from .errors import PipelineError, Unwritable, UsageError
 from .frames import (
     JobSpec,
     abort_local,
@@ -43,13 +45,24 @@ from .frames import (
     config_for_workers,
     file_for_workers,
     frame_task,
+    release_job,
 )
-from .fsutil import temp_dir
-from .jobs import JOB_VERSION, LayoutLog, file_fingerprint, job_id, open_job
+from .fsutil import publish, sync_file, temp_dir
+from .jobs import (
+    JOB_VERSION,
+    LayoutLog,
+    file_fingerprint,
+    job_id,
+    open_job,
+    remove_work,
+    undone_unless_dreamt,
+    until_whole,
+    write_record,
+)
 from .plan import Chunk, Segment
 from .schedule import Ref, Task, announce_dashboard
 from .settings import check_keyframed_layers, identity_extras, pinned
-from .store import Store, is_url
+from .store import Store, is_url, redact
 
 log = logging.getLogger("dreamcore")
 
@@ -73,6 +86,7 @@ class VideoRequest:
     keyframes: Schedule = field(default_factory=lambda: Schedule({}))
     guide: str | None = None  # --guide: an image, or a clip whose frame at time t guides output time t
     guide_end: str = "loop"  # a guide clip shorter than the output: "loop" or "hold" its last frame
+    overwrite: bool = False  # replace OUT when it exists (checked again before it is put in place)
 
 
 def default_workdir(output: str) -> str:
@@ -111,6 +125,9 @@ def local_copy(location: str) -> Iterator[Path]:
 def run_video(req: VideoRequest) -> dict[str, Any]:
     with local_copy(req.input) as src:
         info = media.probe(src)
+        if req.start and info.duration and req.start >= info.duration:
+            raise UsageError(f"--start {req.start:g}: past the end of {redact(req.input)} ({info.duration:.2f} s "
+                             "long)")
         cfg = pinned(req.config)
         check_keyframed_layers(req.keyframes, cfg)
         store = Store(req.workdir or default_workdir(req.output))
@@ -129,31 +146,38 @@ def run_video(req: VideoRequest) -> dict[str, Any]:
             identity["guide"] = {"image": still.digest}
         elif clip is not None:
             identity["guide"] = {"clip": file_fingerprint(clip), "end": req.guide_end}
-        identity["input"]["path"] = req.input
+        identity["input"]["path"] = redact(req.input)  # a job record may sit in a shared bucket
+        store.claim()
         with store.locked():
             job = open_job(store, identity, req.restart)
-            store.sweep_partials()  # a kill mid-write (a chunk's copy, a frame) left a temporary file
-            if job is None:
-                from .schedule import job_threads
+            with undone_unless_dreamt(store, job is None) as begun:
+                store.sweep_partials()  # a kill mid-write (a chunk's copy, a frame) left a temporary file
+                if job is None:
+                    from .schedule import job_threads
 
-                job = {"version": JOB_VERSION, "identity": identity, "probe": _probe_dict(info),
-                       "numerics": {"threads": job_threads(req.workers, req.scheduler)},
-                       "token": uuid.uuid4().hex}
-            if "encoder_threads" not in job["numerics"]:  # a new job, or one begun before jobs recorded it
-                job["numerics"]["encoder_threads"] = media.encoder_threads()
-                store.write_json("job.json", job)
-            store.write_bytes("token", job["token"].encode())
-            if still is not None:
-                guide_mod.store_still(store, still)
-            elif clip is not None and store.read_bytes(guide_mod.GUIDE_PTS) is None:
-                guide_mod.store_times(store, guide_mod.clip_times(clip))
-            timings: dict[str, float] = {}
-            stats = _dream(req, store, job, job_id(identity, store), src, info, timings, clip)
-            t0 = time.perf_counter()
-            how = _assemble(req, store, job, src if info.has_audio else None)
-            timings["join"] = time.perf_counter() - t0
+                    job = {"version": JOB_VERSION, "identity": identity, "probe": _probe_dict(info),
+                           "numerics": {"threads": job_threads(req.workers, req.scheduler)},
+                           "token": uuid.uuid4().hex}
+                if "encoder_threads" not in job["numerics"]:  # a new job, or one begun before jobs recorded it
+                    job["numerics"]["encoder_threads"] = media.encoder_threads()
+                    write_record(store, job)
+                store.write_bytes("token", job["token"].encode())
+                timings: dict[str, float] = {}
+
+                def attempt() -> tuple[dict[str, Any], str]:
+                    if still is not None:
+                        guide_mod.store_still(store, still)
+                    elif clip is not None:
+                        guide_mod.store_clip_times(store, clip)
+                    stats = _dream(req, store, job, job_id(identity, store), src, info, timings, clip, begun)
+                    t0 = time.perf_counter()
+                    how = _assemble(req, store, job, src if info.has_audio else None)
+                    timings["join"] = time.perf_counter() - t0
+                    return stats, how
+
+                stats, how = until_whole(store, attempt)
             if not req.keep_work:
-                store.delete_tree()
+                remove_work(store)
     plan = job["plan"]
     return {"frames": plan["frames"], "cuts": plan["shots"], "segments": len(plan["segments"]), "audio": how,
             "timings": timings, **stats}
@@ -212,12 +236,13 @@ def check_store_space(store: Store, plan: dict[str, Any], size: tuple[int, int],
 
 
 def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src: Path,
-           info: media.SourceInfo, timings: dict[str, float], clip: Path | None = None) -> dict[str, Any]:
+           info: media.SourceInfo, timings: dict[str, float], clip: Path | None = None,
+           begun: dict[str, bool] | None = None) -> dict[str, Any]:
     from tqdm import tqdm
 
     from .schedule import DeathGuard, dask_client, run_graph
 
-    layouts = LayoutLog(lambda j: store.write_json("job.json", j), job)
+    layouts = LayoutLog(lambda j: write_record(store, j), job)
     parts = ("task", "decode", "flow", "dream", "steps", "store")
     stats: dict[str, Any] = {"dreamt": 0, "resumed": 0, "ahead": 0, "chunk_seconds": [], "chunks_streamed": [],
                              "followups": [], "steps": [],
@@ -229,19 +254,15 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
         if "plan" not in job:
             t0 = time.perf_counter()
             plan = _plan(req, src, info, workers)
-            try:
-                check_keyframe_times(req, plan)
-            except ConfigError:
-                store.delete("job.json")  # nothing done yet: the fixed command starts afresh
-                raise
+            check_keyframe_times(req, plan)
             job["plan"] = plan
             timings["plan"] = time.perf_counter() - t0
             check_store_space(store, job["plan"], info.display_size, workers, req.keep_frames)
-            store.write_json("job.json", job)
+            write_record(store, job)
         plan = job["plan"]
         if plan["errors"]:
             log.warning("%s: %d decode errors (a damaged file?): dreaming the %d frames that decode",
-                        req.input, plan["errors"], plan["frames"])
+                        redact(req.input), plan["errors"], plan["frames"])
         if req.scheduler:
             check_store_shared(client, store, job["token"])
         workers_input = _input_for_workers(client, req, store, src) if req.scheduler else str(src)
@@ -261,6 +282,7 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
                        encoder_threads=job["numerics"]["encoder_threads"])
         tasks, done, kept = _graph(spec, store, plan, uuid.uuid4().hex[:6], None if req.scheduler else workers)
         stats["resumed"] = len(done)
+        stats["replayed"] = 0
         bar = tqdm(total=plan["frames"], initial=len(done), unit="frame", desc=Path(req.input).name,
                    disable=req.quiet, file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
         if done:
@@ -272,7 +294,12 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
                 stats["chunks_streamed"].append(r["streamed"])
                 store.log(f"encoded {r['chunk']}")
                 return
-            if not r["skipped"]:
+            for note in r.get("notes", []):
+                bar.write(f"dreamreel: warning: {note}", file=sys.stderr)
+            if not r["skipped"] and r["replay"]:
+                store.log(f"replayed {r['seg']} {r['index']}")
+                stats["replayed"] += 1
+            elif not r["skipped"]:
                 store.log(f"dreamt {r['seg']} {r['index']}")
                 layouts.saw(r["layout"])
                 stats["task_seconds"].append(r["seconds"])
@@ -288,11 +315,16 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
                 bar.update(1)
 
         t0 = time.perf_counter()
+        if begun is not None:
+            begun["dreaming"] = True
         try:
             if tasks:
                 run_graph(client, tasks, on_result, guard=DeathGuard(store, "attempts"))
         except KeyboardInterrupt:
             abort_local()  # the in-process worker's encoders and decoders (a local cluster's stop with it)
+            raise
+        except BaseException:
+            _release(client, name, req.scheduler is None)  # a failed job's encoders and their partial chunks
             raise
         finally:
             bar.close()
@@ -300,6 +332,14 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
     if layouts.warning():
         log.warning(layouts.warning())
     return stats
+
+
+def _release(client: Any, name: str, local: bool) -> None:
+    """End a failed job's encoders and decoders, here and on a local cluster's workers (bounded)."""
+    release_job(name)
+    if local:
+        with contextlib.suppress(Exception):
+            client.run(release_job, name, wait=True, on_error="ignore")
 
 
 def _input_for_workers(client: Any, req: VideoRequest, store: Store, src: Path) -> str:
@@ -345,14 +385,17 @@ def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str, in_fligh
         return f"dreamreel-{spec.id}-{run}-{kind}{seg}-{i}"
 
     # How far each chain must run: to the end of its last chunk not yet encoded, and through its warm
-    # frames while the chunk they blend into is not.
+    # frames while the chunk they blend into is not; and the first frame any of those chunks holds.
     need = {s.id: s.warm_from for s in segments}
+    first_needed = {s.id: s.end for s in segments}
     for c in chunks:
         if c.name not in chunks_done:
             need[c.seg] = max(need[c.seg], c.end)
+            first_needed[c.seg] = min(first_needed[c.seg], c.first)
             if c.blend is not None:
                 nxt = segments[c.blend]
                 need[nxt.id] = max(need[nxt.id], nxt.first)
+                first_needed[nxt.id] = nxt.warm_from
     submitted: set[str] = set()
     tasks: list[Task] = []
     deferred: dict[str, list[Task]] = {}  # blend chunks, waiting for the next segment's warm frame
@@ -382,10 +425,10 @@ def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str, in_fligh
 
     planned: set[str] = set()
     chains: dict[int, list[int]] = {}
+    replay: set[tuple[int, int]] = set()
     for s in segments:
-        resume = max(stored[s.id], default=None)
-        begin = s.warm_from if resume is None else resume + 1
-        chains[s.id] = list(range(begin, need[s.id]))
+        chains[s.id], again = _chain(s, first_needed[s.id], need[s.id], set(stored[s.id]))
+        replay.update((s.id, i) for i in again)
         planned.update(key("f", s.id, i) for i in chains[s.id])
     chunk_by_end = {}
     chunk_of = {}  # (segment, frame) -> the chunk still to encode that the frame ends up in
@@ -418,7 +461,7 @@ def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str, in_fligh
                      (spec, s.id, i, pts[i], fresh, prev, None if fresh else pts[i - 1], i == need[s.id] - 1,
                       *streamed, c.name if c is not None else None),
                      {"next_pts": pts[i + 1] if (i + 1 < need[s.id] and not fresh_always) else None,
-                      "after": after},
+                      "after": after, "replay": (s.id, i) in replay},
                      summary=frame_summary))
             for c in chunk_by_end.get((s.id, i), []):
                 add_chunk(c)
@@ -430,42 +473,125 @@ def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str, in_fligh
     return tasks, done, kept
 
 
-def _assemble(req: VideoRequest, store: Store, job: dict[str, Any], audio_from: Path | None) -> str:
-    """Join the chunks and the audio into the output, under a temporary name renamed into place."""
-    plan = job["plan"]
-    chunks = sorted((Chunk(**c) for c in plan["chunks"]), key=lambda c: c.first)
-    missing = [c.name for c in chunks if not store.exists(chunk_rel(c.name))]
-    if missing:
-        raise PipelineError(f"{len(missing)} chunks are missing from the store (first: {missing[0]}); run the "
-                            "same command again to make them")
-    span = req.duration
-    if req.frames:  # the audio of exactly the frames dreamt
-        from .plan import durations
+def _chain(s: Segment, first: int, need: int, stored: set[int]) -> tuple[list[int], list[int]]:
+    """The frames segment ``s`` must dream (in order) so that frames [first, need) are all stored
+    or dreamt, given the frames ``stored``; and which of them are dreamt only to carry the chain to
+    the first one missing (a replay, kept nowhere: their chunks are encoded).
 
-        span = plan["pts"][-1] - plan["pts"][0] + durations(plan)[-1]
+    The chain starts at the first frame from ``first`` on that is not stored, continuing from the
+    stored frame before it (stored frames after a gap, such as a damaged one removed, are read
+    back on the way, not dreamt again). When the frame before ``first`` is gone too (a damaged
+    chunk re-encoded, or the frame a chain continues from lost), the chain starts again from the
+    last stored frame before it, or from the segment's fresh start: every frame is a function of
+    the one before, so that gives the same pixels."""
+    begin = first
+    while begin in stored and begin < need:
+        begin += 1
+    if begin >= need:
+        return [], []
+    start = begin
+    if begin > s.warm_from and begin - 1 not in stored:
+        below = [i for i in stored if s.warm_from <= i < begin - 1]
+        start = max(below) + 1 if below else s.warm_from
+    return list(range(start, need)), list(range(start, min(begin, first)))
+
+
+def _assemble(req: VideoRequest, store: Store, job: dict[str, Any], audio_from: Path | None) -> str:
+    """Join the chunks and the audio into the output, checked against the plan (frame count and
+    times) before it is renamed into place. A damaged or missing chunk raises
+    :class:`~pipeline.integrity.Damaged` (the job encodes it again); an OUT that appeared while the
+    job ran is kept unless ``--overwrite``."""
     from fractions import Fraction
 
+    from .plan import durations
+
+    plan = job["plan"]
+    chunks = sorted((Chunk(**c) for c in plan["chunks"]), key=lambda c: c.first)
+    dur = durations(plan)
+    pts = plan["pts"]
+    span = req.duration
+    if req.frames:  # the audio of exactly the frames dreamt
+        span = pts[-1] - pts[0] + dur[-1]
     rate = Fraction(plan["frame_rate"]) if plan["constant_rate"] else None
+    spans = [sum(dur[c.first:c.end]) for c in chunks]
+    last = (pts[-1] - pts[0], dur[-1])
     with temp_dir("dreamreel-join") as tmp:
-        files = [store.get_file(chunk_rel(c.name), Path(tmp) / c.name) for c in chunks]
+        files = [store.get_sealed(chunk_rel(c.name), Path(tmp) / c.name) for c in chunks]
         if is_url(req.output):
             out = Path(tmp) / f"out{Path(req.output).suffix}"
-            how = media.join(files, out, audio_from, req.start, span, rate)
-            _upload(out, req.output)
-            return how
-        final = Path(req.output)
-        out = final.parent / f".{final.name}.part{final.suffix}"
+        else:
+            final = Path(req.output)
+            out = final.parent / f".{final.name}.part{final.suffix}"
         try:
-            how = media.join(files, out, audio_from, req.start, span, rate)
-            os.replace(out, final)
+            how = join_film(files, out, req.output, store, plan, req.overwrite, audio_from, req.start, span, rate,
+                            spans, last, Path(tmp))
         finally:
             out.unlink(missing_ok=True)
     return how
 
 
-def _upload(local: Path, url: str) -> None:
+def join_film(files: list[Path], out: Path, output: str, store: Store, plan: dict[str, Any], overwrite: bool,
+              audio_from: Path | None, start: float | None, span: float | None, rate: Any, spans: list[float],
+              last: tuple[float, float] | None, work: Path) -> str:
+    """Join the chunks into ``out`` (a temporary name), check the film against the plan, and put it
+    in place at ``output`` (a path, renamed into place durably and never over a file that appeared
+    there without ``overwrite``; or a URL, uploaded). Returns how the audio went."""
+    if not is_url(output):
+        _check_room(out.parent, sum(f.stat().st_size for f in files), store)
+    try:
+        how = media.join(files, out, audio_from, start, span, rate, spans, last, work, len(plan["pts"]))
+    except media.FFmpegError as exc:
+        if exc.fault:
+            raise Unwritable(f"{redact(output)}: cannot write the film ({exc.fault}): free some space and run the "
+                             f"same command again: the dreamt chunks are kept in {redact(store.url)}") from None
+        raise
+    check_film(out, plan, output)
+    if is_url(output):
+        _upload(out, output, overwrite, store)
+        return how
+    sync_file(out)
+    try:
+        publish(out, Path(output), overwrite)
+    except FileExistsError:
+        raise UsageError(f"{output}: appeared while the job ran, and is kept (pass --overwrite to replace it, or "
+                         f"give another -o with --workdir {redact(store.url)}: the dreamt chunks are kept "
+                         "there)") from None
+    return how
+
+
+def check_film(path: Path, plan: dict[str, Any], name: str) -> None:
+    """The joined film holds the plan's frames, each at its time (within a quarter of the shortest
+    frame): a missing or cut-short chunk can't pass for a whole film."""
+    times = media.packet_times(path)
+    want = [t - plan["pts"][0] for t in plan["pts"]]
+    if len(times) != len(want):
+        raise PipelineError(f"{redact(name)}: not written: the joined film has {len(times)} frames where the job "
+                            f"dreamt {len(want)} (run the same command again; DREAMREEL_DEBUG=1 and report it if "
+                            "it happens again)")
+    gaps = [b - a for a, b in zip(want, want[1:], strict=False) if b > a]
+    tol = max(0.25 * min(gaps, default=0.04), 1e-4)
+    off = next((i for i in range(len(want)) if abs(times[i] - (times[0] + want[i])) > tol), None)
+    if off is not None:
+        raise PipelineError(f"{redact(name)}: not written: in the joined film frame {off} is at "
+                            f"{times[off] - times[0]:.6f} s where it belongs at {want[off]:.6f} s (DREAMREEL_DEBUG=1 "
+                            "and report it)")
+
+
+def _check_room(folder: Path, need: int, store: Store) -> None:
+    """Refuse a join that can't fit in OUT's folder, before ffmpeg half-writes it."""
+    free = shutil.disk_usage(folder).free
+    need = int(need * 1.02) + (4 << 20)  # the chunks, plus the audio and the container's index
+    if free < need:
+        raise Unwritable(f"{folder}: not enough space for the film (about {need / 1e6:.0f} MB, {free / 1e6:.0f} MB "
+                         f"free): free some and run the same command again: the dreamt chunks are kept in "
+                         f"{redact(store.url)}")
+
+
+def _upload(local: Path, url: str, overwrite: bool, store: Store) -> None:
     import fsspec
 
     fs, path = fsspec.core.url_to_fs(url)
+    if not overwrite and fs.exists(path):
+        raise UsageError(f"{redact(url)}: appeared while the job ran, and is kept (pass --overwrite to replace it, "
+                         f"or give another -o with --workdir {redact(store.url)}: the dreamt chunks are kept there)")
     fs.put_file(str(local), path)
-

@@ -9,13 +9,16 @@ URL as for `video`): the frames of the chunk being encoded and the frame before 
 RGB), and the chunks encoded so far (H.264, :data:`CHUNK_FRAMES` frames each). Killed at any
 moment, the same command picks up the chain from the last stored frame; the frames depend only on
 the frame before and their index (the jitter's seed), so the result equals an uninterrupted run's.
-At the end the chunks are joined by stream copy, with ``--audio`` cut to the clip's length.
+Stored frames and chunks carry checksums: a damaged one is made again from the last good frame
+(from the first frame if need be: the chain is dreamt again without keeping it, to reach it).
+At the end the chunks are joined by stream copy, with ``--audio`` cut to the clip's length, and the
+film is checked against the frame count and rate before it is renamed into place.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -29,14 +32,17 @@ from dreamcore.config import DreamConfig, VideoConfig
 from dreamcore.keyframes import Schedule
 
 from . import media
-from .errors import PipelineError, UsageError
+from .errors import UsageError
 from .fsutil import temp_dir
-from .jobs import JOB_VERSION, file_fingerprint, open_job
+from .integrity import Damaged
+from .jobs import JOB_VERSION, file_fingerprint, open_job, remove_work, undone_unless_dreamt, until_whole, write_record
 from .settings import check_keyframed_layers, identity_extras, pinned
-from .store import Store, is_url
+from .store import Store, is_url, redact
 from .video import default_workdir
 
 CHUNK_FRAMES = 48
+
+log = logging.getLogger("dreamcore")
 
 
 @dataclass(frozen=True)
@@ -112,6 +118,7 @@ class ZoomRequest:
     restart: bool = False
     keep_work: bool = False
     quiet: bool = False
+    overwrite: bool = False  # replace OUT when it exists (checked again before it is put in place)
 
 
 def frame_rel(index: int) -> str:
@@ -158,30 +165,56 @@ def run_zoom(req: ZoomRequest) -> dict[str, Any]:
                 "frames": req.frames, "fps": str(req.fps), "motion": asdict(req.motion), "steps": req.steps,
                 "octaves": req.octaves, "chunk_frames": req.chunk_frames, "keyframes": req.keyframes.to_dict(),
                 "size": [w, h], **identity_extras(req.config)}
+    store.claim()
     with store.locked():
         job = open_job(store, identity, req.restart)
-        store.sweep_partials()  # a kill mid-write left a temporary file
-        if job is None or "encoder_threads" not in job:  # x264's thread count: recorded, kept (media.encoder_threads)
-            job = {"version": JOB_VERSION, "identity": identity, **(job or {}),
-                   "encoder_threads": media.encoder_threads()}
-            store.write_json("job.json", job)
-        stats = _dream_chain(req, store, rgb, job["encoder_threads"])
-        t0 = time.perf_counter()
-        _join(req, store, audio)
-        stats["join_s"] = time.perf_counter() - t0
+        with undone_unless_dreamt(store, job is None) as begun:
+            store.sweep_partials()  # a kill mid-write left a temporary file
+            if job is None or "encoder_threads" not in job:  # x264's threads: recorded, kept (media.encoder_threads)
+                job = {"version": JOB_VERSION, "identity": identity, **(job or {}),
+                       "encoder_threads": media.encoder_threads()}
+                write_record(store, job)
+
+            def attempt() -> dict[str, Any]:
+                begun["dreaming"] = True
+                stats = _dream_chain(req, store, rgb, job["encoder_threads"])
+                t0 = time.perf_counter()
+                _join(req, store, audio)
+                stats["join_s"] = time.perf_counter() - t0
+                return stats
+
+            stats = until_whole(store, attempt)
         if not req.keep_work:
-            store.delete_tree()
+            remove_work(store)
     return stats
 
 
 def _stored(store: Store, index: int, size: tuple[int, int]) -> np.ndarray | None:
-    data = store.read_bytes(frame_rel(index))
+    """A stored frame, checked (None when it is not there); :class:`Damaged` when it is damaged."""
+    rel = frame_rel(index)
+    data = store.read_sealed(rel)
     if data is None:
         return None
     w, h = size
     if len(data) != w * h * 3:
-        raise PipelineError(f"frame {index} in {store.url} is not whole (a power cut?): --restart the job")
+        raise Damaged(rel, redact(store.path(rel)), f"damaged ({len(data)} bytes of pixels for a {w}x{h} frame)")
     return np.frombuffer(data, np.uint8).reshape(h, w, 3)
+
+
+def _last_good(store: Store, below: int, size: tuple[int, int]) -> tuple[int, np.ndarray | None]:
+    """The last stored frame that is whole, before frame ``below`` (its index and pixels), damaged
+    ones removed on the way; (-1, None) when there is none: the chain starts from the image."""
+    stored = sorted((int(n.split(".")[0]) for n in store.names("frames") if n.endswith(".rgb")), reverse=True)
+    for i in (i for i in stored if i < below):
+        try:
+            frame = _stored(store, i, size)
+        except Damaged as exc:
+            store.delete(exc.rel)
+            log.warning("%s: removed", exc)
+            continue
+        if frame is not None:
+            return i, frame
+    return -1, None
 
 
 def _dream_chain(req: ZoomRequest, store: Store, source: np.ndarray, encoder_threads: int) -> dict[str, Any]:
@@ -207,71 +240,93 @@ def _dream_chain(req: ZoomRequest, store: Store, source: np.ndarray, encoder_thr
     nxt = first_todo
     while store.exists(frame_rel(nxt)):
         nxt += 1
-    prev = _stored(store, nxt - 1, size) if nxt > 0 else None
-    if nxt > 0 and prev is None:
-        raise PipelineError(f"frame {nxt - 1} is missing from {store.url}: --restart the job")
-    stats["resumed"] = nxt
     load_tensorflow()
     fps = float(req.fps)
 
     def engine(i: int) -> Engine:  # frame i's settings: a function of its index only
         return Engine(req.keyframes.apply(req.config, VideoConfig(), i, i / fps, fps)[0])
+
+    def dream(i: int, prev: np.ndarray | None) -> np.ndarray:
+        if i == 0:
+            return engine(0).dream_rgb(source, seed_key=(0,), uint8=True)
+        assert prev is not None
+        return engine(i).dream_rgb(move(prev, req.motion), iterations=req.steps, octaves=req.octaves,
+                                   seed_key=(i,), uint8=True)
+
+    prev: np.ndarray | None = None
+    if first_todo > 0:
+        # The frame the chain continues from; when it is lost or damaged, the chain is dreamt again from
+        # the last good frame before it (or from the image), kept nowhere: the same pixels again.
+        good, prev = _last_good(store, first_todo, size)
+        if good < first_todo - 1:
+            log.warning("%s: the frame the film goes on from (%d) is missing or damaged: dreaming frames %d to %d "
+                        "again to reach it", redact(store.url), first_todo - 1, good + 1, first_todo - 1)
+            for i in range(good + 1, first_todo):
+                prev = dream(i, prev)
+                stats["replayed"] = stats.get("replayed", 0) + 1
+    stats["resumed"] = nxt
     bar = tqdm(total=req.frames, initial=nxt, unit="frame", desc=Path(req.input).name, disable=req.quiet,
                file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+    todo_set = set(todo)
     try:
-        for a, b in todo:
+        for a, b in bounds:
+            if b <= first_todo:
+                continue
+            if (a, b) not in todo_set:
+                # Encoded already, between chunks to make again (one was damaged): its frames are
+                # dreamt again only to carry the chain on.
+                for i in range(a, b):
+                    prev = dream(i, prev)
+                    stats["replayed"] = stats.get("replayed", 0) + 1
+                continue
             with temp_dir("dreamreel-zoom") as tmp:
                 out = Path(tmp) / chunk_name(a, b)
                 encoder = media.ChunkEncoder(out, w, h, req.fps, None, encoder_threads)
                 try:
                     for i in range(a, b):
-                        if i < nxt:  # stored before a kill: into the encoder again, the same bytes
+                        try:  # stored before a kill: into the encoder again, the same bytes
                             frame = _stored(store, i, size)
-                            if frame is None:
-                                raise PipelineError(f"frame {i} is missing from {store.url}: --restart the job")
-                        else:
+                        except Damaged as exc:
+                            store.delete(exc.rel)
+                            bar.write(f"dreamreel: warning: {exc}: dreamt it again", file=sys.stderr)
+                            frame = None
+                        if frame is None:
                             t0 = time.perf_counter()
-                            if i == 0:
-                                frame = engine(0).dream_rgb(source, seed_key=(0,), uint8=True)
-                            else:
-                                assert prev is not None
-                                frame = engine(i).dream_rgb(move(prev, req.motion), iterations=req.steps,
-                                                         octaves=req.octaves, seed_key=(i,), uint8=True)
-                            store.write_bytes(frame_rel(i), frame.tobytes(), durable=False)
+                            frame = dream(i, prev)
+                            store.write_sealed(frame_rel(i), memoryview(np.ascontiguousarray(frame)).cast("B"))
                             store.log(f"dreamt {i}")
                             stats["seconds"].append(time.perf_counter() - t0)
                             stats["dreamt"] += 1
-                            bar.update(1)
+                            if i >= nxt:
+                                bar.update(1)
                         encoder.write(frame)
                         prev = frame
                     encoder.finish()
                 except BaseException:
                     encoder.abort()
                     raise
-                store.put_file(out, f"chunks/{chunk_name(a, b)}")
+                store.put_file(out, f"chunks/{chunk_name(a, b)}", sealed=True)
             # The chain needs only the chunk's last frame from here on.
             for i in range(max(a - 1, 0), b - 1):
                 store.delete(frame_rel(i))
-            nxt = max(nxt, b)
     finally:
         bar.close()
     return stats
 
 
 def _join(req: ZoomRequest, store: Store, audio: Path | None) -> None:
+    from .video import join_film
+
     bounds = chunk_bounds(req.frames, req.chunk_frames)
+    fps = float(req.fps)
     with temp_dir("dreamreel-join") as tmp:
-        files = []
-        for a, b in bounds:
-            name = chunk_name(a, b)
-            if not store.exists(f"chunks/{name}"):
-                raise PipelineError(f"chunk {name} is missing from {store.url}; run the same command again")
-            files.append(store.get_file(f"chunks/{name}", Path(tmp) / name))
+        files = [store.get_sealed(f"chunks/{chunk_name(a, b)}", Path(tmp) / chunk_name(a, b)) for a, b in bounds]
         final = Path(req.output)
         part = final.parent / f".{final.name}.part{final.suffix}"
         try:
-            media.join(files, part, audio, None, req.frames / float(req.fps) if audio else None, req.fps)
-            os.replace(part, final)
+            join_film(files, part, req.output, store, {"pts": [float(i / req.fps) for i in range(req.frames)]},
+                      req.overwrite, audio, None, req.frames / fps if audio else None, req.fps,
+                      [float((b - a) / req.fps) for a, b in bounds], None, Path(tmp))
         finally:
             part.unlink(missing_ok=True)
 

@@ -11,6 +11,13 @@ from pipeline import media
 from pipeline.frames import crossfade, decode_png, frame_rel
 
 
+def stored_pixels(path: Path) -> np.ndarray:
+    """A raw frame a job stored (checked: it carries a checksum), as a flat uint8 array."""
+    from pipeline.integrity import payload
+
+    return np.frombuffer(payload(path.read_bytes(), path.name, str(path)), np.uint8)
+
+
 def plan(work: Path) -> dict:
     return json.loads((work / "job.json").read_text())["plan"]
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from pipeline.cli import main
+from pipeline.errors import PipelineError
 from pipeline.imagefile import read_image
 from tests.clips import make_clip, read_frames
 from tests.jobs import dreamt_all, plan
@@ -323,11 +324,85 @@ def test_a_workers_copies_of_job_files_are_shared_kept_while_used_and_removed_wh
     os.utime(old, (two_days_ago, two_days_ago))
     os.utime(recent, (time.time() - 3600, time.time() - 3600))
 
-    copy = Path(frames.local_copy("memory://job/clip.mp4", "k1"))
+    import hashlib
+
+    k1 = hashlib.sha256(b"a clip").hexdigest()[:16]  # the file's fingerprint (jobs.file_fingerprint)
+    copy = Path(frames.local_copy("memory://job/clip.mp4", k1))
     assert copy.parent == cache and copy.read_bytes() == b"a clip"
     assert not old.exists() and recent.exists()
     os.utime(copy, (two_days_ago, two_days_ago))
-    assert frames.local_copy("memory://job/clip.mp4", "k1") == str(copy)  # a task uses it: marked used
+    assert frames.local_copy("memory://job/clip.mp4", k1) == str(copy)  # a task uses it: marked used
     assert copy.stat().st_mtime > time.time() - 60
     copy.unlink()  # removed as unused by another worker process on this machine
-    assert frames.local_copy("memory://job/clip.mp4", "k1") == str(copy) and copy.read_bytes() == b"a clip"
+    assert frames.local_copy("memory://job/clip.mp4", k1) == str(copy) and copy.read_bytes() == b"a clip"
+    # A copy that is not the file the job began with (changed, or a damaged upload) is never used.
+    with pytest.raises(PipelineError, match="not the file the job began with"):
+        frames.local_copy("memory://job/clip.mp4", "0123456789abcdef")
+    assert not list(cache.glob("0123456789abcdef*")) and not list(cache.glob(".*.part"))
+
+
+def test_a_cluster_over_mutual_tls_runs_a_job_and_refuses_a_client_without_a_certificate(tmp_path: Path) -> None:
+    """A scheduler and two workers on 127.0.0.1 that speak only TLS, with a CA and certificates made
+    here; the job reaches them with Dask's own TLS settings (from the environment, as Dask's config
+    reads them). A client without a certificate, or with one the CA did not sign, is refused, in
+    one line each."""
+    trustme = pytest.importorskip("trustme")
+    from distributed import Client
+    from distributed.security import Security
+
+    ca, rogue = trustme.CA(), trustme.CA()
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem.bytes())
+    certs = {}
+    for name, issuer in (("scheduler", ca), ("worker", ca), ("client", ca), ("rogue", rogue)):
+        cert = issuer.issue_cert("127.0.0.1")
+        cert.private_key_pem.write_to_path(str(tmp_path / f"{name}.key"))
+        cert.cert_chain_pems[0].write_to_path(str(tmp_path / f"{name}.pem"))
+        certs[name] = ["--tls-ca-file", str(tmp_path / "ca.pem"), "--tls-cert", str(tmp_path / f"{name}.pem"),
+                       "--tls-key", str(tmp_path / f"{name}.key")]
+    port = free_port()
+    address = f"tls://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([DASK, "scheduler", "--protocol", "tls", "--host", "127.0.0.1", "--port", str(port),
+                               "--no-dashboard", *certs["scheduler"]], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)]
+    try:
+        for n in range(2):
+            procs.append(subprocess.Popen([DASK, "worker", address, "--nthreads", "1", "--no-dashboard", "--no-nanny",
+                                           "--local-directory", str(tmp_path / f"w{n}"), *certs["worker"]], env=env,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        security = Security(tls_ca_file=str(tmp_path / "ca.pem"), tls_client_cert=str(tmp_path / "client.pem"),
+                            tls_client_key=str(tmp_path / "client.key"), require_encryption=True)
+        deadline = time.monotonic() + 60
+        while True:  # the scheduler takes a moment to listen
+            try:
+                with Client(address, security=security, timeout="5s") as c:
+                    c.wait_for_workers(2, timeout=60)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        clip = make_clip(tmp_path / "clip.mp4", seconds=0.4)
+        tls_env = {"DASK_DISTRIBUTED__COMM__TLS__CA_FILE": str(tmp_path / "ca.pem")}
+
+        def dreamreel(out: str, cert: str | None) -> subprocess.CompletedProcess[str]:
+            extra = {} if cert is None else {"DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": str(tmp_path / f"{cert}.pem"),
+                                             "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": str(tmp_path / f"{cert}.key")}
+            return subprocess.run([sys.executable, "-m", "pipeline.cli", "video", str(clip), "-o", str(tmp_path / out),
+                                   *VIDEO_FAST, "--scheduler", address, "--workdir", str(tmp_path / f"work-{out}")],
+                                  env={**env, **tls_env, **extra}, capture_output=True, text=True, timeout=300)
+
+        done = dreamreel("tls.mp4", "client")
+        assert done.returncode == 0, done.stderr
+        assert main(["video", str(clip), "-o", str(tmp_path / "local.mp4"), *VIDEO_FAST]) == 0
+        assert [f.tobytes() for f in read_frames(tmp_path / "tls.mp4")] == [
+            f.tobytes() for f in read_frames(tmp_path / "local.mp4")]
+        for cert, words in ((None, "has no client certificate for it"), ("rogue", "cannot reach the Dask scheduler")):
+            refused = dreamreel(f"{cert}.mp4", cert)
+            lines = refused.stderr.strip().splitlines()
+            assert refused.returncode == 1 and len(lines) == 1 and words in lines[0], refused.stderr
+            assert not (tmp_path / f"{cert}.mp4").exists() and not (tmp_path / f"work-{cert}.mp4").exists()
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()

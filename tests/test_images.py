@@ -88,7 +88,7 @@ def tree(tmp_path_factory) -> tuple[Path, set[str]]:
 
 def test_walk_skips_hidden_and_survives_link_loops(tree) -> None:
     root, good = tree
-    rels = {p.relative_to(root).as_posix() for p in walk(root)}
+    rels = {p.relative_to(root).as_posix() for p in walk(root)[0]}
     assert good | BAD == {r for r in rels if "loop" not in r}
     assert not any(part.startswith(".") for r in rels for part in r.split("/"))
 
@@ -178,3 +178,40 @@ def test_sigkill_mid_batch_leaves_whole_files_and_resumes(tmp_path: Path) -> Non
     assert max(after.values()) == 1  # nothing dreamt twice
     # every image is there (one may have been written just before the kill, then found done)
     assert sorted(p.name for p in out.glob("*.png")) == sorted(p.name for p in root.glob("*.png"))
+
+
+def test_a_link_to_the_output_folder_is_never_walked_so_dreams_are_not_dreamt_again(tmp_path: Path, capsys) -> None:
+    photos = image_folder(tmp_path / "in", 2, 32, 48)
+    out = tmp_path / "out"
+    os.symlink(out, photos / "dreams-link", target_is_directory=True)  # points at OUT_DIR (made by the first run)
+    os.symlink(out / "0.png", photos / "a-dream.png")
+    for _ in range(2):
+        code = main(["images", str(photos), "-o", str(out), *FAST])
+        err = capsys.readouterr().err
+        assert code == 3, err
+        assert "skipped dreams-link: leads into" in err and "skipped a-dream.png: leads into" in err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if ".dreamreel-work" not in p.parts) == [
+        "0.png", "1.png"]
+
+
+def test_an_input_folder_inside_the_output_folder_is_refused(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    photos = image_folder(out / "in", 1, 32, 48)
+    image_folder(photos / "in", 1, 32, 48)  # a subfolder named like IN_DIR: its dream would land on an input
+    before = sorted(p.name for p in photos.rglob("*"))
+    code = main(["images", str(photos), "-o", str(out), *FAST])
+    err = capsys.readouterr().err
+    assert code == 2 and "input folder may not be inside the output folder" in err, err
+    assert sorted(p.name for p in photos.rglob("*")) == before
+
+
+def test_a_fifo_and_a_link_to_nothing_are_reported_not_skipped_silently(tmp_path: Path, capsys) -> None:
+    photos = image_folder(tmp_path / "in", 1, 32, 48)
+    os.mkfifo(photos / "pipe.png")
+    os.symlink(photos / "gone.png", photos / "dangling.png")
+    code = main(["images", str(photos), "-o", str(tmp_path / "out"), *FAST])
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert "failed: pipe.png: a FIFO, not a file to read" in err
+    assert "failed: dangling.png: a link to nothing" in err
+    assert "1 dreamt" in err

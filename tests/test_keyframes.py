@@ -10,7 +10,7 @@ import pytest
 from dreamcore.config import VideoConfig
 from pipeline.settings import build_job_settings, parse_set
 from tests.clips import make_clip, make_pan, read_frames
-from tests.jobs import dreamt_all
+from tests.jobs import dreamt_all, stored_pixels
 from tests.test_video import FAST, run
 
 
@@ -118,8 +118,7 @@ def test_keyframed_settings_reach_every_frame_through_zoom(tmp_path: Path, capsy
     code = main(["zoom", str(pic), "-o", str(tmp_path / "z.mp4"), "--frames", "4", "--workdir", str(work),
                  "--keep-work", "--chunk-frames", "100", *FAST, "--set", "step=0:0.05,1:0"])
     assert code == 0, capsys.readouterr().err
-    frames = [np.frombuffer((work / "frames" / f"{i:06d}.rgb").read_bytes(), np.uint8).reshape(64, 96, 3)
-              for i in range(4)]
+    frames = [stored_pixels(work / "frames" / f"{i:06d}.rgb").reshape(64, 96, 3) for i in range(4)]
     for i in (2, 3):
         np.testing.assert_array_equal(frames[i], move(frames[i - 1], Motion()))
     assert np.abs(frames[0].astype(np.float32) - synthetic_image(64, 96)).mean() > 2  # frame 0 dreamt at 0.05

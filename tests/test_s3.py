@@ -269,3 +269,49 @@ def test_input_output_and_work_folder_as_urls(s3: dict[str, str], tmp_path: Path
     missing = dreamreel(f"s3://{BUCKET}/in/nothere.mp4", "-o", f"s3://{BUCKET}/out/x.mp4")
     lines = [ln for ln in missing.stderr.splitlines() if ln.strip()]
     assert missing.returncode == 2 and lines == [f"dreamreel: error: s3://{BUCKET}/in/nothere.mp4: no such file"]
+
+
+def test_a_bucket_or_prefix_holding_other_objects_is_never_a_work_folder(s3: dict[str, str], tmp_path: Path) -> None:
+    """--workdir s3://bucket with other objects in it is refused, and nothing in it touched; an empty
+    bucket is used and left in place (emptied of what dreamreel wrote), never removed."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=s3["FSSPEC_S3_ENDPOINT_URL"],
+                           use_listings_cache=False)
+    clip = make_clip(tmp_path / "clip.mp4", seconds=0.3)
+    fs.pipe_file(f"{BUCKET}/precious/data.bin", b"keep me")
+
+    def dreamreel(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pipeline.cli", "video", str(clip), *argv, *VIDEO_FAST], env=s3,
+                              capture_output=True, text=True, timeout=600, cwd=tmp_path)
+
+    refused = dreamreel("-o", "a.mp4", "--workdir", f"s3://{BUCKET}")
+    assert refused.returncode == 2 and "holds files dreamreel did not write there (precious)" in refused.stderr
+    assert fs.cat_file(f"{BUCKET}/precious/data.bin") == b"keep me" and not (tmp_path / "a.mp4").exists()
+    fs.mkdir("dreamreel-empty")
+    done = dreamreel("-o", "b.mp4", "--workdir", "s3://dreamreel-empty")
+    assert done.returncode == 0, done.stderr
+    assert fs.exists("dreamreel-empty") and fs.find("dreamreel-empty") == []
+    assert fs.cat_file(f"{BUCKET}/precious/data.bin") == b"keep me"
+
+
+def test_a_staged_dream_never_lands_outside_its_output(s3: dict[str, str], tmp_path: Path) -> None:
+    """Anyone who can write the bucket can put keys under a job's ``out/``: only the outputs the plan
+    expects are brought home, checked; ``out/../x`` is never written anywhere."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=s3["FSSPEC_S3_ENDPOINT_URL"],
+                           use_listings_cache=False)
+    photos = image_folder(tmp_path / "photos", 2, 32, 48)
+    argv = [sys.executable, "-m", "pipeline.cli", "images", str(photos), "-o", str(tmp_path / "dreams"),
+            "--workdir", f"s3://{BUCKET}/job", "--model", "inception_v3", "--weights", "untrained",
+            "--layers", "mixed2=1", "--set", "iterations=1", "--set", "octaves=1", "-q"]
+    first = subprocess.run(argv, env=s3, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    fs.pipe_file(f"{BUCKET}/job/out/../escaped.png", b"evil")
+    fs.pipe_file(f"{BUCKET}/job/out/../../escaped.png", b"evil")
+    fs.pipe_file(f"{BUCKET}/job/out/extra.png", b"not planned")
+    again = subprocess.run(argv, env=s3, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert not (tmp_path / "escaped.png").exists() and not (tmp_path.parent / "escaped.png").exists()
+    assert sorted(p.name for p in (tmp_path / "dreams").iterdir()) == ["0.png", "1.png"]

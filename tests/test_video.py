@@ -272,6 +272,7 @@ def test_locked_work_folder_is_refused(cut_clip: Path, tmp_path: Path, capsys) -
     from pipeline.store import Store
 
     work = Store(tmp_path / "work")
+    work.claim()  # as another dreamreel run does, before it locks the folder
     with work.locked():
         code, err = run(["video", str(cut_clip), "-o", str(tmp_path / "o.mp4"), "--workdir", work.url, *FAST],
                         capsys)
@@ -529,3 +530,37 @@ def test_next_frames_flow_is_made_while_this_frame_dreams_with_the_same_pixels(t
         outs.append(dreamt_all(work))
     assert aheads == [7, 0]
     assert all(np.array_equal(a, b) for a, b in zip(*outs, strict=True))
+
+
+def test_irregular_timing_keeps_every_frames_time_and_the_last_ones_duration(tmp_path: Path, capsys) -> None:
+    """Frames at irregular times, over several chunks: each output frame at its source time, and the
+    film as long as the source (its last frame lasting what it lasted there), not shifted at a join."""
+    src = make_clip(tmp_path / "vfr.mkv", rate="25", seconds=1.2, audio=False,
+                    extra=("-vf", "setpts='N/25/TB+if(gte(N,5),0.3/TB,0)+if(gte(N,13),0.4/TB,0)'",
+                           "-fps_mode", "passthrough"))
+    s = decoded(src, tmp_path)
+    assert not s.is_constant_rate() and s.frames == 30
+    out = tmp_path / "out.mp4"
+    code, err = run(["video", str(src), "-o", str(out), *FAST, "--set", "video.chunk_frames=8",
+                     "--set", "video.overlap_frames=2"], capsys)
+    assert code == 0, err
+    d = decoded(out, tmp_path)
+    np.testing.assert_allclose(d.times, s.times, atol=0.002)
+    source_end = s.pts[-1] - s.pts[0] + (s.last_duration or 0.04)
+    assert media.probe(out).duration == pytest.approx(source_end, abs=0.011)
+
+
+def test_a_job_that_fails_leaves_no_encoder_or_partial_chunk_behind(cut_clip: Path, tmp_path: Path, capsys,
+                                                                    monkeypatch) -> None:
+    from tests.test_integrity import stop_at
+
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    stop_at(monkeypatch, 5)  # mid-chunk: its encoder has frames, a partial chunk in its temporary folder
+    code, err = run(["video", str(cut_clip), "-o", str(tmp_path / "o.mp4"), *FAST], capsys)
+    assert code == 1 and "stopped here by the test" in err
+    assert not list(temp.glob("dreamreel-*")), list(temp.iterdir())
