@@ -6,14 +6,20 @@ no coherence), and, in the same run, through a plain ``ffmpeg -i clip -c:v libx2
 transcode. With a dream this cheap, what is left is the pipeline itself: the plan's light pass,
 decoding, storing each frame for resume, encoding, scheduling, joining. Start-up (imports,
 TensorFlow, the network, the cluster) is excluded: a small job runs first, untimed.
+
+``--integrity on,off``: each run once as shipped and once with the checks switched off in this
+process (no checksums written or checked, no fsync, no check of the joined film), alternating, to
+measure what they cost; ``nosync`` keeps the checksums and the film check, without fsync.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from .common import REPO, scaled_copy
@@ -36,7 +42,8 @@ def run(clip: Path, out: Path, coherence: str, workers: int | None) -> dict:
     from pipeline.video import VideoRequest, run_video
 
     req = VideoRequest(input=str(clip), output=str(out), config=DreamConfig(**CHEAP),
-                       video=VideoConfig(coherence=coherence), quiet=True, workers=workers)
+                       video=VideoConfig(coherence=coherence), quiet=True, workers=workers,
+                       overwrite=True)  # each round replaces its own output
     t0 = time.perf_counter()
     stats = run_video(req)
     stats["wall"] = time.perf_counter() - t0
@@ -69,6 +76,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--rounds", type=int, default=1, help="run it all this many times, the transcode included")
     p.add_argument("--timeline", action="store_true",
                    help="print the cores busy every 0.25 s of each run: in all, this process, its ffmpeg children")
+    p.add_argument("--integrity", default="on",
+                   help="on (as shipped), off (no checksums, fsyncs or film check), nosync (no fsyncs): each "
+                        "run once per value given, in turn, e.g. on,off")
     args = p.parse_args(argv)
     counts = [int(n) for n in args.encoder_threads.split(",") if n] or [None]
     load_tensorflow()
@@ -80,10 +90,44 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(args.rounds):
             for mode in args.modes.split(","):
                 for count in counts:
-                    report(clip, folder, args.frames, mode, count, args.timeline)
+                    for checks in args.integrity.split(","):
+                        with integrity(checks):
+                            report(clip, folder, args.frames, mode, count, args.timeline, checks)
 
 
-def report(clip: Path, folder: Path, frames: int, mode: str, count: int | None, timeline: bool = False) -> None:
+@contextlib.contextmanager
+def integrity(checks: str) -> Iterator[None]:
+    """The job's checks as shipped ("on"), or switched off in this process: "off" writes and reads
+    stored files without checksums, syncs nothing and does not check the joined film; "nosync" only
+    syncs nothing. For measuring what they cost, never for a job anyone keeps."""
+    import os
+
+    from pipeline import store, video
+
+    if checks == "on":
+        yield
+        return
+    if checks not in ("off", "nosync"):
+        raise SystemExit(f"--integrity: {checks!r}: on, off or nosync")
+    saved = (os.fsync, store.Store.write_sealed, store.Store.read_sealed, store.Store.get_sealed, store.seal_file,
+             video.check_film)
+    os.fsync = lambda fd: None
+    if checks == "off":
+        store.Store.write_sealed = lambda self, rel, data, durable=False: self.write_bytes(rel, [data], durable)
+        store.Store.read_sealed = lambda self, rel: (lambda d: None if d is None else memoryview(d))(
+            self.read_bytes(rel))
+        store.Store.get_sealed = store.Store.get_file
+        store.seal_file = lambda path: None
+        video.check_film = lambda *a: None
+    try:
+        yield
+    finally:
+        (os.fsync, store.Store.write_sealed, store.Store.read_sealed, store.Store.get_sealed, store.seal_file,
+         video.check_film) = saved
+
+
+def report(clip: Path, folder: Path, frames: int, mode: str, count: int | None, timeline: bool = False,
+           checks: str = "on") -> None:
     """One run of the pipeline beside a transcode measured just before it; ``count``: x264's
     threads (None: the job's own choice)."""
     from pipeline import media
@@ -110,6 +154,7 @@ def report(clip: Path, folder: Path, frames: int, mode: str, count: int | None, 
     split = ", ".join(f"{k} {v:.2f} s" for k, v in parts.items())
     streamed = stats["chunks_streamed"]
     threads = f", x264 with {count} threads" if count is not None else ""
+    threads += f", checks {checks}" if checks != "on" else ""
     print(f"dreamreel video, coherence {mode}{threads}: {stats['wall']:.2f} s = {stats['wall'] / transcode:.2f}x the "
           f"transcode ({sum(streamed)} of {len(streamed)} chunks encoded as their frames were dreamt); {split}")
     # The dreamt frames are harder to encode than the source (a pattern that changes every

@@ -107,7 +107,7 @@ def bench_video(clip: Path, config: DreamConfig, video: VideoConfig, frames: int
 
 
 def raw_store_time(work: Path) -> float:
-    """Seconds to store one of the job's frames raw, as a job without --keep-frames does."""
+    """Seconds to store one of the job's frames raw, with its checksum, as a job without --keep-frames does."""
     from pipeline.store import Store
     from tests.jobs import output_frames
 
@@ -115,7 +115,7 @@ def raw_store_time(work: Path) -> float:
     store = Store(str(work / "raw-probe"))
     t0 = time.perf_counter()
     for i in range(10):
-        store.write_bytes(f"frames/0000/{i:06d}.rgb", frame.tobytes(), durable=False)
+        store.write_sealed(f"frames/0000/{i:06d}.rgb", memoryview(np.ascontiguousarray(frame)).cast("B"))
     return (time.perf_counter() - t0) / 10
 
 

@@ -26,7 +26,7 @@ from .errors import Unwritable, UsageError, write_fault
 from .fsutil import temp_dir
 from .imagefile import WRITE_EXTENSIONS
 from .integrity import Damaged
-from .jobs import JOB_VERSION, LayoutLog, write_record
+from .jobs import JOB_VERSION, LayoutLog, undone_unless_dreamt, write_record
 from .store import Store, is_url
 
 WORK_NAME = ".dreamreel-work"
@@ -273,96 +273,109 @@ def run_batch(req: BatchRequest) -> BatchReport:
     store.claim()
     with store.locked():
         job = open_job(store, identity, req.restart, work=lambda _: True)  # the work is in OUT_DIR: never dropped
-        if job is None:
-            job = {"version": JOB_VERSION, "identity": identity, "token": uuid.uuid4().hex,
-                   "numerics": {"threads": job_threads(req.workers, req.scheduler)}}
-            write_record(store, job)
-        store.write_bytes("token", job["token"].encode())
-        if cfg.guide is not None:
-            from .guide import store_still
+        with undone_unless_dreamt(store, job is None) as begun:
+            if job is None:
+                job = {"version": JOB_VERSION, "identity": identity, "token": uuid.uuid4().hex,
+                       "numerics": {"threads": job_threads(req.workers, req.scheduler)}}
+                write_record(store, job)
+            store.write_bytes("token", job["token"].encode())
+            if cfg.guide is not None:
+                from .guide import store_still
 
-            store_still(store, cfg.guide)
-        layouts = LayoutLog(lambda j: write_record(store, j), job)
-        _sweep_partials(req.out_dir)
-        avoid = (store.local_path(),) if store.local else ()
-        items, odd = plan(req.in_dir, req.out_dir, req.fmt, avoid)
-        if not items and not odd:
-            raise UsageError(f"{req.in_dir}: no files in it (hidden ones are skipped)")
-        _bring_home(store, req.out_dir, {it.rel: it.dst for it in items})  # a stopped run's staged dreams
-        todo = []
-        for item in items:
-            if item.dst.exists():
-                report.already.append(item.rel)
-            else:
-                todo.append(item)
-        bar = tqdm(total=len(items) + len(odd), initial=len(report.already), unit="image", desc="images",
-                   disable=req.quiet, file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
-        spec = BatchSpec(id=job_id(identity, store), store=store, token=job["token"], config=cfg.to_dict(),
-                         guide=None if cfg.guide is None else cfg.guide.digest)
-        staged: dict[str, Path] = {}  # rel -> final path, for outputs the workers put in the store
+                store_still(store, cfg.guide)
+            layouts = LayoutLog(lambda j: write_record(store, j), job)
+            avoid = (store.local_path(),) if store.local else ()
+            items, odd = plan(req.in_dir, req.out_dir, req.fmt, avoid)
+            _sweep_partials([it.dst for it in items])
+            if not items and not odd:
+                raise UsageError(f"{req.in_dir}: no files in it (hidden ones are skipped)")
+            _bring_home(store, req.out_dir, {it.rel: it.dst for it in items})  # a stopped run's staged dreams
+            todo = []
+            for item in items:
+                if item.dst.exists():
+                    report.already.append(item.rel)
+                else:
+                    todo.append(item)
+            bar = tqdm(total=len(items) + len(odd), initial=len(report.already), unit="image", desc="images",
+                       disable=req.quiet, file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+            spec = BatchSpec(id=job_id(identity, store), store=store, token=job["token"], config=cfg.to_dict(),
+                             guide=None if cfg.guide is None else cfg.guide.digest)
+            staged: dict[str, Path] = {}  # rel -> final path, for outputs the workers put in the store
 
-        def on_result(r: dict[str, Any]) -> None:
-            if r["ok"] and r["rel"] in staged:
-                home = _bring_home(store, req.out_dir, {r["rel"]: staged[r["rel"]]})
-                if home:
-                    r = {"rel": r["rel"], "ok": False, "reason": home[0]}
-            if r["ok"]:
-                layouts.saw(r["layout"])
-                report.done.append(r["rel"])
-                store.log(f"dreamt {r['rel']}")
-            else:
-                report.failed.append((r["rel"], r["reason"]))
-                store.log(f"failed {r['rel']}: {r['reason']}")
-                bar.write(f"dreamreel: skipped {r['rel']}: {r['reason']}", file=sys.stderr)
-            bar.update(1)
+            def on_result(r: dict[str, Any]) -> None:
+                if r["ok"] and r["rel"] in staged:
+                    home = _bring_home(store, req.out_dir, {r["rel"]: staged[r["rel"]]})
+                    if home:
+                        r = {"rel": r["rel"], "ok": False, "reason": home[0]}
+                if r["ok"]:
+                    layouts.saw(r["layout"])
+                    report.done.append(r["rel"])
+                    store.log(f"dreamt {r['rel']}")
+                else:
+                    report.failed.append((r["rel"], r["reason"]))
+                    store.log(f"failed {r['rel']}: {r['reason']}")
+                    bar.write(f"dreamreel: skipped {r['rel']}: {r['reason']}", file=sys.stderr)
+                bar.update(1)
 
-        for rel, why in odd:
-            on_result({"rel": rel, "ok": False, "reason": why})
+            for rel, why in odd:
+                on_result({"rel": rel, "ok": False, "reason": why})
 
-        def on_error(task: Task, exc: BaseException) -> None:
-            from dreamcore.errors import DreamError
+            def on_error(task: Task, exc: BaseException) -> None:
+                from dreamcore.errors import DreamError
 
-            from .store import StoreUnavailable
+                from .store import StoreUnavailable
 
-            if isinstance(exc, (StoreUnavailable, DreamError, Unwritable)):
-                raise exc  # the job's problem (a worker without the store or the network, a full disk)
-            # e.g. WorkerDeaths: this image took workers down again and again
-            first = str(exc).splitlines()[0] if str(exc) else ""
-            on_result({"rel": task.args[3], "ok": False, "reason": f"{type(exc).__name__}: {first}"[:300]})
+                if isinstance(exc, (StoreUnavailable, DreamError, Unwritable)):
+                    raise exc  # the job's problem (a worker without the store or the network, a full disk)
+                # e.g. WorkerDeaths: this image took workers down again and again
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                on_result({"rel": task.args[3], "ok": False, "reason": f"{type(exc).__name__}: {first}"[:300]})
 
-        try:
-            if todo:
-                with dask_client(req.workers, req.scheduler, job["numerics"]["threads"]) as client:
-                    if req.scheduler:
-                        announce_dashboard(client)
-                    where = _locations(client, req, store, job["token"], todo, staged) if req.scheduler else {
-                        it.rel: (str(it.src), str(it.dst)) for it in todo}
-                    if req.scheduler:
-                        from dataclasses import replace
+            try:
+                if todo:
+                    with dask_client(req.workers, req.scheduler, job["numerics"]["threads"]) as client:
+                        if req.scheduler:
+                            announce_dashboard(client)
+                        where = _locations(client, req, store, job["token"], todo, staged) if req.scheduler else {
+                            it.rel: (str(it.src), str(it.dst)) for it in todo}
+                        if req.scheduler:
+                            from dataclasses import replace
 
-                        from .frames import config_for_workers
+                            from .frames import config_for_workers
 
-                        spec = replace(spec, config=config_for_workers(client, store, spec.config))
-                    run = uuid.uuid4().hex[:6]
-                    tasks = [[Task(f"dreamreel-{spec.id}-{run}-image-{i}", image_task, (spec, *where[it.rel], it.rel),
-                                   {"staged": it.rel in staged})]
-                             for i, it in enumerate(todo)]
-                    run_chains(client, tasks, on_result, on_error, guard=DeathGuard(store, "attempts"))
-        finally:
-            bar.close()
-        report.note = layouts.warning()
+                            spec = replace(spec, config=config_for_workers(client, store, spec.config))
+                        run = uuid.uuid4().hex[:6]
+                        tasks = [[Task(f"dreamreel-{spec.id}-{run}-image-{i}", image_task,
+                                       (spec, *where[it.rel], it.rel), {"staged": it.rel in staged})]
+                                 for i, it in enumerate(todo)]
+                        begun["dreaming"] = True
+                        run_chains(client, tasks, on_result, on_error, guard=DeathGuard(store, "attempts"))
+            finally:
+                bar.close()
+            report.note = layouts.warning()
     report.seconds = time.perf_counter() - t0
     return report
 
 
-def _sweep_partials(out_dir: Path) -> None:
-    """Writes a kill cut short in OUT_DIR (``.NAME.*.part``, fsutil.write_atomic's): never an output."""
+def _sweep_partials(outputs: list[Path]) -> None:
+    """Remove the writes a kill cut short (``.NAME.XXXXXXXX.part``, fsutil.write_atomic's) of the
+    planned outputs: never an output, and never a file of anyone else's."""
     import re
 
-    partial = re.compile(r"^\..+\.[a-z0-9_]{8}\.part$")
-    for stale in out_dir.rglob(".*.part"):
-        if partial.match(stale.name) and stale.is_file() and not stale.is_symlink():
-            stale.unlink(missing_ok=True)
+    for folder, names in _by_folder(outputs).items():
+        if not folder.is_dir():
+            continue
+        for entry in folder.iterdir():
+            m = re.fullmatch(r"\.(.+)\.[a-z0-9_]{8}\.part", entry.name)
+            if m and m.group(1) in names and entry.is_file() and not entry.is_symlink():
+                entry.unlink(missing_ok=True)
+
+
+def _by_folder(paths: list[Path]) -> dict[Path, set[str]]:
+    folders: dict[Path, set[str]] = {}
+    for p in paths:
+        folders.setdefault(p.parent, set()).add(p.name)
+    return folders
 
 
 def _locations(client: Any, req: BatchRequest, store: Store, token: str, todo: list[Item],

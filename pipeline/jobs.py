@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from .errors import PipelineError, UsageError
 from .integrity import Damaged
-from .store import Store, redact
+from .store import Store, is_url, redact
 
 JOB_FILE = "job.json"
 JOB_COPY = "job.copy.json"
@@ -215,6 +215,14 @@ T = TypeVar("T")
 
 # A run makes what it finds damaged again at most this many times before it gives up (a failing disk).
 MAX_REPAIRS = 8
+
+
+def claim_apart(store: Store, output: str) -> None:
+    """Claim the work folder (Store.claim) after making sure it is not OUT itself: the film would
+    then land on a folder."""
+    if store.local and not is_url(output) and store.local_path() == Path(output).resolve():
+        raise UsageError(f"--workdir {output}: the work folder may not be OUT itself")
+    store.claim()
 
 
 def until_whole(store: Store, attempt: Callable[[], T]) -> T:

@@ -69,8 +69,7 @@ def run_preview(req: PreviewRequest) -> tuple[Path, Estimate]:
     sheet = contact_sheet(samples)
     from .imagefile import write_image
 
-    check_output_path(out, req.overwrite)
-    write_image(out, sheet)
+    write_image(out, sheet, overwrite=req.overwrite)  # never over a file that appeared while it dreamt
     return out, estimate
 
 

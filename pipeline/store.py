@@ -419,8 +419,12 @@ def _legacy_record(store: Store) -> bool:
 def _flock(folder: Path) -> Iterator[None]:
     import fcntl
 
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise Unwritable(f"{folder}: cannot lock the work folder ({write_fault(exc) or exc}): give --workdir a "
+                         "folder dreamreel can write") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:

@@ -51,6 +51,7 @@ from .fsutil import publish, sync_file, temp_dir
 from .jobs import (
     JOB_VERSION,
     LayoutLog,
+    claim_apart,
     file_fingerprint,
     job_id,
     open_job,
@@ -147,7 +148,7 @@ def run_video(req: VideoRequest) -> dict[str, Any]:
         elif clip is not None:
             identity["guide"] = {"clip": file_fingerprint(clip), "end": req.guide_end}
         identity["input"]["path"] = redact(req.input)  # a job record may sit in a shared bucket
-        store.claim()
+        claim_apart(store, req.output)
         with store.locked():
             job = open_job(store, identity, req.restart)
             with undone_unless_dreamt(store, job is None) as begun:

@@ -35,7 +35,16 @@ from . import media
 from .errors import UsageError
 from .fsutil import temp_dir
 from .integrity import Damaged
-from .jobs import JOB_VERSION, file_fingerprint, open_job, remove_work, undone_unless_dreamt, until_whole, write_record
+from .jobs import (
+    JOB_VERSION,
+    claim_apart,
+    file_fingerprint,
+    open_job,
+    remove_work,
+    undone_unless_dreamt,
+    until_whole,
+    write_record,
+)
 from .settings import check_keyframed_layers, identity_extras, pinned
 from .store import Store, is_url, redact
 from .video import default_workdir
@@ -165,7 +174,7 @@ def run_zoom(req: ZoomRequest) -> dict[str, Any]:
                 "frames": req.frames, "fps": str(req.fps), "motion": asdict(req.motion), "steps": req.steps,
                 "octaves": req.octaves, "chunk_frames": req.chunk_frames, "keyframes": req.keyframes.to_dict(),
                 "size": [w, h], **identity_extras(req.config)}
-    store.claim()
+    claim_apart(store, req.output)
     with store.locked():
         job = open_job(store, identity, req.restart)
         with undone_unless_dreamt(store, job is None) as begun:

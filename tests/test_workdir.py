@@ -308,3 +308,55 @@ def test_a_frame_is_identical_after_its_bytes_are_checked(tmp_path: Path) -> Non
     rgb = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     store.write_sealed("frames/0000/000001.rgb", memoryview(rgb).cast("B"))
     assert bytes(store.read_sealed("frames/0000/000001.rgb")) == rgb.tobytes()
+
+
+def test_a_work_folder_that_fills_up_is_one_line_and_exit_2(clip: Path, tmp_path: Path, capsys,
+                                                           monkeypatch) -> None:
+    import errno
+
+    from pipeline import store as store_mod
+
+    real = store_mod.write_atomic
+
+    def full(path, data, durable=True, overwrite=True):
+        if "frames" in Path(path).parts:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, data, durable, overwrite)
+
+    monkeypatch.setattr(store_mod, "write_atomic", full)
+    work = tmp_path / "work"
+    code, err = run(["video", str(clip), "-o", str(tmp_path / "d.mp4"), "--workdir", str(work), *FAST], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
+    assert f"{work}/frames/" in lines[0] and "cannot write (disk full)" in lines[0]
+    assert "run the same command again" in lines[0]
+    monkeypatch.setattr(store_mod, "write_atomic", real)
+    code, err = run(["video", str(clip), "-o", str(tmp_path / "d.mp4"), "--workdir", str(work), *FAST], capsys)
+    assert code == 0, err
+
+
+def test_images_that_failed_before_dreaming_leaves_no_job_behind(tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    code = main(["images", str(tmp_path / "empty"), "-o", str(tmp_path / "out"), *ZOOM_FAST])
+    assert code == 2 and "no files in it" in capsys.readouterr().err
+    assert not (tmp_path / "out" / ".dreamreel-work").exists()
+    photos = image_folder(tmp_path / "photos", 1, 32, 48)
+    code = main(["images", str(photos), "-o", str(tmp_path / "out"), *ZOOM_FAST])  # another input: not refused
+    assert code == 0, capsys.readouterr().err
+
+
+def test_the_work_folder_may_not_be_out_itself(clip: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "d.mp4"
+    code, err = run(["video", str(clip), "-o", str(out), "--workdir", str(out), *FAST], capsys)
+    assert code == 2 and "may not be OUT itself" in err and not out.exists()
+
+
+def test_images_sweeps_only_its_own_cut_short_writes(tmp_path: Path, capsys) -> None:
+    photos = image_folder(tmp_path / "photos", 1, 32, 48)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".0.png.abcd1234.part").write_bytes(b"a write of 0.png a kill cut short")
+    (out / ".notes.txt.abcd1234.part").write_bytes(b"someone else's")
+    code = main(["images", str(photos), "-o", str(out), *ZOOM_FAST])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [".dreamreel-work", ".notes.txt.abcd1234.part", "0.png"]
