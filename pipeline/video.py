@@ -376,8 +376,7 @@ def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str, in_fligh
     for c in chunks:
         if c.name in chunks_done:
             done.update(range(c.first, c.end))
-    stored = {s.id: sorted(int(n.split(".")[0]) for n in store.names(f"frames/{s.id:04d}")
-                           if n.endswith((".png", ".rgb"))) for s in segments}
+    stored = {s.id: frame_indexes(store.names(f"frames/{s.id:04d}")) for s in segments}
     for s in segments:
         done.update(i for i in stored[s.id] if i >= s.first)
     fresh_always = spec.video["coherence"] == "none"
@@ -472,6 +471,14 @@ def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str, in_fligh
     if leftover:
         raise PipelineError(f"internal: tasks never scheduled: {leftover[:3]}")
     return tasks, done, kept
+
+
+def frame_indexes(names: list[str]) -> list[int]:
+    """The indexes of the stored frames among a folder's names (``000012.rgb``); any other name is
+    not a frame of the job's, whoever put it there."""
+    import re
+
+    return sorted(int(m.group(1)) for n in names if (m := re.fullmatch(r"(\d{6})\.(?:rgb|png)", n)))
 
 
 def _chain(s: Segment, first: int, need: int, stored: set[int]) -> tuple[list[int], list[int]]:

@@ -213,7 +213,9 @@ def _stored(store: Store, index: int, size: tuple[int, int]) -> np.ndarray | Non
 def _last_good(store: Store, below: int, size: tuple[int, int]) -> tuple[int, np.ndarray | None]:
     """The last stored frame that is whole, before frame ``below`` (its index and pixels), damaged
     ones removed on the way; (-1, None) when there is none: the chain starts from the image."""
-    stored = sorted((int(n.split(".")[0]) for n in store.names("frames") if n.endswith(".rgb")), reverse=True)
+    from .video import frame_indexes
+
+    stored = frame_indexes(store.names("frames"))[::-1]
     for i in (i for i in stored if i < below):
         try:
             frame = _stored(store, i, size)

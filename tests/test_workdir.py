@@ -360,3 +360,14 @@ def test_images_sweeps_only_its_own_cut_short_writes(tmp_path: Path, capsys) -> 
     code = main(["images", str(photos), "-o", str(out), *ZOOM_FAST])
     assert code == 0, capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == [".dreamreel-work", ".notes.txt.abcd1234.part", "0.png"]
+
+
+def test_a_stray_file_among_the_frames_is_not_taken_for_one(clip: Path, tmp_path: Path, capsys) -> None:
+    work = tmp_path / "work"
+    argv = ["video", str(clip), "-o", str(tmp_path / "d.mp4"), "--workdir", str(work), *FAST]
+    assert run([*argv, "--keep-work"], capsys)[0] == 0
+    (work / "frames" / "0000").mkdir(parents=True, exist_ok=True)
+    (work / "frames" / "0000" / "notes.rgb").write_text("not a frame")
+    (work / "frames" / "0000" / "12.rgb").write_text("nor this")
+    code, err = run([*argv, "--overwrite"], capsys)
+    assert code == 0 and "0 dreamt now" in err, err
