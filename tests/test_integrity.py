@@ -221,3 +221,21 @@ def test_a_stored_frame_with_the_right_size_and_other_bytes_is_not_used(tmp_path
     path.write_bytes(bytes(data))
     with pytest.raises(integrity.Damaged, match="000001.rgb: damaged"):
         stored_frame(job, 0, 1)
+
+
+def test_a_join_that_stops_early_is_never_written_as_the_film(tmp_path: Path, capsys, monkeypatch) -> None:
+    """ffmpeg's concat stops at a chunk it cannot read and still exits 0: the film it made is
+    shorter than the plan, and the command says so instead of writing it."""
+    from pipeline import media
+
+    clip = make_clip(tmp_path / "clip.mp4", cut_at=0.3, seconds=0.6)
+    real = media.join
+
+    def short(chunks, out, audio_from, start, duration, rate, spans, *rest, **kw):
+        return real(chunks[:-1], out, audio_from, start, duration, rate, spans[:-1], *rest, **kw)
+
+    monkeypatch.setattr(media, "join", short)
+    code = main(["video", str(clip), "-o", str(tmp_path / "out.mp4"), "--workdir", str(tmp_path / "w"), *FAST])
+    err = capsys.readouterr().err
+    assert code == 1 and "not written: the joined film has" in err, err
+    assert not (tmp_path / "out.mp4").exists() and (tmp_path / "w" / "chunks").is_dir()
