@@ -52,7 +52,7 @@ MUTANTS = [
     Mutant("5", "scene cuts are never found",
            "dreamcore/coherence.py", "return sorted({0, *(int(c) for c in self._cuts)})", "return [0]"),
     Mutant("6", "a stored file's checksum is never compared (a damaged frame or chunk is used as it is)",
-           "pipeline/integrity.py", "    if digest([view]) != want:", "    if False:"),
+           "pipeline/integrity.py", "    if hashed() != want:", "    if False:"),
     Mutant("7", "a work folder holding the user's files is taken as dreamreel's (and emptied after the job)",
            "pipeline/store.py", "        if foreign:", "        if False:"),
     Mutant("8", "the joined film is not checked against the plan (a short film passes for a whole one)",

@@ -13,6 +13,7 @@ A dream a worker staged in the store comes home only to the output it was planne
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -22,12 +23,14 @@ from typing import Any
 
 from dreamcore.config import DreamConfig
 
-from .errors import Unwritable, UsageError, write_fault
+from .errors import Unwritable, UsageError, one_line, write_fault
 from .fsutil import temp_dir
 from .imagefile import WRITE_EXTENSIONS
 from .integrity import Damaged
 from .jobs import JOB_VERSION, LayoutLog, undone_unless_dreamt, write_record
 from .store import Store, is_url
+
+log = logging.getLogger("dreamcore")
 
 WORK_NAME = ".dreamreel-work"
 FORMATS = ("same", "png", "jpg")
@@ -260,8 +263,12 @@ def run_batch(req: BatchRequest) -> BatchReport:
     check_dirs(req.in_dir, req.out_dir)
     cfg = pinned(req.config)
     store = Store(req.workdir or str(req.out_dir / WORK_NAME))
-    if store.local and store.local_path().resolve() in (req.in_dir.resolve(), *req.in_dir.resolve().parents):
-        raise UsageError(f"{req.workdir}: the work folder may not hold the input folder")
+    if store.local:
+        work = store.local_path()
+        for folder, what in ((req.in_dir.resolve(), "input"), (req.out_dir.resolve(), "output")):
+            if work == folder or work in folder.parents:
+                raise UsageError(f"--workdir {req.workdir}: the work folder may not be or hold the {what} folder "
+                                 f"(a folder of its own, such as the default {req.out_dir / WORK_NAME})")
     try:
         req.out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -289,7 +296,11 @@ def run_batch(req: BatchRequest) -> BatchReport:
             _sweep_partials([it.dst for it in items])
             if not items and not odd:
                 raise UsageError(f"{req.in_dir}: no files in it (hidden ones are skipped)")
-            _bring_home(store, req.out_dir, {it.rel: it.dst for it in items})  # a stopped run's staged dreams
+            if store.local and any(store.local_path() in it.dst.parents for it in items):
+                raise UsageError(f"--workdir {req.workdir}: some dreams would be written in the work folder: give one "
+                                 "apart from where the dreams go (such as the default, hidden, one)")
+            for fault in _bring_home(store, req.out_dir, {it.rel: it.dst for it in items}):  # a stopped run's dreams
+                log.warning(fault)
             todo = []
             for item in items:
                 if item.dst.exists():
@@ -304,7 +315,8 @@ def run_batch(req: BatchRequest) -> BatchReport:
 
             def on_result(r: dict[str, Any]) -> None:
                 if r["ok"] and r["rel"] in staged:
-                    home = _bring_home(store, req.out_dir, {r["rel"]: staged[r["rel"]]})
+                    dst = staged[r["rel"]]
+                    home = _bring_home(store, req.out_dir, {r["rel"]: dst}, {dst.relative_to(req.out_dir).as_posix()})
                     if home:
                         r = {"rel": r["rel"], "ok": False, "reason": home[0]}
                 if r["ok"]:
@@ -314,7 +326,7 @@ def run_batch(req: BatchRequest) -> BatchReport:
                 else:
                     report.failed.append((r["rel"], r["reason"]))
                     store.log(f"failed {r['rel']}: {r['reason']}")
-                    bar.write(f"dreamreel: skipped {r['rel']}: {r['reason']}", file=sys.stderr)
+                    bar.write(one_line(f"dreamreel: skipped {r['rel']}: {r['reason']}"), file=sys.stderr)
                 bar.update(1)
 
             for rel, why in odd:
@@ -384,7 +396,7 @@ def _locations(client: Any, req: BatchRequest, store: Store, token: str, todo: l
     at the same paths are used as they are; otherwise inputs are uploaded into the store once and
     dreams written there (a name in the store), then brought home by this command as each one
     finishes."""
-    from .frames import check_store_shared
+    from .frames import check_store_shared, ends_digest, stored_ends_digest
     from .schedule import sees_file
 
     def visible(path: Path) -> bool:
@@ -405,7 +417,8 @@ def _locations(client: Any, req: BatchRequest, store: Store, token: str, todo: l
         src, dst = str(it.src), str(it.dst)
         if not in_visible:
             rel = f"input/{it.rel}"
-            if store.size(rel) != it.src.stat().st_size:
+            size = it.src.stat().st_size
+            if store.size(rel) != size or stored_ends_digest(store, rel, size) != ends_digest(it.src):
                 store.put_file(it.src, rel)
             src = store.path(rel)
         if not out_visible:
@@ -415,7 +428,7 @@ def _locations(client: Any, req: BatchRequest, store: Store, token: str, todo: l
     return where
 
 
-def _bring_home(store: Store, out_dir: Path, wanted: dict[str, Path]) -> list[str]:
+def _bring_home(store: Store, out_dir: Path, wanted: dict[str, Path], listed: set[str] | None = None) -> list[str]:
     """Move the dreams the workers staged in the store (``out/NAME``) to their outputs: only those
     the plan expects (``wanted``: input rel -> its output path in OUT_DIR), each checked, written
     whole and never over a file there, nor through a link out of OUT_DIR. Whatever else lies under
@@ -425,8 +438,11 @@ def _bring_home(store: Store, out_dir: Path, wanted: dict[str, Path]) -> list[st
 
     faults = []
     root = out_dir.resolve()
+    staged = {f"out/{r}" for r in (_staged(store) if listed is None else listed)}
     for dst in wanted.values():
         rel = f"out/{dst.relative_to(out_dir).as_posix()}"
+        if rel not in staged:
+            continue
         try:
             data = store.read_sealed(rel)
         except Damaged as exc:
@@ -435,10 +451,11 @@ def _bring_home(store: Store, out_dir: Path, wanted: dict[str, Path]) -> list[st
             continue
         if data is None:
             continue
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if root not in dst.parent.resolve().parents and dst.parent.resolve() != root:
-            faults.append(f"{dst.parent} leads out of {out_dir}: not written there")
+        real = Path(os.path.realpath(dst.parent))  # through every link that exists now
+        if real != root and root not in real.parents:
+            faults.append(f"{dst.parent} leads out of {out_dir}: {dst.name} not written there")
             continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
         try:
             write_atomic(dst, data, overwrite=False)
         except FileExistsError:
@@ -447,11 +464,24 @@ def _bring_home(store: Store, out_dir: Path, wanted: dict[str, Path]) -> list[st
     return faults
 
 
+def _staged(store: Store) -> list[str]:
+    """The names under the store's ``out/`` (relative to it): listed once, for what to read back;
+    never used as paths themselves."""
+    if store.local:
+        root = store.local_path("out")
+        return [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()] if root.is_dir() else []
+    base = store.fresh("out").split("://", 1)[-1].rstrip("/")
+    try:
+        return [p[len(base) + 1:] for p in store.fs.find(base)]
+    except FileNotFoundError:
+        return []
+
+
 def summary(report: BatchReport) -> str:
     lines = [f"dreamreel: {len(report.done)} dreamt, {len(report.already)} already done, "
              f"{len(report.failed)} failed ({report.seconds:.1f} s)"]
     for rel, reason in report.failed:
-        lines.append(f"  failed: {rel}: {reason}")
+        lines.append(one_line(f"  failed: {rel}: {reason}"))
     if report.note:
         lines.append(f"dreamreel: note: {report.note}")
     return "\n".join(lines)

@@ -17,7 +17,7 @@ from typing import Any
 
 from dreamcore.errors import DreamError
 
-from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PipelineError
+from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PipelineError, one_line
 
 PROG = "dreamreel"
 
@@ -272,18 +272,6 @@ def check_duration(flag: str, value: float | None) -> None:
         raise UsageError(f"{flag} {value:g}: give a positive time of at least 0.000001 s")
 
 
-# Every message this command prints is one line of at most this many characters.
-MESSAGE_LIMIT = 1000
-
-
-def one_line(text: str) -> str:
-    """A message as it is printed: credentials in URLs hidden, one line, bounded."""
-    from .store import redact
-
-    text = " ".join(redact(text).split("\n"))
-    return text if len(text) <= MESSAGE_LIMIT else text[:MESSAGE_LIMIT] + "... (cut)"
-
-
 class _TqdmLogHandler(logging.Handler):
     """Warnings as `dreamreel: warning: ...` lines that don't tear a progress bar."""
 
@@ -444,9 +432,15 @@ def cmd_video(args: argparse.Namespace) -> int:
         return _stopped("frames", req.workdir or default_workdir(out))
     shots = len(stats["cuts"])
     print(f"{PROG}: wrote {out} ({stats['frames']} frames, {shots} shot{'s' if shots != 1 else ''}, "
-          f"{stats['dreamt']} dreamt now, {stats['resumed']} resumed, {time.monotonic() - start:.1f} s)",
-          file=sys.stderr)
+          f"{stats['dreamt']} dreamt now, {stats['resumed']} resumed{_replayed(stats)}, "
+          f"{time.monotonic() - start:.1f} s)", file=sys.stderr)
     return EXIT_OK
+
+
+def _replayed(stats: dict[str, Any]) -> str:
+    """What a repair cost: frames dreamt again, kept nowhere, only to reach a damaged part."""
+    n = stats.get("replayed", 0)
+    return f", {n} dreamt again to reach what was damaged" if n else ""
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
@@ -558,7 +552,7 @@ def cmd_zoom(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return _stopped("frames", req.workdir or default_workdir(out))
     print(f"{PROG}: wrote {out} ({stats['frames']} frames at {fps} fps, {stats['dreamt']} dreamt now, "
-          f"{stats['resumed']} resumed, {time.monotonic() - start:.1f} s)", file=sys.stderr)
+          f"{stats['resumed']} resumed{_replayed(stats)}, {time.monotonic() - start:.1f} s)", file=sys.stderr)
     return EXIT_OK
 
 

@@ -30,9 +30,13 @@ class Unwritable(UsageError):
     permission, or full. Bad input, like a missing file: exit 2, nothing lost."""
 
 
-# What an OSError's errno means for a folder people gave us, in their words.
-_WRITE_FAULTS = {"ENOSPC": "disk full", "EDQUOT": "disk quota exceeded", "EROFS": "read-only filesystem",
-                 "EACCES": "permission denied", "EPERM": "permission denied"}
+# What keeps a folder people gave us from being written, in their words: by an OSError's errno, or
+# by the text a program (ffmpeg) prints for it.
+_WRITE_FAULTS = {"ENOSPC": ("No space left on device", "disk full"),
+                 "EDQUOT": ("Disk quota exceeded", "disk quota exceeded"),
+                 "EROFS": ("Read-only file system", "read-only filesystem"),
+                 "EACCES": ("Permission denied", "permission denied"),
+                 "EPERM": ("Operation not permitted", "permission denied")}
 
 
 def write_fault(exc: BaseException) -> str | None:
@@ -42,4 +46,27 @@ def write_fault(exc: BaseException) -> str | None:
 
     if not isinstance(exc, OSError) or exc.errno is None:
         return None
-    return _WRITE_FAULTS.get(errno.errorcode.get(exc.errno, ""))
+    return _WRITE_FAULTS.get(errno.errorcode.get(exc.errno, ""), (None, None))[1]
+
+
+def printed_write_fault(text: str) -> str | None:
+    """The same, read from what a program printed (ffmpeg's stderr)."""
+    return next((fault for said, fault in _WRITE_FAULTS.values() if said in text), None)
+
+
+# Every message dreamreel prints is one line of at most this many characters.
+MESSAGE_LIMIT = 1000
+
+
+def redact(text: str) -> str:
+    """``text`` with every credential in a URL (``scheme://user:secret@host``) replaced by ``***``:
+    for messages and for what a job records."""
+    import re
+
+    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]*@", r"\1***@", text)
+
+
+def one_line(text: str) -> str:
+    """A message as it is printed: credentials in URLs hidden, one line, bounded."""
+    text = " ".join(redact(text).split("\n"))
+    return text if len(text) <= MESSAGE_LIMIT else text[:MESSAGE_LIMIT] + "... (cut)"

@@ -49,6 +49,39 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | Sequence[Any], dura
         raise
 
 
+def copy_atomic(src: Path, path: Path, durable: bool = True) -> None:
+    """:func:`write_atomic` of a file's content (copied, not held in memory)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        os.close(fd)
+        shutil.copyfile(src, tmp)
+        if durable:
+            sync_file(Path(tmp))
+        publish(Path(tmp), path, True, durable)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def temp_beside(final: Path) -> Path:
+    """A temporary name beside ``final`` for a file that another program writes (ffmpeg's film),
+    renamed into place when whole: its own to this process (two runs writing one OUT never share
+    it), named for this host and process, so the next run removes those a killed one left."""
+    from psutil import pid_exists
+
+    host = _host_tag()
+    name, suffix = re.escape(final.name), re.escape(final.suffix)
+    stale = re.compile(rf"\.{name}\.{re.escape(host)}-(\d+)-[0-9a-f]{{8}}\.part{suffix}")
+    if final.parent.is_dir():
+        for old in final.parent.iterdir():
+            m = stale.fullmatch(old.name)
+            if m and int(m.group(1)) != os.getpid() and not pid_exists(int(m.group(1))):
+                old.unlink(missing_ok=True)
+    import uuid
+
+    return final.parent / f".{final.name}.{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}.part{final.suffix}"
+
+
 def publish(tmp: Path, final: Path, overwrite: bool, durable: bool = True) -> None:
     """Rename a finished file into place, its folder fsynced after (``durable``). Without
     ``overwrite`` a file at ``final`` is never replaced, even one that appeared a moment ago: the

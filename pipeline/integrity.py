@@ -59,14 +59,8 @@ def trailer(parts: Sequence[Any]) -> bytes:
 
 def payload(data: bytes, rel: str, where: str) -> memoryview:
     """The bytes before a sealed file's trailer, once checked; :class:`Damaged` when they do not match."""
-    if len(data) < SIZE:
-        raise Damaged(rel, where, f"damaged ({len(data)} bytes: empty or cut short)")
-    size, box, tag, want = _TRAILER.unpack_from(data, len(data) - SIZE)
-    view = memoryview(data)[:len(data) - SIZE]
-    if size != SIZE or box != b"free" or tag != _TAG:
-        raise Damaged(rel, where, "damaged (no checksum at its end: cut short, or not written by dreamreel)")
-    if digest([view]) != want:
-        raise Damaged(rel, where, "damaged (its checksum does not match its bytes)")
+    view = memoryview(data)[:max(0, len(data) - SIZE)]
+    _check(len(data), data[-SIZE:], lambda: digest([view]), rel, where)
     return view
 
 
@@ -86,20 +80,29 @@ def check_file(path: Path, rel: str, where: str) -> None:
         total = path.stat().st_size
     except FileNotFoundError:
         raise Damaged(rel, where, "missing") from None
+    with open(path, "rb") as f:
+        def hashed() -> bytes:
+            h, left = _hasher(), total - SIZE
+            f.seek(0)
+            while left > 0:
+                block = f.read(min(left, 1 << 22))
+                if not block:
+                    raise Damaged(rel, where, "damaged (cut short while read)")
+                h.update(block)
+                left -= len(block)
+            return h.digest()
+
+        f.seek(max(0, total - SIZE))
+        _check(total, f.read(SIZE), hashed, rel, where)
+
+
+def _check(total: int, tail: bytes, hashed: Any, rel: str, where: str) -> None:
+    """Whether a file of ``total`` bytes ending in ``tail`` is whole: its trailer there, and the
+    digest of what comes before it (``hashed()``, computed only then) the one it holds."""
     if total < SIZE:
         raise Damaged(rel, where, f"damaged ({total} bytes: empty or cut short)")
-    h = _hasher()
-    left = total - SIZE
-    with open(path, "rb") as f:
-        while left > 0:
-            block = f.read(min(left, 1 << 22))
-            if not block:
-                raise Damaged(rel, where, "damaged (cut short while read)")
-            h.update(block)
-            left -= len(block)
-        tail = f.read(SIZE)
     size, box, tag, want = _TRAILER.unpack(tail)
     if size != SIZE or box != b"free" or tag != _TAG:
         raise Damaged(rel, where, "damaged (no checksum at its end: cut short, or not written by dreamreel)")
-    if h.digest() != want:
+    if hashed() != want:
         raise Damaged(rel, where, "damaged (its checksum does not match its bytes)")

@@ -26,6 +26,8 @@ from .errors import PipelineError, UsageError
 from .integrity import Damaged
 from .store import Store, is_url, redact
 
+log = logging.getLogger("dreamcore")
+
 JOB_FILE = "job.json"
 JOB_COPY = "job.copy.json"
 # 2: the numerics layout (thread count) and the layouts seen; 3: checksums on the record and on every
@@ -117,8 +119,6 @@ def _shape_fault(job: Mapping[str, Any]) -> str | None:
 def read_record(store: Store) -> dict[str, Any] | None:
     """The job's record (None when the store holds none). A damaged or missing record is restored
     from its copy, saying so; both damaged is :class:`~pipeline.integrity.Damaged`."""
-    import logging
-
     job, why, raw = _load(store, JOB_FILE)
     if job is not None:
         if "checksum" in job and store.read_bytes(JOB_COPY) != raw:
@@ -126,12 +126,11 @@ def read_record(store: Store) -> dict[str, Any] | None:
         return job
     copy, why_copy, raw_copy = _load(store, JOB_COPY)
     if copy is not None and raw_copy is not None and "checksum" in copy:
-        logging.getLogger("dreamcore").warning("%s: %s: restored from its copy %s", redact(store.path(JOB_FILE)),
-                                               why, JOB_COPY)
+        log.warning("%s: %s: restored from its copy %s", redact(store.path(JOB_FILE)), why, JOB_COPY)
         store.write_bytes(JOB_FILE, raw_copy)
         return copy
     if why == "missing" and why_copy == "missing":
-        if store.holds_files("frames") or store.holds_files("chunks"):
+        if has_work(store):
             raise Damaged(JOB_FILE, redact(store.path(JOB_FILE)), "missing, and its copy too, beside a job's frames "
                           "and chunks that nothing now describes: --restart discards them")
         return None
@@ -210,11 +209,12 @@ class LayoutLog:
 
 # --- the life of a job in its work folder (video and zoom) -------------------------------------
 
-log = logging.getLogger("dreamcore")
 T = TypeVar("T")
 
-# A run makes what it finds damaged again at most this many times before it gives up (a failing disk).
-MAX_REPAIRS = 8
+# A file found damaged this many times in one run is not made again (a failing disk?); nor is
+# anything after this many rounds of repairs.
+MAX_REPAIRS_OF_ONE = 3
+MAX_ROUNDS = 100
 
 
 def claim_apart(store: Store, output: str) -> None:
@@ -225,20 +225,47 @@ def claim_apart(store: Store, output: str) -> None:
     store.claim()
 
 
+def remake(store: Store, exc: Damaged) -> None:
+    """A damaged or missing file found: removed, to be made again from the last good state by the
+    job's next round (:func:`until_whole`), with one line saying so."""
+    store.delete(exc.rel)
+    log.warning("%s: making it again from the last good state", exc)
+
+
+def checked_copies(store: Store, rels: list[str], folder: Path) -> list[Path]:
+    """Local copies of sealed files (chunks), every one checked: all the damaged ones are removed
+    at once (:func:`remake`), then the first raised, so one round makes them all again."""
+    copies, damaged = [], []
+    for rel in rels:
+        try:
+            copies.append(store.get_sealed(rel, folder / Path(rel).name))
+        except Damaged as exc:
+            damaged.append(exc)
+    for exc in damaged[1:]:
+        remake(store, exc)
+    if damaged:
+        raise damaged[0]
+    return copies
+
+
 def until_whole(store: Store, attempt: Callable[[], T]) -> T:
     """Run ``attempt`` (dream what is missing, then join) until it finds nothing damaged: each
     damaged or missing file it meets is removed, with one line, and made again by the next round
-    from the last good state."""
-    for n in range(MAX_REPAIRS + 1):
+    from the last good state. A file damaged again and again is a failing disk: the run stops."""
+    from collections import Counter
+
+    seen: Counter[str] = Counter()
+    for _ in range(MAX_ROUNDS):
         try:
             return attempt()
         except Damaged as exc:
-            if n == MAX_REPAIRS:
-                raise PipelineError(f"{exc} (still after {MAX_REPAIRS} repairs: a failing disk?); what is done is "
-                                    f"kept in {redact(store.url)}") from None
-            store.delete(exc.rel)
-            log.warning("%s: making it again from the last good state", exc)
-    raise AssertionError("unreachable")
+            seen[exc.rel] += 1
+            if seen[exc.rel] > MAX_REPAIRS_OF_ONE:
+                raise PipelineError(f"{exc} (again, after {MAX_REPAIRS_OF_ONE} repairs: a failing disk?); what is "
+                                    f"done is kept in {redact(store.url)}") from None
+            remake(store, exc)
+    raise PipelineError(f"{redact(store.url)}: still finding damaged files after {MAX_ROUNDS} rounds of repairs (a "
+                        "failing disk?); what is done is kept there")
 
 
 @contextlib.contextmanager
@@ -256,8 +283,14 @@ def undone_unless_dreamt(store: Store, new: bool) -> Iterator[dict[str, bool]]:
 
 
 def remove_work(store: Store) -> None:
-    """Remove a job's work folder after success; say what was kept and why."""
-    others = store.remove()
+    """Remove a job's work folder after success; say what was kept and why. The job is done and its
+    output in place: a folder that cannot be removed is a warning, not a failure."""
+    try:
+        others = store.remove()
+    except (OSError, PipelineError) as exc:
+        log.warning("%s: the output is written, but the work folder could not be removed (%s): remove it by hand",
+                    redact(store.url), redact(str(exc)))
+        return
     if others:
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
         log.warning("%s: kept: it also holds %s, which dreamreel did not write (its own files are removed)",

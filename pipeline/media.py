@@ -21,7 +21,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, PipelineError, UsageError
+from .errors import InputError, PipelineError, UsageError, printed_write_fault
 from .fsutil import check_input_file, check_output_file
 
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv"}
@@ -38,13 +38,9 @@ class FFmpegError(PipelineError):
         self.fault = fault
 
 
-_WRITE_FAULTS = {"No space left on device": "disk full", "Disk quota exceeded": "disk quota exceeded",
-                 "Read-only file system": "read-only filesystem", "Permission denied": "permission denied"}
-
-
 def write_fault(stderr: str) -> str | None:
     """What kept ffmpeg from writing, read from its stderr (None: something else)."""
-    return next((fault for text, fault in _WRITE_FAULTS.items() if text in stderr), None)
+    return printed_write_fault(stderr)
 
 
 def ffmpeg_exe() -> str:
@@ -86,7 +82,7 @@ def _last_error(stderr: str) -> str:
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
     useful = [ln for ln in lines if not _NOISE.match(ln) and "Conversion failed" not in ln]
     for ln in reversed(useful):
-        if any(text in ln for text in _WRITE_FAULTS):
+        if printed_write_fault(ln):
             return re.sub(r"^\[[^\]]+\] ", "", ln)[:300]
     for ln in reversed(useful):
         if _FAULT.search(ln) and not ln.startswith(("Error closing file", "Task finished", "Terminating thread")):

@@ -29,8 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import PipelineError, Unwritable, UsageError, write_fault
-from .fsutil import sync_folder, write_atomic
+from .errors import PipelineError, Unwritable, UsageError, redact, write_fault
+from .fsutil import copy_atomic, write_atomic
 from .integrity import Damaged, check_file, payload, seal_file, trailer
 
 
@@ -48,14 +48,6 @@ class ForeignFolder(UsageError):
 
 def is_url(text: str | os.PathLike[str]) -> bool:
     return "://" in str(text) and not str(text).startswith("file://")
-
-
-def redact(text: str) -> str:
-    """``text`` with every credential in a URL (``scheme://user:secret@host``) replaced by ``***``:
-    for messages and for what a job records."""
-    import re
-
-    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]*@", r"\1***@", text)
 
 
 # The marker of a work folder, and every name dreamreel writes at the top of one: the only names it
@@ -180,23 +172,9 @@ class Store:
             seal_file(local)
         try:
             if self.local:
-                import shutil
-
                 target = self.local_path(rel)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
-                try:
-                    shutil.copyfile(local, tmp)
-                    fd = os.open(tmp, os.O_RDONLY)
-                    try:
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
-                    os.replace(tmp, target)
-                except BaseException:
-                    tmp.unlink(missing_ok=True)
-                    raise
-                sync_folder(target.parent)
+                copy_atomic(local, target)
             else:
                 self.fs.put_file(str(local), self.path(rel))
         except OSError as exc:
@@ -344,10 +322,11 @@ class Store:
         names = self.entries()
         marker = self.read_json(MARKER) if MARKER in names else None
         created = isinstance(marker, dict) and bool(marker.get("created"))
-        self._remove_own(names, keep=())
-        left = self.entries()
-        others = [n for n in left if n != MARKER and n not in _LOCKS]  # a lock this run still holds goes with it
+        self._remove_own(names, keep=_LOCKS)
+        others = [n for n in self.entries() if n != MARKER and n not in _LOCKS]
         self.delete(MARKER)
+        for lock in _LOCKS:  # last: while it is there, no other run can take the folder
+            self.delete(lock)
         if others:
             return others
         if created and self.local:
@@ -384,12 +363,14 @@ class Store:
         never interleave): what was dreamt in which run, for people and tests asking whether
         anything was done twice. An object store cannot append: nothing is logged there."""
         if self.local:
-            self.local_path().mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.local_path("events.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             try:
-                os.write(fd, (text.rstrip("\n") + "\n").encode())
-            finally:
-                os.close(fd)
+                fd = os.open(self.local_path("events.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                try:
+                    os.write(fd, (text.rstrip("\n") + "\n").encode())
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise self._cannot("write", "events.log", exc) from None
 
     # -- lock --
     @contextlib.contextmanager

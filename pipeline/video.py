@@ -44,13 +44,15 @@ from .frames import (
     chunk_task,
     config_for_workers,
     file_for_workers,
+    frame_ext,
     frame_task,
     release_job,
 )
-from .fsutil import publish, sync_file, temp_dir
+from .fsutil import publish, sync_file, temp_beside, temp_dir
 from .jobs import (
     JOB_VERSION,
     LayoutLog,
+    checked_copies,
     claim_apart,
     file_fingerprint,
     job_id,
@@ -230,7 +232,7 @@ def check_store_space(store: Store, plan: dict[str, Any], size: tuple[int, int],
         probe_dir = probe_dir.parent
     free = shutil.disk_usage(probe_dir).free
     if free < need:
-        raise PipelineError(f"{probe_dir}: not enough disk space for the work folder: needs about "
+        raise Unwritable(f"{probe_dir}: not enough disk space for the work folder: needs about "
                             f"{need / 1e9:.2f} GB ({plan['frames']} frames of {size[0]}x{size[1]}, {in_flight} "
                             f"segments at a time), {free / 1e9:.2f} GB free (free some, or give --workdir "
                             "on a bigger disk)")
@@ -376,7 +378,8 @@ def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str, in_fligh
     for c in chunks:
         if c.name in chunks_done:
             done.update(range(c.first, c.end))
-    stored = {s.id: frame_indexes(store.names(f"frames/{s.id:04d}")) for s in segments}
+    ext = frame_ext(spec)
+    stored = {s.id: frame_indexes(store.names(f"frames/{s.id:04d}"), ext) for s in segments}
     for s in segments:
         done.update(i for i in stored[s.id] if i >= s.first)
     fresh_always = spec.video["coherence"] == "none"
@@ -384,18 +387,16 @@ def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str, in_fligh
     def key(kind: str, seg: int, i: int) -> str:
         return f"dreamreel-{spec.id}-{run}-{kind}{seg}-{i}"
 
-    # How far each chain must run: to the end of its last chunk not yet encoded, and through its warm
-    # frames while the chunk they blend into is not; and the first frame any of those chunks holds.
-    need = {s.id: s.warm_from for s in segments}
-    first_needed = {s.id: s.end for s in segments}
+    # The frames whose pixels a chunk not yet encoded takes: its own, and the warm frames of the
+    # next segment that it cross-fades. A chain runs to the last of them (need).
+    wanted: dict[int, set[int]] = {s.id: set() for s in segments}
     for c in chunks:
         if c.name not in chunks_done:
-            need[c.seg] = max(need[c.seg], c.end)
-            first_needed[c.seg] = min(first_needed[c.seg], c.first)
+            wanted[c.seg].update(range(c.first, c.end))
             if c.blend is not None:
                 nxt = segments[c.blend]
-                need[nxt.id] = max(need[nxt.id], nxt.first)
-                first_needed[nxt.id] = nxt.warm_from
+                wanted[nxt.id].update(range(nxt.warm_from, nxt.first))
+    need = {s.id: max(wanted[s.id], default=s.warm_from - 1) + 1 for s in segments}
     submitted: set[str] = set()
     tasks: list[Task] = []
     deferred: dict[str, list[Task]] = {}  # blend chunks, waiting for the next segment's warm frame
@@ -427,7 +428,7 @@ def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str, in_fligh
     chains: dict[int, list[int]] = {}
     replay: set[tuple[int, int]] = set()
     for s in segments:
-        chains[s.id], again = _chain(s, first_needed[s.id], need[s.id], set(stored[s.id]))
+        chains[s.id], again = _chain(s, wanted[s.id], set(stored[s.id]))
         replay.update((s.id, i) for i in again)
         planned.update(key("f", s.id, i) for i in chains[s.id])
     chunk_by_end = {}
@@ -473,35 +474,36 @@ def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str, in_fligh
     return tasks, done, kept
 
 
-def frame_indexes(names: list[str]) -> list[int]:
-    """The indexes of the stored frames among a folder's names (``000012.rgb``); any other name is
-    not a frame of the job's, whoever put it there."""
+def frame_indexes(names: list[str], ext: str) -> list[int]:
+    """The indexes of the stored frames among a folder's names (``000012.rgb`` for ``ext`` rgb);
+    any other name is not a frame of the job's, whoever put it there."""
     import re
 
-    return sorted(int(m.group(1)) for n in names if (m := re.fullmatch(r"(\d{6})\.(?:rgb|png)", n)))
+    return sorted(int(m.group(1)) for n in names if (m := re.fullmatch(rf"(\d{{6}})\.{ext}", n)))
 
 
-def _chain(s: Segment, first: int, need: int, stored: set[int]) -> tuple[list[int], list[int]]:
-    """The frames segment ``s`` must dream (in order) so that frames [first, need) are all stored
-    or dreamt, given the frames ``stored``; and which of them are dreamt only to carry the chain to
-    the first one missing (a replay, kept nowhere: their chunks are encoded).
+def _chain(s: Segment, wanted: set[int], stored: set[int]) -> tuple[list[int], list[int]]:
+    """The frames segment ``s`` must dream, in order, so that every frame in ``wanted`` (those a
+    chunk still to encode takes) is stored or dreamt, given the frames ``stored``; and which of them
+    are dreamt only to carry the chain (a replay: no chunk still takes them, so they are kept
+    nowhere).
 
-    The chain starts at the first frame from ``first`` on that is not stored, continuing from the
-    stored frame before it (stored frames after a gap, such as a damaged one removed, are read
-    back on the way, not dreamt again). When the frame before ``first`` is gone too (a damaged
-    chunk re-encoded, or the frame a chain continues from lost), the chain starts again from the
-    last stored frame before it, or from the segment's fresh start: every frame is a function of
-    the one before, so that gives the same pixels."""
-    begin = first
-    while begin in stored and begin < need:
-        begin += 1
-    if begin >= need:
+    The chain starts at the first wanted frame that is not stored, going on from the stored frame
+    before it; stored frames after it (after a damaged one removed, say) are read back on the way,
+    not dreamt again. When the frame before it is gone too (a damaged chunk encoded again, or the
+    frame a chain goes on from lost), the chain starts again from the last stored frame before it,
+    or from the segment's fresh start: every frame is a function of the one before, so that gives
+    the same pixels."""
+    missing = sorted(wanted - stored)
+    if not missing:
         return [], []
+    begin, need = missing[0], max(wanted) + 1
     start = begin
     if begin > s.warm_from and begin - 1 not in stored:
         below = [i for i in stored if s.warm_from <= i < begin - 1]
         start = max(below) + 1 if below else s.warm_from
-    return list(range(start, need)), list(range(start, min(begin, first)))
+    chain = list(range(start, need))
+    return chain, [i for i in chain if i not in wanted and i not in stored]
 
 
 def _assemble(req: VideoRequest, store: Store, job: dict[str, Any], audio_from: Path | None) -> str:
@@ -524,12 +526,11 @@ def _assemble(req: VideoRequest, store: Store, job: dict[str, Any], audio_from: 
     spans = [sum(dur[c.first:c.end]) for c in chunks]
     last = (pts[-1] - pts[0], dur[-1])
     with temp_dir("dreamreel-join") as tmp:
-        files = [store.get_sealed(chunk_rel(c.name), Path(tmp) / c.name) for c in chunks]
+        files = checked_copies(store, [chunk_rel(c.name) for c in chunks], Path(tmp))
         if is_url(req.output):
             out = Path(tmp) / f"out{Path(req.output).suffix}"
         else:
-            final = Path(req.output)
-            out = final.parent / f".{final.name}.part{final.suffix}"
+            out = temp_beside(Path(req.output))
         try:
             how = join_film(files, out, req.output, store, plan, req.overwrite, audio_from, req.start, span, rate,
                             spans, last, Path(tmp))

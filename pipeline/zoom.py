@@ -33,10 +33,11 @@ from dreamcore.keyframes import Schedule
 
 from . import media
 from .errors import UsageError
-from .fsutil import temp_dir
+from .fsutil import temp_beside, temp_dir
 from .integrity import Damaged
 from .jobs import (
     JOB_VERSION,
+    checked_copies,
     claim_apart,
     file_fingerprint,
     open_job,
@@ -215,7 +216,7 @@ def _last_good(store: Store, below: int, size: tuple[int, int]) -> tuple[int, np
     ones removed on the way; (-1, None) when there is none: the chain starts from the image."""
     from .video import frame_indexes
 
-    stored = frame_indexes(store.names("frames"))[::-1]
+    stored = frame_indexes(store.names("frames"), "rgb")[::-1]
     for i in (i for i in stored if i < below):
         try:
             frame = _stored(store, i, size)
@@ -283,6 +284,8 @@ def _dream_chain(req: ZoomRequest, store: Store, source: np.ndarray, encoder_thr
         for a, b in bounds:
             if b <= first_todo:
                 continue
+            if a >= todo[-1][1]:
+                break  # the rest is encoded: nothing after the last chunk to make needs the chain
             if (a, b) not in todo_set:
                 # Encoded already, between chunks to make again (one was damaged): its frames are
                 # dreamt again only to carry the chain on.
@@ -331,9 +334,8 @@ def _join(req: ZoomRequest, store: Store, audio: Path | None) -> None:
     bounds = chunk_bounds(req.frames, req.chunk_frames)
     fps = float(req.fps)
     with temp_dir("dreamreel-join") as tmp:
-        files = [store.get_sealed(f"chunks/{chunk_name(a, b)}", Path(tmp) / chunk_name(a, b)) for a, b in bounds]
-        final = Path(req.output)
-        part = final.parent / f".{final.name}.part{final.suffix}"
+        files = checked_copies(store, [f"chunks/{chunk_name(a, b)}" for a, b in bounds], Path(tmp))
+        part = temp_beside(Path(req.output))
         try:
             join_film(files, part, req.output, store, {"pts": [float(i / req.fps) for i in range(req.frames)]},
                       req.overwrite, audio, None, req.frames / fps if audio else None, req.fps,

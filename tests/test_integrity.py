@@ -239,3 +239,64 @@ def test_a_join_that_stops_early_is_never_written_as_the_film(tmp_path: Path, ca
     err = capsys.readouterr().err
     assert code == 1 and "not written: the joined film has" in err, err
     assert not (tmp_path / "out.mp4").exists() and (tmp_path / "w" / "chunks").is_dir()
+
+
+def test_a_chain_dreams_again_only_what_it_must_and_keeps_only_what_a_chunk_takes() -> None:
+    from pipeline.plan import Segment
+    from pipeline.video import _chain, frame_indexes
+
+    s = Segment(0, 0, 0, 30)
+    # resumed: frames 10..14 stored, chunk [10, 20) still to encode: go on from 15
+    assert _chain(s, set(range(10, 20)), set(range(9, 15))) == (list(range(15, 20)), [])
+    # everything a chunk takes is stored: nothing to dream (the chunk encodes from the store)
+    assert _chain(s, set(range(10, 20)), set(range(9, 20))) == ([], [])
+    # chunk [0, 10) damaged while [10, 20) is encoded and [20, 30) in flight (frames 19..24 stored):
+    # 0..9 dreamt and kept, 10..18 dreamt again only to reach 19 (kept nowhere), 19..24 read back
+    chain, replay = _chain(s, set(range(0, 10)) | set(range(20, 30)), set(range(19, 25)))
+    assert chain == list(range(0, 30)) and replay == list(range(10, 19))
+    # the frame the chain goes on from is lost: from the last stored one before it
+    assert _chain(s, set(range(20, 30)), {12}) == (list(range(13, 30)), list(range(13, 20)))
+    assert frame_indexes(["000012.rgb", "000013.png", "notes.rgb", "12.rgb", "000014.rgb"], "rgb") == [12, 14]
+
+
+def test_zoom_stops_dreaming_again_after_the_last_chunk_it_remakes(tmp_path: Path, capsys) -> None:
+    import cv2
+
+    from tests.media import synthetic_image
+
+    pic = tmp_path / "p.png"
+    cv2.imwrite(str(pic), synthetic_image(48, 64))
+    work = tmp_path / "work"
+    argv = ["zoom", str(pic), "-o", str(tmp_path / "z.mp4"), "--frames", "8", "--chunk-frames", "3", "--workdir",
+            str(work), "--keep-work", "--model", "inception_v3", "--weights", "untrained", "--layers", "mixed2=1",
+            "--set", "octaves=1", "--max-side", "64", "-q"]
+    assert main(argv) == 0
+    reference = [f.tobytes() for f in read_frames(tmp_path / "z.mp4")]
+    damage(work / "chunks" / "000003-000006.mp4", "corrupt")
+    capsys.readouterr()
+    argv[3] = str(tmp_path / "again.mp4")
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    # frames 0..2 dreamt again to reach the damaged chunk's start; 3..5 dreamt and encoded; 6..7 not touched
+    assert "3 dreamt now" in err and "3 dreamt again to reach what was damaged" in err, err
+    assert [f.tobytes() for f in read_frames(tmp_path / "again.mp4")] == reference
+
+
+def test_two_joins_of_one_output_never_share_a_temporary_file(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from pipeline.fsutil import temp_beside
+
+    final = tmp_path / "out.mp4"
+    a, b = temp_beside(final), temp_beside(final)
+    assert a != b and a.parent == b.parent == tmp_path and a.name.startswith(".out.mp4.")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    left = tmp_path / a.name.replace(f"-{os.getpid()}-", f"-{dead}-")  # a killed run's
+    left.write_bytes(b"half a film")
+    mine = tmp_path / a.name
+    mine.write_bytes(b"this run's")
+    temp_beside(final)
+    assert not left.exists() and mine.exists()

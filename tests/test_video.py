@@ -291,13 +291,13 @@ def test_disk_check_refuses_one_byte_short_and_passes_at_the_bound(cut_clip: Pat
 
     need = int(1 * (CHUNK_FRAMES + 0 + 2) * 96 * 64 * 3 + 36 * 96 * 64 * CHUNK_BYTES_PER_PIXEL) + (16 << 20)
     usage = namedtuple("usage", "total used free")
-    for free, code in ((need - 1, 1), (need, 0)):
+    for free, code in ((need - 1, 2), (need, 0)):  # a disk too small is bad input: exit 2
         monkeypatch.setattr(shutil, "disk_usage", lambda p, free=free: usage(10**12, 10**12 - free, free))
         out = tmp_path / f"o{code}.mp4"
         got, err = run(["video", str(cut_clip), "-o", str(out), *FAST, "--workdir", str(tmp_path / f"w{code}")],
                        capsys)
         assert got == code, err
-        assert ("not enough disk space" in err and "36 frames of 96x64" in err) == (code == 1)
+        assert ("not enough disk space" in err and "36 frames of 96x64" in err) == (code == 2)
         assert out.exists() == (code == 0)
 
 

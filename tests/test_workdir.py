@@ -86,7 +86,7 @@ def test_images_with_its_input_folder_as_work_folder_is_refused_then_restart_too
         code = main(["images", str(photos), "-o", str(tmp_path / "out"), "--workdir", str(photos), *ZOOM_FAST,
                      *extra])
         err = capsys.readouterr().err
-        assert code == 2 and "work folder may not hold the input folder" in err, err
+        assert code == 2 and "work folder may not be or hold the input folder" in err, err
         assert tree(photos) == before
     # a parent of IN_DIR that holds anything else is refused for that reason too
     code = main(["images", str(photos), "-o", str(tmp_path / "out"), "--workdir", str(tmp_path), *ZOOM_FAST])
@@ -371,3 +371,16 @@ def test_a_stray_file_among_the_frames_is_not_taken_for_one(clip: Path, tmp_path
     (work / "frames" / "0000" / "12.rgb").write_text("nor this")
     code, err = run([*argv, "--overwrite"], capsys)
     assert code == 0 and "0 dreamt now" in err, err
+
+
+def test_images_refuses_its_output_folder_or_one_holding_it_as_work_folder(tmp_path: Path, capsys) -> None:
+    photos = image_folder(tmp_path / "photos", 1, 32, 48)
+    (photos / "frames").mkdir()  # mirrored as OUT_DIR/frames: a name dreamreel also uses in a work folder
+    image_folder(photos / "frames", 1, 32, 48)
+    out = tmp_path / "out"
+    for work in (out, tmp_path):
+        code = main(["images", str(photos), "-o", str(out), "--workdir", str(work), *ZOOM_FAST])
+        err = capsys.readouterr().err
+        assert code == 2 and "may not be or hold the" in err, err
+    code = main(["images", str(photos), "-o", str(out), "--workdir", str(out / "frames"), *ZOOM_FAST])
+    assert code == 2 and "some dreams would be written in the work folder" in capsys.readouterr().err
