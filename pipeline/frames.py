@@ -230,16 +230,9 @@ def file_for_workers(client: Any, store: Store, src: Path, folder: str) -> str:
 
 def stored_ends_digest(store: Store, rel: str, size: int) -> str:
     """:func:`ends_digest` of a file in the store, from its first and last MiB only."""
-    import hashlib
+    from .jobs import ends_hash
 
-    if store.local:
-        return ends_digest(store.local_path(rel))
-    h = hashlib.sha256()
-    path = store.path(rel)
-    h.update(store.fs.cat_file(path, start=0, end=min(size, 1 << 20)))
-    if size > 2 << 20:
-        h.update(store.fs.cat_file(path, start=size - (1 << 20), end=size))
-    return h.hexdigest()
+    return ends_hash(size, lambda start, end: store.fs.cat_file(store.path(rel), start=start, end=end))
 
 
 def config_for_workers(client: Any, store: Store, config: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,13 +38,22 @@ def file_fingerprint(path: Path) -> dict[str, Any]:
     """Size, modification time and a hash of the first and last MiB: cheap on a 10 GB clip,
     and a changed file is caught even when a copy kept its mtime."""
     st = path.stat()
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-        if st.st_size > 2 << 20:
-            f.seek(-(1 << 20), os.SEEK_END)
-            h.update(f.read(1 << 20))
-    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256_ends": h.hexdigest()}
+        def read(start: int, end: int) -> bytes:
+            f.seek(start)
+            return f.read(end - start)
+
+        digest = ends_hash(st.st_size, read)
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256_ends": digest}
+
+
+def ends_hash(size: int, read: Callable[[int, int], bytes]) -> str:
+    """SHA-256 of a file's first MiB and, past 2 MiB, its last: ``read(start, end)`` gives the bytes,
+    from a local file or a store alike."""
+    h = hashlib.sha256(read(0, min(size, 1 << 20)))
+    if size > 2 << 20:
+        h.update(read(size - (1 << 20), size))
+    return h.hexdigest()
 
 
 def describe_changes(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
