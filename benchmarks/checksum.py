@@ -62,11 +62,13 @@ def main(argv: list[str] | None = None) -> None:
         durable = best(lambda: write_atomic(target, frame, durable=True), args.rounds, 10)
         print(f"{'store a frame':24s} {store * 1000:7.2f} ms  (as a job stores one: no fsync)")
         print(f"{'store it durably':24s} {durable * 1000:7.2f} ms  (fsync of the file and its folder)")
-        chunk = frame[: 2_500_000]  # a 48-frame 1080p chunk of dreams at CRF 18: about 2.5 MB
+        chunk = frame[:2_500_000]  # a 48-frame 1080p chunk of dreams at CRF 18: about 2.5 MB
         c_store = best(lambda: write_atomic(target, chunk, durable=False), args.rounds, 10)
         c_durable = best(lambda: write_atomic(target, chunk, durable=True), args.rounds, 10)
-        print(f"{'a 2.5 MB chunk':24s} {c_store * 1000:7.2f} ms, durably {c_durable * 1000:.2f} ms: the fsync adds "
-              f"{(c_durable - c_store) * 1000:.2f} ms a chunk, {(c_durable - c_store) * 1000 / 48:.3f} ms a frame")
+        print(
+            f"{'a 2.5 MB chunk':24s} {c_store * 1000:7.2f} ms, durably {c_durable * 1000:.2f} ms: the fsync adds "
+            f"{(c_durable - c_store) * 1000:.2f} ms a chunk, {(c_durable - c_store) * 1000 / 48:.3f} ms a frame"
+        )
 
 
 if __name__ == "__main__":

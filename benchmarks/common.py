@@ -16,12 +16,24 @@ def ffmpeg(*args: str) -> None:
     subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args], check=True)
 
 
-def scaled_copy(src: Path, dst: Path, width: int, height: int, start: float | None = None,
-                frames: int | None = None) -> Path:
+def scaled_copy(
+    src: Path, dst: Path, width: int, height: int, start: float | None = None, frames: int | None = None
+) -> Path:
     """A copy of ``src`` at ``width`` x ``height`` (H.264 CRF 16, no audio), for runs at a fixed size."""
     args = ["-ss", f"{start:.6f}"] if start else []
-    args += ["-i", str(src), "-vf", f"scale={width}:{height}", "-c:v", "libx264", "-crf", "16", "-pix_fmt", "yuv420p",
-             "-an"]
+    args += [
+        "-i",
+        str(src),
+        "-vf",
+        f"scale={width}:{height}",
+        "-c:v",
+        "libx264",
+        "-crf",
+        "16",
+        "-pix_fmt",
+        "yuv420p",
+        "-an",
+    ]
     if frames:
         args += ["-frames:v", str(frames)]
     ffmpeg(*args, str(dst))

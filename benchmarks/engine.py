@@ -78,19 +78,25 @@ def bench_engine(image: Path, sizes: tuple[tuple[int, int], ...] = ((512, 512), 
             d.gradient(img, 0)
         sec = (time.perf_counter() - t0) / steps
         flops = 2 * conv_flops(d.net.model, h, w)
-        lines.append(f"gradient step {w}x{h}: {sec * 1000:.0f} ms, {flops / 1e9:.1f} GFLOP counted, "
-                     f"{flops / sec / 1e9:.1f} GFLOP/s achieved")
+        lines.append(
+            f"gradient step {w}x{h}: {sec * 1000:.0f} ms, {flops / 1e9:.1f} GFLOP counted, "
+            f"{flops / sec / 1e9:.1f} GFLOP/s achieved"
+        )
 
     rgb = cv2.imread(str(image))[..., ::-1].astype(np.float32) / 255.0
     big = cv2.resize(rgb, (1280, 720), interpolation=cv2.INTER_CUBIC).clip(0, 1)
-    lines.append("seconds per image (dreamreel vs the reference at equal settings; the reference's first run "
-                 "traces its step again for each octave's shape, as keras.io's does; its second run finds them "
-                 "traced):")
-    runs = [("keras-example", presets["keras-example"], rgb, image.name),
-            ("default", presets["default"], rgb, image.name),
-            ("default", presets["default"], big, f"{image.stem} at 1280x720"),
-            ("default, bfloat16", presets["default"].replace(precision="bfloat16"), rgb, image.name),
-            ("default, bfloat16", presets["default"].replace(precision="bfloat16"), big, f"{image.stem} at 1280x720")]
+    lines.append(
+        "seconds per image (dreamreel vs the reference at equal settings; the reference's first run "
+        "traces its step again for each octave's shape, as keras.io's does; its second run finds them "
+        "traced):"
+    )
+    runs = [
+        ("keras-example", presets["keras-example"], rgb, image.name),
+        ("default", presets["default"], rgb, image.name),
+        ("default", presets["default"], big, f"{image.stem} at 1280x720"),
+        ("default, bfloat16", presets["default"].replace(precision="bfloat16"), rgb, image.name),
+        ("default, bfloat16", presets["default"].replace(precision="bfloat16"), big, f"{image.stem} at 1280x720"),
+    ]
     reference_cache: dict[tuple[int, ...], tuple[float, float, int]] = {}
     for label, cfg, pic, what in runs:
         eng = Engine(cfg)
@@ -109,9 +115,11 @@ def bench_engine(image: Path, sizes: tuple[tuple[int, int], ...] = ((512, 512), 
                 times.append(time.perf_counter() - t0)
             reference_cache[key] = (times[0], times[1], ref.steps - n0)
         cold, warm, ref_steps = reference_cache[key]
-        lines.append(f"  {label:<18} {what:<24} dreamreel {ours:6.2f} s | reference {cold:6.2f} s first run, "
-                     f"{warm:6.2f} s again | ratio {ours / cold:.2f} / {ours / warm:.2f} | gradient steps "
-                     f"{our_steps} / {ref_steps}")
+        lines.append(
+            f"  {label:<18} {what:<24} dreamreel {ours:6.2f} s | reference {cold:6.2f} s first run, "
+            f"{warm:6.2f} s again | ratio {ours / cold:.2f} / {ours / warm:.2f} | gradient steps "
+            f"{our_steps} / {ref_steps}"
+        )
     return "\n".join(lines)
 
 

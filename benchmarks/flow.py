@@ -37,8 +37,9 @@ def main(argv: list[str] | None = None) -> None:
     from dreamcore.coherence import optical_flow
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.flow", description=__doc__)
-    p.add_argument("--sizes", default="640x360,1280x720,1920x1080", help="frame sizes (default 640x360,1280x720,"
-                   "1920x1080)")
+    p.add_argument(
+        "--sizes", default="640x360,1280x720,1920x1080", help="frame sizes (default 640x360,1280x720,1920x1080)"
+    )
     p.add_argument("--sides", default="512,256", help="working sizes to compare with full size (default 512,256)")
     p.add_argument("--pairs", type=int, default=8, help="consecutive frame pairs per size (default 8)")
     args = p.parse_args(argv)
@@ -65,8 +66,10 @@ def main(argv: list[str] | None = None) -> None:
                 epe.append(float(np.linalg.norm(f.backward - g.backward, axis=2)[both].mean()))
                 vis.append(float(np.mean((f.visible > 0.5) != (g.visible > 0.5))))
             motion = np.mean([np.linalg.norm(f.backward, axis=2).mean() for f in full])
-            print(f"  at {side}: {t * 1000:.1f} ms = {t / full_t:.2f}x; endpoint difference {np.mean(epe):.2f} px "
-                  f"(mean motion {motion:.2f} px), visibility differs on {np.mean(vis):.1%} of pixels")
+            print(
+                f"  at {side}: {t * 1000:.1f} ms = {t / full_t:.2f}x; endpoint difference {np.mean(epe):.2f} px "
+                f"(mean motion {motion:.2f} px), visibility differs on {np.mean(vis):.1%} of pixels"
+            )
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ def make_bench_images(folder: Path, count: int, size: int, source: Path) -> None
     for i in range(count):
         y = int(rng.integers(0, base.shape[0] - size + 1))
         x = int(rng.integers(0, base.shape[1] - size + 1))
-        img = base[y:y + size, x:x + size].copy()
+        img = base[y : y + size, x : x + size].copy()
         if i % 2:
             img = img[:, ::-1]
         hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
@@ -51,23 +51,27 @@ def bench_images(count: int, size: int, engine_args: list[str], workers: tuple[i
         timings: dict[str, float] = {}
         for n in workers:
             t0 = time.perf_counter()
-            subprocess.run([*exe, "images", str(src), "-o", str(Path(tmp) / f"batch{n}"), "-q", "--workers", str(n),
-                            *engine_args], check=True, capture_output=True)
+            subprocess.run(
+                [*exe, "images", str(src), "-o", str(Path(tmp) / f"batch{n}"), "-q", "--workers", str(n), *engine_args],
+                check=True,
+                capture_output=True,
+            )
             timings[f"images --workers {n}"] = time.perf_counter() - t0
         loop_out = Path(tmp) / "loop"
         loop_out.mkdir()
         t0 = time.perf_counter()
         for f in sorted(src.iterdir()):
-            subprocess.run([*exe, "image", str(f), "-o", str(loop_out / f.name), "-q", *engine_args], check=True,
-                           capture_output=True)
+            subprocess.run(
+                [*exe, "image", str(f), "-o", str(loop_out / f.name), "-q", *engine_args],
+                check=True,
+                capture_output=True,
+            )
         timings["loop of `image`"] = time.perf_counter() - t0
     loop = timings["loop of `image`"]
     rows.append(f"{'how':<20} {'seconds':>8} {'images/s':>9} {'vs loop':>8}")
     for name, sec in timings.items():
         rows.append(f"{name:<20} {sec:>8.1f} {count / sec:>9.3f} {loop / sec:>7.2f}x")
     return "\n".join(rows)
-
-
 
 
 def main(argv: list[str] | None = None) -> None:

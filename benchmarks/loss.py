@@ -94,8 +94,13 @@ def main(argv: list[str] | None = None) -> None:
         for path in images:
             rgb = cv2.imread(str(path))[..., ::-1].astype(np.float32) / 255
             for label, (model, weights, layers) in networks.items():
-                model_input = "caffe" if "vgg16_hed trunk" in label else "-1..1" if "inception" in label and \
-                    label.startswith("file") else "auto"
+                model_input = (
+                    "caffe"
+                    if "vgg16_hed trunk" in label
+                    else "-1..1"
+                    if "inception" in label and label.startswith("file")
+                    else "auto"
+                )
                 cfg = DreamConfig(model=model, weights=weights, layers=layers, max_loss=None, model_input=model_input)
                 seen: list[tuple[int, float]] = []
 

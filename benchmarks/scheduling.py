@@ -34,8 +34,6 @@ def bench_dask(tasks: int, workers: tuple[int, ...] = (1, 2)) -> str:
     return "\n".join(rows)
 
 
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.scheduling", description=__doc__)
     p.add_argument("--tasks", type=int, default=300, metavar="N")

@@ -24,8 +24,14 @@ from pathlib import Path
 
 from .common import REPO, scaled_copy
 
-CHEAP = {"model": "inception_v3", "weights": "untrained", "layers": {"mixed2": 1.0}, "octaves": 1, "iterations": 1,
-         "max_side": 64}
+CHEAP = {
+    "model": "inception_v3",
+    "weights": "untrained",
+    "layers": {"mixed2": 1.0},
+    "octaves": 1,
+    "iterations": 1,
+    "max_side": 64,
+}
 
 
 def make_clip(folder: Path, frames: int, size: tuple[int, int]) -> Path:
@@ -41,9 +47,15 @@ def run(clip: Path, out: Path, coherence: str, workers: int | None) -> dict:
     from dreamcore.config import DreamConfig, VideoConfig
     from pipeline.video import VideoRequest, run_video
 
-    req = VideoRequest(input=str(clip), output=str(out), config=DreamConfig(**CHEAP),
-                       video=VideoConfig(coherence=coherence), quiet=True, workers=workers,
-                       overwrite=True)  # each round replaces its own output
+    req = VideoRequest(
+        input=str(clip),
+        output=str(out),
+        config=DreamConfig(**CHEAP),
+        video=VideoConfig(coherence=coherence),
+        quiet=True,
+        workers=workers,
+        overwrite=True,
+    )  # each round replaces its own output
     t0 = time.perf_counter()
     stats = run_video(req)
     stats["wall"] = time.perf_counter() - t0
@@ -55,8 +67,10 @@ def timed_transcode(src: Path, out: Path) -> float:
     from pipeline.media import ffmpeg_exe
 
     t0 = time.perf_counter()
-    subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(src), "-c:v", "libx264", "-crf", "18",
-                    str(out)], check=True)
+    subprocess.run(
+        [ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(src), "-c:v", "libx264", "-crf", "18", str(out)],
+        check=True,
+    )
     return time.perf_counter() - t0
 
 
@@ -70,15 +84,24 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.serial", description=__doc__)
     p.add_argument("--frames", type=int, default=96)
     p.add_argument("--modes", default="none,flow", help="coherence modes to run (default none,flow)")
-    p.add_argument("--encoder-threads", default="",
-                   help="x264 thread counts to compare, e.g. 2,3,4, each run of a mode once with each, in turn "
-                        "(default: the job's own, x264's choice of 1.5 a core)")
+    p.add_argument(
+        "--encoder-threads",
+        default="",
+        help="x264 thread counts to compare, e.g. 2,3,4, each run of a mode once with each, in turn "
+        "(default: the job's own, x264's choice of 1.5 a core)",
+    )
     p.add_argument("--rounds", type=int, default=1, help="run it all this many times, the transcode included")
-    p.add_argument("--timeline", action="store_true",
-                   help="print the cores busy every 0.25 s of each run: in all, this process, its ffmpeg children")
-    p.add_argument("--integrity", default="on",
-                   help="on (as shipped), off (no checksums, fsyncs or film check), nosync (no fsyncs): each "
-                        "run once per value given, in turn, e.g. on,off")
+    p.add_argument(
+        "--timeline",
+        action="store_true",
+        help="print the cores busy every 0.25 s of each run: in all, this process, its ffmpeg children",
+    )
+    p.add_argument(
+        "--integrity",
+        default="on",
+        help="on (as shipped), off (no checksums, fsyncs or film check), nosync (no fsyncs): each "
+        "run once per value given, in turn, e.g. on,off",
+    )
     args = p.parse_args(argv)
     counts = [int(n) for n in args.encoder_threads.split(",") if n] or [None]
     load_tensorflow()
@@ -109,25 +132,39 @@ def integrity(checks: str) -> Iterator[None]:
         return
     if checks not in ("off", "nosync"):
         raise SystemExit(f"--integrity: {checks!r}: on, off or nosync")
-    saved = (os.fsync, store.Store.write_sealed, store.Store.read_sealed, store.Store.get_sealed, store.seal_file,
-             video.check_film)
+    saved = (
+        os.fsync,
+        store.Store.write_sealed,
+        store.Store.read_sealed,
+        store.Store.get_sealed,
+        store.seal_file,
+        video.check_film,
+    )
     os.fsync = lambda fd: None
     if checks == "off":
         store.Store.write_sealed = lambda self, rel, data, durable=False: self.write_bytes(rel, [data], durable)
         store.Store.read_sealed = lambda self, rel: (lambda d: None if d is None else memoryview(d))(
-            self.read_bytes(rel))
+            self.read_bytes(rel)
+        )
         store.Store.get_sealed = store.Store.get_file
         store.seal_file = lambda path: None
         video.check_film = lambda *a: None
     try:
         yield
     finally:
-        (os.fsync, store.Store.write_sealed, store.Store.read_sealed, store.Store.get_sealed, store.seal_file,
-         video.check_film) = saved
+        (
+            os.fsync,
+            store.Store.write_sealed,
+            store.Store.read_sealed,
+            store.Store.get_sealed,
+            store.seal_file,
+            video.check_film,
+        ) = saved
 
 
-def report(clip: Path, folder: Path, frames: int, mode: str, count: int | None, timeline: bool = False,
-           checks: str = "on") -> None:
+def report(
+    clip: Path, folder: Path, frames: int, mode: str, count: int | None, timeline: bool = False, checks: str = "on"
+) -> None:
     """One run of the pipeline beside a transcode measured just before it; ``count``: x264's
     threads (None: the job's own choice)."""
     from pipeline import media
@@ -155,14 +192,18 @@ def report(clip: Path, folder: Path, frames: int, mode: str, count: int | None, 
     streamed = stats["chunks_streamed"]
     threads = f", x264 with {count} threads" if count is not None else ""
     threads += f", checks {checks}" if checks != "on" else ""
-    print(f"dreamreel video, coherence {mode}{threads}: {stats['wall']:.2f} s = {stats['wall'] / transcode:.2f}x the "
-          f"transcode ({sum(streamed)} of {len(streamed)} chunks encoded as their frames were dreamt); {split}")
+    print(
+        f"dreamreel video, coherence {mode}{threads}: {stats['wall']:.2f} s = {stats['wall'] / transcode:.2f}x the "
+        f"transcode ({sum(streamed)} of {len(streamed)} chunks encoded as their frames were dreamt); {split}"
+    )
     # The dreamt frames are harder to encode than the source (a pattern that changes every
     # frame): the same transcode of the output shows what x264 alone costs on them.
     own = timed_transcode(folder / f"{mode}.mp4", folder / f"{mode}-again.mp4")
-    print(f"  the same transcode of this output: {own:.2f} s ({own / transcode:.2f}x the clip's; "
-          f"{_size(folder / f'{mode}-again.mp4') / _size(folder / 'transcode.mp4'):.2f}x its bytes): the "
-          f"pipeline is {stats['wall'] / own:.2f}x x264's own work on what it encodes")
+    print(
+        f"  the same transcode of this output: {own:.2f} s ({own / transcode:.2f}x the clip's; "
+        f"{_size(folder / f'{mode}-again.mp4') / _size(folder / 'transcode.mp4'):.2f}x its bytes): the "
+        f"pipeline is {stats['wall'] / own:.2f}x x264's own work on what it encodes"
+    )
     if sampler is not None:
         print("  cores busy (all / this process / its ffmpeg children), every 0.25 s:")
         for t, busy, ours, children in sampler.samples:
@@ -206,8 +247,14 @@ class CoreSampler:
         while not self._done.wait(self._every):
             now = self._ticks()
             total = max(1, now[1] - before[1]) / cores  # ticks of one core in this interval
-            self.samples.append((time.perf_counter() - t0, (now[0] - before[0]) / total,
-                                 (now[2] - before[2]) / total, (now[3] - before[3]) / total))
+            self.samples.append(
+                (
+                    time.perf_counter() - t0,
+                    (now[0] - before[0]) / total,
+                    (now[2] - before[2]) / total,
+                    (now[3] - before[3]) / total,
+                )
+            )
             before = now
 
     def stop(self) -> None:

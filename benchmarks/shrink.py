@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.runtime import load_tensorflow
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.shrink", description=__doc__)
-    p.add_argument("--sizes", default="640x360,1280x720,1920x1080", help="frame sizes (default 640x360,1280x720,"
-                   "1920x1080)")
+    p.add_argument(
+        "--sizes", default="640x360,1280x720,1920x1080", help="frame sizes (default 640x360,1280x720,1920x1080)"
+    )
     p.add_argument("--max-side", type=int, default=360, help="the dream's max_side (default 360)")
     args = p.parse_args(argv)
     load_tensorflow()
@@ -75,8 +76,10 @@ def main(argv: list[str] | None = None) -> None:
             a_ms = _ms(lambda s=shape, f=frame: _area(f, s))
             t_ms = _ms(lambda s=shape, f=frame: _tf_shrink(f, s))
             diff = np.abs(area - tf_)
-            print(f"{text:10s} {shape[1]:4d}x{shape[0]:<4d} {a_ms:8.2f} {t_ms:8.2f} {a_ms / t_ms:7.2f} "
-                  f"{diff.mean():11.3f} {diff.max():12.1f}")
+            print(
+                f"{text:10s} {shape[1]:4d}x{shape[0]:<4d} {a_ms:8.2f} {t_ms:8.2f} {a_ms / t_ms:7.2f} "
+                f"{diff.mean():11.3f} {diff.max():12.1f}"
+            )
 
     image = read_image(SAMPLE).pixels[..., :3].astype(np.float32) / 255.0
     cfg = DreamConfig(max_side=256)
@@ -96,9 +99,11 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         ascent.resize = original
     a, t = dreams["area"], dreams["TF"]
-    print(f"default dream of {SAMPLE.name} at 256 px ({engine.resolved.model}/{engine.resolved.weights}): mean "
-          f"|area - TF| {np.abs(a - t).mean() * 255:.2f}/255; strength (mean |dream - image|) area "
-          f"{np.abs(a - image).mean() * 255:.2f}/255, TF {np.abs(t - image).mean() * 255:.2f}/255")
+    print(
+        f"default dream of {SAMPLE.name} at 256 px ({engine.resolved.model}/{engine.resolved.weights}): mean "
+        f"|area - TF| {np.abs(a - t).mean() * 255:.2f}/255; strength (mean |dream - image|) area "
+        f"{np.abs(a - image).mean() * 255:.2f}/255, TF {np.abs(t - image).mean() * 255:.2f}/255"
+    )
 
 
 if __name__ == "__main__":

@@ -82,8 +82,22 @@ def measure(size: tuple[int, int]) -> Costs:
         raw = (rng.uniform(0, 255, (h, w, 3))).astype(np.uint8).tobytes()
         store = timed(lambda: Path(tmp, "f.rgb").write_bytes(raw), 10)
         t0 = time.perf_counter()
-        subprocess.run([media.ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(clip), "-c:v", "libx264", "-crf",
-                        "18", str(Path(tmp) / "t.mp4")], check=True)
+        subprocess.run(
+            [
+                media.ffmpeg_exe(),
+                "-y",
+                "-loglevel",
+                "error",
+                "-i",
+                str(clip),
+                "-c:v",
+                "libx264",
+                "-crf",
+                "18",
+                str(Path(tmp) / "t.mp4"),
+            ],
+            check=True,
+        )
         encode = (time.perf_counter() - t0) / n - decode
     ms = float(bench_dask(200, (1,)).splitlines()[1].split()[-1])  # chained tasks, in-process
     return Costs(first, followup, flow, decode, store, max(encode, 0.0), ms / 1000, scan, 0.002)
@@ -161,13 +175,20 @@ def simulate(frames: int, shots: list[int], workers: int, costs: Costs, overlap:
             if not missing[x]:
                 heapq.heappush(ready, x)
     serial = frames * costs.scan + len(chunks) * costs.join
-    return {"workers": workers, "segments": len(segments), "tasks": n, "dream_hours": sum(cost) / 3600,
-            "hours": (now + serial) / 3600, "utilisation": busy / (now * workers)}
+    return {
+        "workers": workers,
+        "segments": len(segments),
+        "tasks": n,
+        "dream_hours": sum(cost) / 3600,
+        "hours": (now + serial) / 3600,
+        "utilisation": busy / (now * workers),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.simulate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.simulate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--measure", metavar="WxH", help="measure the stage costs here at this size (e.g. 1280x720)")
     p.add_argument("--costs", metavar="JSON", help="stage costs in seconds, as --measure prints them")
     p.add_argument("--workers", default="1,8,32,128")
@@ -188,8 +209,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'workers':>7} {'segments':>8} {'tasks':>7} {'hours':>8} {'speedup':>8} {'/ N':>6} {'busy':>6}")
     for r in rows:
         speedup = base / r["hours"]
-        print(f"{r['workers']:>7} {r['segments']:>8} {r['tasks']:>7} {r['hours']:>8.2f} {speedup:>8.1f} "
-              f"{speedup / r['workers']:>6.2f} {r['utilisation']:>6.1%}")
+        print(
+            f"{r['workers']:>7} {r['segments']:>8} {r['tasks']:>7} {r['hours']:>8.2f} {speedup:>8.1f} "
+            f"{speedup / r['workers']:>6.2f} {r['utilisation']:>6.1%}"
+        )
 
 
 if __name__ == "__main__":

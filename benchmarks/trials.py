@@ -38,8 +38,11 @@ def trials(cores: int) -> dict[str, dict[str, Any]]:
         "baseline (the engine)": {},
         "bfloat16": {"precision": "bfloat16"},
         # Keras normalises in float32 under the mixed policy: every batch norm casts there and back
-        "bfloat16, batch norms not folded": {"precision": "bfloat16", "fold": False,
-                                             "verdict": "slower than bfloat16 folded: not used"},
+        "bfloat16, batch norms not folded": {
+            "precision": "bfloat16",
+            "fold": False,
+            "verdict": "slower than bfloat16 folded: not used",
+        },
         "batch norms not folded (float32)": {"fold": False},
         # oneDNN's math mode: float32 tensors, its kernels may compute in bfloat16 (AMX/AVX512_BF16)
         "oneDNN bf16 math mode": {"env": {"TF_SET_ONEDNN_FPMATH_MODE": "BF16"}},
@@ -58,6 +61,7 @@ def trials(cores: int) -> dict[str, dict[str, Any]]:
 
 # --- the parent: run each trial in its own process and compare ------------------------------------
 
+
 def bench_trials(only: list[str] | None = None, steps: int = 4, small: bool = False) -> str:
     """Run the trials (those whose names contain one of ``only``, and the baseline) and tabulate.
     ``small`` shrinks every size (for tests of the harness; its timings mean nothing)."""
@@ -73,8 +77,14 @@ def bench_trials(only: list[str] | None = None, steps: int = 4, small: bool = Fa
             env.update(spec.pop("env", {}))
             out = Path(tmp) / f"trial{i}"
             sizes = {"sizes": [[192, 192], [192, 320]], "dream_side": 96} if small else {}
-            cmd = [sys.executable, "-m", "benchmarks.trials", "--child", json.dumps({**spec, **sizes, "steps": steps}),
-                   str(out)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "benchmarks.trials",
+                "--child",
+                json.dumps({**spec, **sizes, "steps": steps}),
+                str(out),
+            ]
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
             if proc.returncode != 0:
                 err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
@@ -93,8 +103,9 @@ def _table(rows: dict[str, dict[str, Any]]) -> str:
         return f"baseline failed: {base['error']}"
     g0 = np.load(Path(base["dir"]) / "grad.npy")
     p0 = np.load(Path(base["dir"]) / "dream.npy") if base.get("dream") else None
-    head = (f"{'trial':<34} {'512 ms':>7} {'ratio':>6} {'720p ms':>8} {'ratio':>6} {'grad diff':>9} "
-            f"{'pixels':>8}  verdict")
+    head = (
+        f"{'trial':<34} {'512 ms':>7} {'ratio':>6} {'720p ms':>8} {'ratio':>6} {'grad diff':>9} {'pixels':>8}  verdict"
+    )
     lines = [head]
     for name, r in rows.items():
         if "error" in r:
@@ -113,14 +124,20 @@ def _table(rows: dict[str, dict[str, Any]]) -> str:
             pix = float(np.mean(np.abs(p.astype(np.float64) - p0.astype(np.float64))))
         c512 = f"{r['ms_512']:>7.0f} {r512:>6.2f}" if r512 is not None else f"{'-':>7} {'-':>6}"
         verdict = r.get("verdict") or _verdict(name, r512, r720, pix)
-        lines.append(f"{name:<34} {c512} {r['ms_720']:>8.0f} {r720:>6.2f} {gd:>9} "
-                     f"{'-' if pix is None else f'{pix:.2f}':>8}  {verdict}")
+        lines.append(
+            f"{name:<34} {c512} {r['ms_720']:>8.0f} {r720:>6.2f} {gd:>9} "
+            f"{'-' if pix is None else f'{pix:.2f}':>8}  {verdict}"
+        )
         if r.get("retrace"):
-            lines.append(f"{'':<34} first call at a new shape: {r['trace_ms']:.0f} ms, then "
-                         f"{r['again_ms']:.0f} ms (the engine: {base['trace_ms']:.0f} ms, then "
-                         f"{base['again_ms']:.0f} ms)")
-    lines.append("ratio: trial / baseline time (below 1 is faster); grad diff: mean |g - g0| / mean |g0|; "
-                 "pixels: mean |dream - baseline dream| in 1/255 steps (- where the engine cannot run it)")
+            lines.append(
+                f"{'':<34} first call at a new shape: {r['trace_ms']:.0f} ms, then "
+                f"{r['again_ms']:.0f} ms (the engine: {base['trace_ms']:.0f} ms, then "
+                f"{base['again_ms']:.0f} ms)"
+            )
+    lines.append(
+        "ratio: trial / baseline time (below 1 is faster); grad diff: mean |g - g0| / mean |g0|; "
+        "pixels: mean |dream - baseline dream| in 1/255 steps (- where the engine cannot run it)"
+    )
     return "\n".join(lines)
 
 
@@ -142,6 +159,7 @@ def _verdict(name: str, r512: float | None, r720: float, pix: float | None) -> s
 
 
 # --- the child: one trial --------------------------------------------------------------------------
+
 
 def _load_tensorflow(spec: dict[str, Any]) -> None:
     """The product's set-up, or for the determinism trials TensorFlow as it comes."""
@@ -176,8 +194,9 @@ def _step(net: Any, weights: list[float], spec: dict[str, Any]) -> Any:
     jit = bool(spec.get("jit"))
     if spec.get("retrace"):
         return tf.function(loss_and_grad, jit_compile=jit)
-    return tf.function(loss_and_grad, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
-                       jit_compile=jit)
+    return tf.function(
+        loss_and_grad, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)], jit_compile=jit
+    )
 
 
 def _run_trial(spec: dict[str, Any], out: Path) -> dict[str, Any]:
@@ -222,6 +241,7 @@ def _run_trial(spec: dict[str, Any], out: Path) -> dict[str, Any]:
             def run() -> np.ndarray:
                 return dreamer.gradient(x[0], tile)[1][None]
         else:
+
             def run() -> np.ndarray:
                 return step(tf.constant(x))[1].numpy()
 
@@ -250,8 +270,7 @@ def _run_trial(spec: dict[str, Any], out: Path) -> dict[str, Any]:
         result["trace_ms"], result["again_ms"] = first * 1000, (time.perf_counter() - t0) * 1000
     result["retrace"] = bool(spec.get("retrace"))
     # (a fold trial's pixels would be the engine's: vgg16_hed, the dream's network, has no batch norms)
-    if not (spec.get("jit") or spec.get("untruncated") or spec.get("retrace") or batch > 1 or tile
-            or "fold" in spec):
+    if not (spec.get("jit") or spec.get("untruncated") or spec.get("retrace") or batch > 1 or tile or "fold" in spec):
         np.save(out / "dream.npy", _short_dream(spec.get("precision", "float32"), spec.get("dream_side", 256)))
         result["dream"] = True
     return result

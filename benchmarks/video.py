@@ -65,10 +65,17 @@ def measure(clip: Path, work: Path) -> tuple[list[float | None], list[float]]:
     return series, strength
 
 
-def bench_video(clip: Path, config: DreamConfig, video: VideoConfig, frames: int | None,
-                modes: tuple[str, ...] = ("none", "blend", "flow"), start: float | None = None,
-                size: tuple[int, int] | None = None, reference_frames: int = 3,
-                workers: int | None = None) -> list[ModeResult]:
+def bench_video(
+    clip: Path,
+    config: DreamConfig,
+    video: VideoConfig,
+    frames: int | None,
+    modes: tuple[str, ...] = ("none", "blend", "flow"),
+    start: float | None = None,
+    size: tuple[int, int] | None = None,
+    reference_frames: int = 3,
+    workers: int | None = None,
+) -> list[ModeResult]:
     """Each mode through the whole `dreamreel video` path; then, on the first ``reference_frames``
     source frames, the keras.io reference dreaming every frame in full at equal settings (its
     step traced on a frame beforehand: every frame of a clip has one size)."""
@@ -80,8 +87,17 @@ def bench_video(clip: Path, config: DreamConfig, video: VideoConfig, frames: int
         for mode in modes:
             out = Path(tmp) / f"{mode}.mp4"
             work = Path(tmp) / f"work-{mode}"
-            req = VideoRequest(input=str(clip), output=str(out), config=config, video=_with(video, coherence=mode),
-                               workdir=str(work), keep_work=True, keep_frames=True, quiet=True, workers=workers)
+            req = VideoRequest(
+                input=str(clip),
+                output=str(out),
+                config=config,
+                video=_with(video, coherence=mode),
+                workdir=str(work),
+                keep_work=True,
+                keep_frames=True,
+                quiet=True,
+                workers=workers,
+            )
             t0 = time.perf_counter()
             stats = run_video(req)
             seconds = time.perf_counter() - t0
@@ -91,16 +107,35 @@ def bench_video(clip: Path, config: DreamConfig, video: VideoConfig, frames: int
             t = stats["timings"]
             parts = {p: sum(stats[f"{p}_seconds"]) for p in ("decode", "flow", "dream", "store")}
             tasks = sum(stats["task_seconds"]) + sum(stats["chunk_seconds"])
-            split = {"plan": t.get("plan", 0.0), **parts, "encode chunks": sum(stats["chunk_seconds"]),
-                     "rest of the tasks": sum(stats["task_seconds"]) - sum(parts.values()), "join": t["join"]}
+            split = {
+                "plan": t.get("plan", 0.0),
+                **parts,
+                "encode chunks": sum(stats["chunk_seconds"]),
+                "rest of the tasks": sum(stats["task_seconds"]) - sum(parts.values()),
+                "join": t["join"],
+            }
             if not workers or workers == 1:  # one worker: the rest of the frames phase is scheduling
                 split["scheduling"] = t["frames"] - tasks
                 split["other"] = seconds - sum(split.values())
             seams = [(sg["warm_from"], sg["first"]) for sg in plan(work)["segments"] if sg["warm_from"] < sg["first"]]
-            results.append(ModeResult(mode, len(strengths), seconds, tasks, instability, float(np.mean(strengths)),
-                                      split, series, seams, stats["followups"],
-                                      sum(stats["chunk_seconds"]) / max(1, len(strengths)), raw_store_time(work),
-                                      strengths, stats["steps"]))
+            results.append(
+                ModeResult(
+                    mode,
+                    len(strengths),
+                    seconds,
+                    tasks,
+                    instability,
+                    float(np.mean(strengths)),
+                    split,
+                    series,
+                    seams,
+                    stats["followups"],
+                    sum(stats["chunk_seconds"]) / max(1, len(strengths)),
+                    raw_store_time(work),
+                    strengths,
+                    stats["steps"],
+                )
+            )
         if reference_frames > 0:
             results.append(_reference_frames(clip, config, reference_frames))
     return results
@@ -127,7 +162,7 @@ def _reference_frames(clip: Path, config: DreamConfig, count: int) -> ModeResult
 
     engine = Engine(config)
     ref = make_reference(as_built(engine), list(engine.resolved.layers.values()))
-    sources = frames_of(clip)[:count + 1]
+    sources = frames_of(clip)[: count + 1]
 
     def frame(rgb: np.ndarray) -> np.ndarray:
         """A source frame at the size the engine dreams it (its largest octave), in [-1, 1]."""
@@ -157,45 +192,59 @@ def report(results: list[ModeResult]) -> str:
     modes = [r for r in results if r.mode != "reference"]
     base = next((r for r in modes if r.mode == "none"), modes[0])
     ref = next((r for r in results if r.mode == "reference"), None)
-    lines = [f"{'mode':<9} {'frames':>6} {'s/frame':>8} {'vs none':>8} {'vs ref':>7} {'instability':>11} "
-             f"{'vs none':>8} {'strength':>9} {'vs none':>8}"]
+    lines = [
+        f"{'mode':<9} {'frames':>6} {'s/frame':>8} {'vs none':>8} {'vs ref':>7} {'instability':>11} "
+        f"{'vs none':>8} {'strength':>9} {'vs none':>8}"
+    ]
     for r in results:
         vs_ref = f"{r.per_frame / ref.per_frame:>7.2f}" if ref else f"{'-':>7}"
         if r.mode == "reference":
-            lines.append(f"{r.mode:<9} {r.frames:>6} {r.per_frame:>8.2f} {r.per_frame / base.per_frame:>8.2f} "
-                         f"{vs_ref}   (the keras.io loop dreaming every frame in full)")
+            lines.append(
+                f"{r.mode:<9} {r.frames:>6} {r.per_frame:>8.2f} {r.per_frame / base.per_frame:>8.2f} "
+                f"{vs_ref}   (the keras.io loop dreaming every frame in full)"
+            )
             continue
-        lines.append(f"{r.mode:<9} {r.frames:>6} {r.per_frame:>8.2f} {r.per_frame / base.per_frame:>8.2f} {vs_ref} "
-                     f"{r.instability:>11.3f} {r.instability / base.instability:>8.2f} {r.strength:>9.4f} "
-                     f"{r.strength / base.strength:>8.2f}")
+        lines.append(
+            f"{r.mode:<9} {r.frames:>6} {r.per_frame:>8.2f} {r.per_frame / base.per_frame:>8.2f} {vs_ref} "
+            f"{r.instability:>11.3f} {r.instability / base.instability:>8.2f} {r.strength:>9.4f} "
+            f"{r.strength / base.strength:>8.2f}"
+        )
     for r in modes:
         if r.series:
             shown = " ".join("cut" if v is None else f"{v:.3f}" for v in r.series)
             lines.append(f"  {r.mode} instability per frame: {shown}")
         if r.series and r.seams:
             median = float(np.median([v for v in r.series if v is not None]))
-            worst = [max(v for v in r.series[a:b + 2] if v is not None) for a, b in r.seams]
-            lines.append(f"  {r.mode} seams (splits at {', '.join(str(b) for _, b in r.seams)}): the largest "
-                         f"instability over each overlap and the frame after it: "
-                         f"{', '.join(f'{w:.3f}' for w in worst)}; median over the clip {median:.3f}; "
-                         f"worst / median {max(worst) / median:.2f}")
+            worst = [max(v for v in r.series[a : b + 2] if v is not None) for a, b in r.seams]
+            lines.append(
+                f"  {r.mode} seams (splits at {', '.join(str(b) for _, b in r.seams)}): the largest "
+                f"instability over each overlap and the frame after it: "
+                f"{', '.join(f'{w:.3f}' for w in worst)}; median over the clip {median:.3f}; "
+                f"worst / median {max(worst) / median:.2f}"
+            )
     for r in modes:
         if r.strengths and len(r.strengths) >= 20:
             first, last = float(np.mean(r.strengths[:10])), float(np.mean(r.strengths[-10:]))
-            lines.append(f"  {r.mode} strength of the first 10 frames {first:.4f}, of the last 10 {last:.4f}: "
-                         f"{last / first:.2f}x")
+            lines.append(
+                f"  {r.mode} strength of the first 10 frames {first:.4f}, of the last 10 {last:.4f}: "
+                f"{last / first:.2f}x"
+            )
         if r.followups:
             wall, steps, png = (sum(v) / len(r.followups) for v in zip(*r.followups, strict=True))
             job = wall - png + r.raw_store  # as a job stores frames: raw, not the PNGs kept here
-            lines.append(f"  {r.mode} follow-up frames ({len(r.followups)}): task wall {job:.3f} s = "
-                         f"{job / steps:.3f}x their own gradient steps ({steps:.3f} s), fixed work "
-                         f"{(job - steps) / steps:.1%} of the steps (frames stored raw as in a job, "
-                         f"{r.raw_store * 1000:.1f} ms, not as this benchmark's PNGs, {png * 1000:.1f} ms); "
-                         f"chunk encoding besides: {r.encode_per_frame * 1000:.1f} ms a frame")
+            lines.append(
+                f"  {r.mode} follow-up frames ({len(r.followups)}): task wall {job:.3f} s = "
+                f"{job / steps:.3f}x their own gradient steps ({steps:.3f} s), fixed work "
+                f"{(job - steps) / steps:.1%} of the steps (frames stored raw as in a job, "
+                f"{r.raw_store * 1000:.1f} ms, not as this benchmark's PNGs, {png * 1000:.1f} ms); "
+                f"chunk encoding besides: {r.encode_per_frame * 1000:.1f} ms a frame"
+            )
     for r in results:
         if r.steps:
-            lines.append(f"  {r.mode} gradient steps per dreamt frame: {np.mean(r.steps):.2f} (min {min(r.steps)}, max "
-                         f"{max(r.steps)}; {sum(r.steps)} over {len(r.steps)} frames)")
+            lines.append(
+                f"  {r.mode} gradient steps per dreamt frame: {np.mean(r.steps):.2f} (min {min(r.steps)}, max "
+                f"{max(r.steps)}; {sum(r.steps)} over {len(r.steps)} frames)"
+            )
     lines.append("where the time goes (seconds, share of all; with several workers, task seconds summed):")
     for r in modes:
         if r.split:
@@ -221,19 +270,35 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--modes", default="none,blend,flow", help="comma-separated modes (default none,blend,flow)")
     p.add_argument("--blend", type=float, metavar="B")
     p.add_argument("--size", metavar="WxH", type=parse_size, help="scale the clip to WxH first (e.g. 640x360)")
-    p.add_argument("--reference-frames", type=int, default=3, metavar="N",
-                   help="frames the keras.io reference dreams in full, for its s/frame (default 3; 0: skip)")
+    p.add_argument(
+        "--reference-frames",
+        type=int,
+        default=3,
+        metavar="N",
+        help="frames the keras.io reference dreams in full, for its s/frame (default 3; 0: skip)",
+    )
     p.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: 1, in-process)")
     engine_options(p)
     args = p.parse_args(argv)
     cfg, vcfg = build_settings(args.preset, args.config, args.sets, engine_flags(args), {"blend": args.blend})
     load_tensorflow()
     modes = tuple(m.strip() for m in args.modes.split(",") if m.strip())
-    results = bench_video(Path(args.clip), cfg, vcfg, args.frames, modes, args.start, args.size,
-                          max(0, args.reference_frames), args.workers)
+    results = bench_video(
+        Path(args.clip),
+        cfg,
+        vcfg,
+        args.frames,
+        modes,
+        args.start,
+        args.size,
+        max(0, args.reference_frames),
+        args.workers,
+    )
     res = resolve_config(cfg)
-    print(f"# {args.clip}: {results[0].frames} frames; {res.backbone.name}/{res.backbone.weights_name(res.weights)} "
-          f"layers {res.layers}; config {cfg.to_dict()}; video {vcfg.to_dict()}")
+    print(
+        f"# {args.clip}: {results[0].frames} frames; {res.backbone.name}/{res.backbone.weights_name(res.weights)} "
+        f"layers {res.layers}; config {cfg.to_dict()}; video {vcfg.to_dict()}"
+    )
     print(report(results))
 
 

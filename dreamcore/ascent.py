@@ -90,8 +90,9 @@ def resize(img: Any, shape: tuple[int, int]) -> Any:
     if shape[0] >= img.shape[0] and shape[1] >= img.shape[1]:
         import cv2
 
-        return cv2.resize(np.ascontiguousarray(img, dtype=np.float32), (shape[1], shape[0]),
-                          interpolation=cv2.INTER_LINEAR)
+        return cv2.resize(
+            np.ascontiguousarray(img, dtype=np.float32), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR
+        )
     import tensorflow as tf
 
     return tf.image.resize(img, shape, method="bilinear", antialias=True).numpy()
@@ -112,8 +113,9 @@ def whole_layers(net: FeatureNet) -> list[tuple[int, Target]]:
     return [(i, Target(name, name)) for i, name in enumerate(net.layers)]
 
 
-def gradient_step(net: FeatureNet, targets: Sequence[tuple[int, Target]], guided: Sequence[int] = ()
-                  ) -> Callable[..., tuple[Any, Any]]:
+def gradient_step(
+    net: FeatureNet, targets: Sequence[tuple[int, Target]], guided: Sequence[int] = ()
+) -> Callable[..., tuple[Any, Any]]:
     """The compiled step: (a batch (N, H, W, 3), one weight per target[, guide features of each
     output in ``guided``]) -> (loss, d loss / d batch).
 
@@ -130,8 +132,9 @@ def gradient_step(net: FeatureNet, targets: Sequence[tuple[int, Target]], guided
     def loss_and_grad(img: Any, weights: Any, *guide: Any) -> tuple[Any, Any]:
         with tf.GradientTape() as tape:
             tape.watch(img)
-            loss = dream_loss(net(img), [weights[i] for i in range(n)], scales, targets,
-                              dict(zip(guided, guide, strict=True)))
+            loss = dream_loss(
+                net(img), [weights[i] for i in range(n)], scales, targets, dict(zip(guided, guide, strict=True))
+            )
         return loss, tape.gradient(loss, img)
 
     widths = net.widths()
@@ -151,8 +154,9 @@ class Dreamer:
     (dreamcore.objective) default to each output as a whole layer; their weights are these, unless
     a dream is given others."""
 
-    def __init__(self, net: FeatureNet, layer_weights: Sequence[float],
-                 targets: Sequence[tuple[int, Target]] | None = None):
+    def __init__(
+        self, net: FeatureNet, layer_weights: Sequence[float], targets: Sequence[tuple[int, Target]] | None = None
+    ):
         self.net = net
         self.weights = np.asarray(layer_weights, np.float32)
         self.targets = list(targets) if targets is not None else whole_layers(net)
@@ -163,8 +167,7 @@ class Dreamer:
         self._features: Callable[[Any], Any] | None = None
         self._guide_cache: dict[tuple[Any, ...], list[Any]] = {}
 
-    def _loss_and_grad(self, img: np.ndarray, weights: np.ndarray | None,
-                       guide: list[Any] | None) -> tuple[Any, Any]:
+    def _loss_and_grad(self, img: np.ndarray, weights: np.ndarray | None, guide: list[Any] | None) -> tuple[Any, Any]:
         w = self.weights if weights is None else weights
         if guide is None:
             loss, grad = self._step(img[None], w)
@@ -201,8 +204,9 @@ class Dreamer:
                     acts = net(img)
                     return [guide_features(acts[out]) for out in guided]
 
-                self._features = tf.function(features, input_signature=[
-                    tf.TensorSpec([None, None, None, 3], tf.float32)])
+                self._features = tf.function(
+                    features, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)]
+                )
                 self._guided_step = gradient_step(self.net, self.targets, self.guided)
             canonical = resize(guide.pixels.astype(np.float32), size) * np.float32(2.0 / 255.0) - np.float32(1.0)
             feats = list(self._features(np.ascontiguousarray(canonical, np.float32)[None]))
@@ -211,8 +215,9 @@ class Dreamer:
             self._guide_cache.pop(next(iter(self._guide_cache)))
         return feats
 
-    def gradient(self, img: np.ndarray, tile: int, weights: np.ndarray | None = None,
-                 guide: list[Any] | None = None) -> tuple[float, np.ndarray]:
+    def gradient(
+        self, img: np.ndarray, tile: int, weights: np.ndarray | None = None, guide: list[Any] | None = None
+    ) -> tuple[float, np.ndarray]:
         """Loss and gradient of the whole image, tile by tile when it is larger than ``tile`` (or
         than a fixed-size network's input: then the tiles are exactly that size, overlapping where
         they must, and overlapping gradients are averaged)."""
@@ -278,8 +283,9 @@ class Dreamer:
             if not (math.isfinite(norm) and math.isfinite(loss)):
                 # float32 overflowed (layer weights near its range, say): a NaN step would turn the
                 # picture black, so stop and say it.
-                raise DreamError(f"the dream diverged: its loss became {loss:g} (float32 overflowed; smaller layer "
-                                 "weights or step?)")
+                raise DreamError(
+                    f"the dream diverged: its loss became {loss:g} (float32 overflowed; smaller layer weights or step?)"
+                )
             grad /= max(norm, 1e-20)
             img += params.step * grad
             _clock.seconds = step_seconds() + time.perf_counter() - t0

@@ -31,8 +31,9 @@ class CutDetector:
     wide) is enough, since cuts are global changes.
     """
 
-    def __init__(self, kind: str = "adaptive", threshold: float = 27.0, adaptive_threshold: float = 3.0,
-                 min_scene: int = 1):
+    def __init__(
+        self, kind: str = "adaptive", threshold: float = 27.0, adaptive_threshold: float = 3.0, min_scene: int = 1
+    ):
         from scenedetect.detectors import AdaptiveDetector, ContentDetector
 
         if kind == "adaptive":
@@ -84,8 +85,9 @@ def optical_flow(prev_rgb: np.ndarray, cur_rgb: np.ndarray, max_side: int | None
         return _flow(prev_g, cur_g)
     k = max_side / max(h, w)
     size = (max(8, round(w * k)), max(8, round(h * k)))
-    small = _flow(cv2.resize(prev_g, size, interpolation=cv2.INTER_AREA),
-                  cv2.resize(cur_g, size, interpolation=cv2.INTER_AREA))
+    small = _flow(
+        cv2.resize(prev_g, size, interpolation=cv2.INTER_AREA), cv2.resize(cur_g, size, interpolation=cv2.INTER_AREA)
+    )
     backward = cv2.resize(small.backward, (w, h), interpolation=cv2.INTER_LINEAR)
     backward[..., 0] *= w / size[0]
     backward[..., 1] *= h / size[1]
@@ -146,8 +148,13 @@ def warp(image: np.ndarray, backward: np.ndarray) -> np.ndarray:
     import cv2
 
     h, w = backward.shape[:2]
-    return cv2.remap(np.ascontiguousarray(image, dtype=np.float32), _grid(h, w) + backward, None,
-                     interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.remap(
+        np.ascontiguousarray(image, dtype=np.float32),
+        _grid(h, w) + backward,
+        None,
+        interpolation=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
 
 
 def start_frame(
@@ -175,8 +182,15 @@ def start_frame(
     raise ValueError(f"unknown coherence mode {mode!r}; allowed: {', '.join(COHERENCE_MODES)}")
 
 
-def _start_uint8(mode: str, cur_src: np.ndarray, prev_src: np.ndarray, prev_dream: np.ndarray, blend: float,
-                 carry: float, flow: Flow | None) -> np.ndarray:
+def _start_uint8(
+    mode: str,
+    cur_src: np.ndarray,
+    prev_src: np.ndarray,
+    prev_dream: np.ndarray,
+    blend: float,
+    carry: float,
+    flow: Flow | None,
+) -> np.ndarray:
     """:func:`start_frame` of uint8 frames, as uint8 (rounded half to even): the same sums as the
     float path in four full-size passes instead of ten, for video frames."""
     import cv2
@@ -188,8 +202,9 @@ def _start_uint8(mode: str, cur_src: np.ndarray, prev_src: np.ndarray, prev_drea
     raise ValueError(f"unknown coherence mode {mode!r}; allowed: {', '.join(COHERENCE_MODES)}")
 
 
-def _carried(cur_src: np.ndarray, prev_src: np.ndarray, prev_dream: np.ndarray, carry: float,
-             flow: Flow | None) -> np.ndarray:
+def _carried(
+    cur_src: np.ndarray, prev_src: np.ndarray, prev_dream: np.ndarray, carry: float, flow: Flow | None
+) -> np.ndarray:
     """carry x visible x the previous dream's residual moved along the flow: float32, in the
     frames' own units (1/255 steps for uint8 frames)."""
     flow = flow or optical_flow(prev_src, cur_src)

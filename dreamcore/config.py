@@ -102,24 +102,39 @@ def _valid_layers(v: Mapping[str, float]) -> bool:
 # The schema. Ranges are generous but finite: each bound stops a typo from turning into an
 # hours-long or out-of-memory run.
 SCHEMA: dict[str, _Field] = {
-    "model": _Field("str", False, "one of " + ", ".join(MODELS) + ", or a Keras model file (.keras, .h5) or "
-                    "SavedModel folder (a path with a /, e.g. ./my_model)", _model_ok),
-    "model_input": _Field("str", False, "the pixel range a model file takes: " + ", ".join(INPUT_RANGES)
-                          + " (auto: 0..255 when its first layer is Rescaling or Normalization, else 0..1)",
-                          lambda v: v in INPUT_RANGES),
-    "weights": _Field("str", True, "null (the network's trained weights), imagenet, hed, untrained or a file path",
-                      lambda v: bool(v)),
-    "layers": _Field("layers", False, "a non-empty mapping of layer name to a weight within float32's range "
-                     "(about 3.4e38), not all zero in float32", _valid_layers),
-    "step": _Field("float", False, "a number from 0 to 1 (0: no dream, e.g. a keyframe fading it in)",
-                   _in(0, 1)),
+    "model": _Field(
+        "str",
+        False,
+        "one of " + ", ".join(MODELS) + ", or a Keras model file (.keras, .h5) or "
+        "SavedModel folder (a path with a /, e.g. ./my_model)",
+        _model_ok,
+    ),
+    "model_input": _Field(
+        "str",
+        False,
+        "the pixel range a model file takes: "
+        + ", ".join(INPUT_RANGES)
+        + " (auto: 0..255 when its first layer is Rescaling or Normalization, else 0..1)",
+        lambda v: v in INPUT_RANGES,
+    ),
+    "weights": _Field(
+        "str", True, "null (the network's trained weights), imagenet, hed, untrained or a file path", lambda v: bool(v)
+    ),
+    "layers": _Field(
+        "layers",
+        False,
+        "a non-empty mapping of layer name to a weight within float32's range (about 3.4e38), not all zero in float32",
+        _valid_layers,
+    ),
+    "step": _Field("float", False, "a number from 0 to 1 (0: no dream, e.g. a keyframe fading it in)", _in(0, 1)),
     "octaves": _Field("int", False, "an integer from 1 to 12", _in(1, 12)),
     "octave_scale": _Field("float", False, "a number from 1.05 to 4", _in(1.05, 4)),
     "iterations": _Field("int", False, "an integer from 1 to 10000", _in(1, 10000)),
     "max_loss": _Field("float", True, "null (no limit) or a number > 0", lambda v: v > 0),
     "jitter": _Field("int", False, "an integer from 0 to 2048 (pixels)", _in(0, 2048)),
-    "tile": _Field("int", False, "0 (never tile) or an integer from 128 to 8192 (pixels)",
-                   lambda v: v == 0 or 128 <= v <= 8192),
+    "tile": _Field(
+        "int", False, "0 (never tile) or an integer from 128 to 8192 (pixels)", lambda v: v == 0 or 128 <= v <= 8192
+    ),
     "max_side": _Field("int", True, "null (full size) or an integer from 64 to 65536 (pixels)", _in(64, 65536)),
     "seed": _Field("int", True, "null (random) or an integer from 0 to 2**32-1", _in(0, 2**32 - 1)),
     "precision": _Field("str", False, "float32 (exact) or bfloat16 (faster, other pixels)", lambda v: v in PRECISIONS),
@@ -219,13 +234,17 @@ def _coerce(source: str, name: str, value: Any, schema: Mapping[str, _Field] = S
     return value
 
 
-def _checked(data: Mapping[str, Any], schema: Mapping[str, _Field], source: str,
-             known_elsewhere: tuple[str, ...] = ()) -> dict[str, Any]:
+def _checked(
+    data: Mapping[str, Any], schema: Mapping[str, _Field], source: str, known_elsewhere: tuple[str, ...] = ()
+) -> dict[str, Any]:
     unknown = sorted(set(data) - set(schema) - set(known_elsewhere))
     if unknown:
         prefix = "video." if schema is VIDEO_SCHEMA else ""
-        raise ConfigError(f"{source}: unknown key {prefix}{shown(unknown[0])} (known keys: {', '.join(schema)}"
-                          + (f", {', '.join(known_elsewhere)}" if known_elsewhere else "") + ")")
+        raise ConfigError(
+            f"{source}: unknown key {prefix}{shown(unknown[0])} (known keys: {', '.join(schema)}"
+            + (f", {', '.join(known_elsewhere)}" if known_elsewhere else "")
+            + ")"
+        )
     return {name: _coerce(source, name, value, schema) for name, value in data.items() if name in schema}
 
 
@@ -253,20 +272,38 @@ VIDEO_SCHEMA: dict[str, _Field] = {
     "blend": _Field("float", False, "a number from 0 to 1 (share of the previous dreamt frame)", _in(0, 1)),
     "carry": _Field("float", False, "a number from 0 to 1 (share of the warped dream kept by flow)", _in(0, 1)),
     "followup_iterations": _Field("int", False, "an integer from 1 to 10000", _in(1, 10000)),
-    "followup_octaves": _Field("int", False, "0 (every octave) or an integer from 1 to 12 (a follow-up frame dreams "
-                               "only that many of the largest octaves)", _in(0, 12)),
+    "followup_octaves": _Field(
+        "int",
+        False,
+        "0 (every octave) or an integer from 1 to 12 (a follow-up frame dreams only that many of the largest octaves)",
+        _in(0, 12),
+    ),
     "scene_detector": _Field("str", False, "adaptive or content", lambda v: v in SCENE_DETECTORS),
     "scene_threshold": _Field("float", False, "a number from 1 to 255 (content: mean HSV difference)", _in(1, 255)),
-    "adaptive_threshold": _Field("float", False, "a number from 1 to 255 (adaptive: a frame's change over its "
-                                 "neighbours')", _in(1, 255)),
+    "adaptive_threshold": _Field(
+        "float", False, "a number from 1 to 255 (adaptive: a frame's change over its neighbours')", _in(1, 255)
+    ),
     "min_scene_frames": _Field("int", False, "an integer from 1 to 100000", _in(1, 100000)),
-    "flow_side": _Field("int", False, "0 (optical flow at full size) or an integer from 64 to 100000 (the long side "
-                        "frames are shrunk to for optical flow)", lambda v: v == 0 or 64 <= v <= 100000),
-    "chunk_frames": _Field("int", False, "0 (split a shot only when workers would otherwise wait) or an integer "
-                           "from 8 to 100000 (split every shot into pieces this long)",
-                           lambda v: v == 0 or 8 <= v <= 100000),
-    "overlap_frames": _Field("int", False, "an integer from 0 to 1000 (frames over which the dream cross-fades "
-                             "where a shot is split)", _in(0, 1000)),
+    "flow_side": _Field(
+        "int",
+        False,
+        "0 (optical flow at full size) or an integer from 64 to 100000 (the long side "
+        "frames are shrunk to for optical flow)",
+        lambda v: v == 0 or 64 <= v <= 100000,
+    ),
+    "chunk_frames": _Field(
+        "int",
+        False,
+        "0 (split a shot only when workers would otherwise wait) or an integer "
+        "from 8 to 100000 (split every shot into pieces this long)",
+        lambda v: v == 0 or 8 <= v <= 100000,
+    ),
+    "overlap_frames": _Field(
+        "int",
+        False,
+        "an integer from 0 to 1000 (frames over which the dream cross-fades where a shot is split)",
+        _in(0, 1000),
+    ),
 }
 
 
@@ -304,6 +341,7 @@ class VideoConfig:
 
 
 # --- presets ---------------------------------------------------------------------------------
+
 
 def preset_names() -> list[str]:
     root = resources.files("dreamcore.presets")

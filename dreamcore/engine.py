@@ -52,8 +52,14 @@ def _load(config: DreamConfig) -> tuple[Resolution, Dreamer]:
     from .objective import check_channels, parse_targets
 
     res = resolve_config(config)
-    key = (res.backbone.name, res.backbone.version(), config.model_input, str(res.weights), tuple(res.layers),
-           config.precision)
+    key = (
+        res.backbone.name,
+        res.backbone.version(),
+        config.model_input,
+        str(res.weights),
+        tuple(res.layers),
+        config.precision,
+    )
     with _cache_lock:
         if key not in _dreamers:
             outputs, targets = parse_targets(list(res.layers))
@@ -114,8 +120,20 @@ class Engine:
         seed = None if c.seed is None else [c.seed, *seed_key]
         n = c.octaves if octaves is None else max(1, min(octaves, c.octaves))
         unit = 2.0 / 255.0 if rgb.dtype == np.uint8 else 2.0
-        out = self.dreamer.dream(rgb, params, n, c.octave_scale, c.max_side, seed, progress, unit=unit, offset=-1.0,
-                                 uint8=uint8, layer_weights=self.layer_weights, guide=c.guide)
+        out = self.dreamer.dream(
+            rgb,
+            params,
+            n,
+            c.octave_scale,
+            c.max_side,
+            seed,
+            progress,
+            unit=unit,
+            offset=-1.0,
+            uint8=uint8,
+            layer_weights=self.layer_weights,
+            guide=c.guide,
+        )
         if uint8:
             return out
         out += 1.0

@@ -22,7 +22,7 @@ def shown(value: Any) -> str:
     r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset = 2, 4, 4, 4, 4
     r.maxstring, r.maxother, r.maxlong = SHOWN_CHARS, SHOWN_CHARS, 40
     text = r.repr(value)
-    return text if len(text) <= 2 * SHOWN_CHARS else text[:2 * SHOWN_CHARS] + "..."
+    return text if len(text) <= 2 * SHOWN_CHARS else text[: 2 * SHOWN_CHARS] + "..."
 
 
 class DreamError(Exception):

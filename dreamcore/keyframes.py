@@ -62,16 +62,20 @@ def _parse_time(text: str, where: str) -> tuple[int | None, float | None]:
             return None, float(t[:-1])
         return int(t), None
     except ValueError:
-        raise ConfigError(f"{where}: keyframe time {shown(t)} is neither a frame number (12) nor seconds "
-                          "(2.5s)") from None
+        raise ConfigError(
+            f"{where}: keyframe time {shown(t)} is neither a frame number (12) nor seconds (2.5s)"
+        ) from None
 
 
 def parse_keys(value: Any, where: str) -> list[Key] | None:
     """The keyframes in a setting's value, or None when it is a plain value."""
     if isinstance(value, str) and looks_keyframed(value):
         pairs = [part.split(":", 1) for part in value.split(",")]
-    elif isinstance(value, Mapping) and value and all(
-            isinstance(k, (int, str)) and not isinstance(k, bool) for k in value):
+    elif (
+        isinstance(value, Mapping)
+        and value
+        and all(isinstance(k, (int, str)) and not isinstance(k, bool) for k in value)
+    ):
         pairs = [[str(k), v] for k, v in value.items()]
     else:
         return None
@@ -111,8 +115,9 @@ class Schedule:
             out[name] = _interpolate(ks, index, seconds, fps)
         return out
 
-    def apply(self, config: DreamConfig, video: VideoConfig, index: int, seconds: float,
-              fps: float) -> tuple[DreamConfig, VideoConfig]:
+    def apply(
+        self, config: DreamConfig, video: VideoConfig, index: int, seconds: float, fps: float
+    ) -> tuple[DreamConfig, VideoConfig]:
         """The settings of one frame."""
         if not self.keys:
             return config, video
@@ -130,8 +135,9 @@ class Schedule:
                     raise ConfigError(f"{name}: keyframe {k.label} is past the end ({duration:g} s)")
                 t = k.time(fps)
                 if last is not None and t <= last[0]:
-                    raise ConfigError(f"{name}: keyframe {k.label} is not after {last[1].label} (keyframes go in "
-                                      "time order)")
+                    raise ConfigError(
+                        f"{name}: keyframe {k.label} is not after {last[1].label} (keyframes go in time order)"
+                    )
                 last = (t, k)
             for k in ks:
                 values = self.values_at(*_frame_of(k, fps), fps)
@@ -160,8 +166,9 @@ def _interpolate(ks: tuple[Key, ...], index: int, seconds: float, fps: float) ->
     return ks[-1].value
 
 
-def _with_values(config: DreamConfig, video: VideoConfig, values: Mapping[str, float],
-                 source: str) -> tuple[DreamConfig, VideoConfig]:
+def _with_values(
+    config: DreamConfig, video: VideoConfig, values: Mapping[str, float], source: str
+) -> tuple[DreamConfig, VideoConfig]:
     engine = config.to_dict()
     vid = video.to_dict()
     layers = dict(engine["layers"])
@@ -214,13 +221,15 @@ def split(settings: Mapping[str, Any], source: str) -> tuple[dict[str, Any], dic
     return plain, found
 
 
-def _keys_of(name: str, key: str, value: Any, schema: Mapping[str, Any], keyframable: tuple[str, ...],
-             source: str) -> list[Key] | None:
+def _keys_of(
+    name: str, key: str, value: Any, schema: Mapping[str, Any], keyframable: tuple[str, ...], source: str
+) -> list[Key] | None:
     """A setting's keyframes (None for a plain value), refused for an unknown or a fixed key."""
     keys = parse_keys(value, f"{source}: {name}")
     if keys is not None and key not in schema:
-        raise ConfigError(f"{source}: unknown key {shown(name)} in keyframes {shown(value)} (known keys: "
-                          f"{', '.join(schema)})")
+        raise ConfigError(
+            f"{source}: unknown key {shown(name)} in keyframes {shown(value)} (known keys: {', '.join(schema)})"
+        )
     if keys is not None and key not in keyframable:
         raise _not_keyframable(name, source)
     return keys

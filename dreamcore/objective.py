@@ -58,8 +58,10 @@ def parse_target(key: str) -> Target:
             raise LayerError(f"layer {shown(key)}: a class target needs its number, e.g. class:281 (--class 281)")
         return Target(key, name)
     if not name or not _CHANNELS.fullmatch(spec):
-        raise LayerError(f"layer {shown(key)}: expected NAME, NAME:CHANNEL, NAME:C1+C2+... or NAME:FIRST-LAST "
-                         "(channels count from 0), or class:N")
+        raise LayerError(
+            f"layer {shown(key)}: expected NAME, NAME:CHANNEL, NAME:C1+C2+... or NAME:FIRST-LAST "
+            "(channels count from 0), or class:N"
+        )
     channels: list[int] = []
     for part in spec.split("+"):
         lo, dash, hi = part.partition("-")
@@ -95,8 +97,10 @@ def base_layers(keys: Sequence[str]) -> list[str]:
 def check_guidable(targets: Sequence[tuple[int, Target]]) -> None:
     """A guide steers whole layers: with only channel or class targets it would steer nothing."""
     if not any(t.whole for _, t in targets):
-        raise ConfigError("--guide steers whole layers, and every target here is a channel or a class: add a layer "
-                          "(e.g. --layers mixed4,mixed5:97)")
+        raise ConfigError(
+            "--guide steers whole layers, and every target here is a channel or a class: add a layer "
+            "(e.g. --layers mixed4,mixed5:97)"
+        )
 
 
 def check_channels(targets: Sequence[tuple[int, Target]], widths: Sequence[int], network: str) -> None:
@@ -107,8 +111,10 @@ def check_channels(targets: Sequence[tuple[int, Target]], widths: Sequence[int],
         bad = [c for c in t.channels if c >= widths[out]]
         if bad:
             what = "classes" if t.layer == CLASS else "channels"
-            raise LayerError(f"layer {shown(t.key)}: {t.layer} of {network} has {widths[out]} {what} (0 to "
-                             f"{widths[out] - 1}); {bad[0]} is not one")
+            raise LayerError(
+                f"layer {shown(t.key)}: {t.layer} of {network} has {widths[out]} {what} (0 to "
+                f"{widths[out] - 1}); {bad[0]} is not one"
+            )
 
 
 # Bounds on the guided loss's work and memory: at most this many guide positions per layer (a
@@ -147,8 +153,9 @@ def best_match(x: Any, guide: Any) -> Any:
         def best(chunk: Any) -> Any:
             return tf.argmax(tf.matmul(chunk, guide, transpose_b=True), axis=1, output_type=tf.int32)
 
-        idx = tf.map_fn(best, tf.reshape(padded, [-1, MATCH_CHUNK, c]),
-                        fn_output_signature=tf.TensorSpec([MATCH_CHUNK], tf.int32))
+        idx = tf.map_fn(
+            best, tf.reshape(padded, [-1, MATCH_CHUNK, c]), fn_output_signature=tf.TensorSpec([MATCH_CHUNK], tf.int32)
+        )
         chosen = tf.gather(guide, tf.reshape(idx, [-1])[:n])
 
         def grad(upstream: Any) -> Any:

@@ -95,8 +95,15 @@ def walk(root: Path, avoid: tuple[Path, ...] = ()) -> tuple[list[Path], list[tup
                     files.append(path)
                 else:
                     mode = entry.stat(follow_symlinks=True).st_mode
-                    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else
-                            "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+                    kind = (
+                        "a FIFO"
+                        if stat.S_ISFIFO(mode)
+                        else "a socket"
+                        if stat.S_ISSOCK(mode)
+                        else "a device"
+                        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                        else "not a regular file"
+                    )
                     odd.append((path, f"{kind}, not a file to read"))
             except OSError:
                 files.append(path)  # unreadable: recorded as a failure when read
@@ -122,8 +129,9 @@ def output_for(rel: Path, fmt: str, taken: set[str]) -> str:
     return key
 
 
-def plan(in_dir: Path, out_dir: Path, fmt: str,
-         avoid: tuple[Path, ...] = ()) -> tuple[list[Item], list[tuple[str, str]]]:
+def plan(
+    in_dir: Path, out_dir: Path, fmt: str, avoid: tuple[Path, ...] = ()
+) -> tuple[list[Item], list[tuple[str, str]]]:
     """The items to dream, and the entries of IN_DIR that can't be (relative path, why)."""
     taken: set[str] = set()
     items = []
@@ -135,6 +143,7 @@ def plan(in_dir: Path, out_dir: Path, fmt: str,
 
 
 # --- the task (runs on a Dask worker) ----------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class BatchSpec:
@@ -186,8 +195,10 @@ def image_task(spec: BatchSpec, src: str, dst: str, rel: str, staged: bool = Fal
     except OSError as exc:
         fault = write_fault(exc)
         if fault:  # the output folder, not this image: every other image would fail the same way
-            raise Unwritable(f"{Path(dst).parent}: cannot write {Path(dst).name} ({fault}): free some space or fix "
-                             "the folder, then run the same command again: the images dreamt so far are kept") from None
+            raise Unwritable(
+                f"{Path(dst).parent}: cannot write {Path(dst).name} ({fault}): free some space or fix "
+                "the folder, then run the same command again: the images dreamt so far are kept"
+            ) from None
         return {"rel": rel, "ok": False, "reason": f"{type(exc).__name__}: {exc}"}
     return {"rel": rel, "ok": True, "seconds": time.perf_counter() - t0, "layout": numerics()}
 
@@ -222,6 +233,7 @@ def _put(data: bytes, location: str, store: Store | None) -> None:
 
 # --- the job -----------------------------------------------------------------------------------
 
+
 @dataclass
 class BatchRequest:
     in_dir: Path
@@ -242,11 +254,15 @@ def check_dirs(in_dir: Path, out_dir: Path) -> None:
         raise UsageError(f"{in_dir}: not a folder (use `dreamreel image` for one file)")
     a, b = in_dir.resolve(), out_dir.resolve()
     if a == b or a in b.parents:
-        raise UsageError(f"{out_dir}: the output folder may not be inside the input folder "
-                         "(its images would be taken as inputs next time)")
+        raise UsageError(
+            f"{out_dir}: the output folder may not be inside the input folder "
+            "(its images would be taken as inputs next time)"
+        )
     if b in a.parents:
-        raise UsageError(f"{in_dir}: the input folder may not be inside the output folder (its dreams would be "
-                         "written among the inputs, or over them)")
+        raise UsageError(
+            f"{in_dir}: the input folder may not be inside the output folder (its dreams would be "
+            "written among the inputs, or over them)"
+        )
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"{out_dir}: exists and is not a folder")
 
@@ -267,14 +283,20 @@ def run_batch(req: BatchRequest) -> BatchReport:
         work = store.local_path()
         for folder, what in ((req.in_dir.resolve(), "input"), (req.out_dir.resolve(), "output")):
             if work == folder or work in folder.parents:
-                raise UsageError(f"--workdir {req.workdir}: the work folder may not be or hold the {what} folder "
-                                 f"(a folder of its own, such as the default {req.out_dir / WORK_NAME})")
+                raise UsageError(
+                    f"--workdir {req.workdir}: the work folder may not be or hold the {what} folder "
+                    f"(a folder of its own, such as the default {req.out_dir / WORK_NAME})"
+                )
     try:
         req.out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise Unwritable(f"{req.out_dir}: cannot create the output folder ({write_fault(exc) or exc})") from None
-    identity = {"input": {"folder": str(req.in_dir.resolve())}, "config": cfg.to_dict(), "format": req.fmt,
-                **identity_extras(cfg)}
+    identity = {
+        "input": {"folder": str(req.in_dir.resolve())},
+        "config": cfg.to_dict(),
+        "format": req.fmt,
+        **identity_extras(cfg),
+    }
     report = BatchReport()
     t0 = time.perf_counter()
     store.claim()
@@ -282,8 +304,12 @@ def run_batch(req: BatchRequest) -> BatchReport:
         job = open_job(store, identity, req.restart, work=lambda _: True)  # the work is in OUT_DIR: never dropped
         with undone_unless_dreamt(store, job is None) as begun:
             if job is None:
-                job = {"version": JOB_VERSION, "identity": identity, "token": uuid.uuid4().hex,
-                       "numerics": {"threads": job_threads(req.workers, req.scheduler)}}
+                job = {
+                    "version": JOB_VERSION,
+                    "identity": identity,
+                    "token": uuid.uuid4().hex,
+                    "numerics": {"threads": job_threads(req.workers, req.scheduler)},
+                }
                 write_record(store, job)
             store.write_bytes("token", job["token"].encode())
             if cfg.guide is not None:
@@ -297,8 +323,10 @@ def run_batch(req: BatchRequest) -> BatchReport:
             if not items and not odd:
                 raise UsageError(f"{req.in_dir}: no files in it (hidden ones are skipped)")
             if store.local and any(store.local_path() in it.dst.parents for it in items):
-                raise UsageError(f"--workdir {req.workdir}: some dreams would be written in the work folder: give one "
-                                 "apart from where the dreams go (such as the default, hidden, one)")
+                raise UsageError(
+                    f"--workdir {req.workdir}: some dreams would be written in the work folder: give one "
+                    "apart from where the dreams go (such as the default, hidden, one)"
+                )
             for fault in _bring_home(store, req.out_dir, {it.rel: it.dst for it in items}):  # a stopped run's dreams
                 log.warning(fault)
             todo = []
@@ -307,10 +335,23 @@ def run_batch(req: BatchRequest) -> BatchReport:
                     report.already.append(item.rel)
                 else:
                     todo.append(item)
-            bar = tqdm(total=len(items) + len(odd), initial=len(report.already), unit="image", desc="images",
-                       disable=req.quiet, file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
-            spec = BatchSpec(id=job_id(identity, store), store=store, token=job["token"], config=cfg.to_dict(),
-                             guide=None if cfg.guide is None else cfg.guide.digest)
+            bar = tqdm(
+                total=len(items) + len(odd),
+                initial=len(report.already),
+                unit="image",
+                desc="images",
+                disable=req.quiet,
+                file=sys.stderr,
+                dynamic_ncols=True,
+                smoothing=0.1,
+            )
+            spec = BatchSpec(
+                id=job_id(identity, store),
+                store=store,
+                token=job["token"],
+                config=cfg.to_dict(),
+                guide=None if cfg.guide is None else cfg.guide.digest,
+            )
             staged: dict[str, Path] = {}  # rel -> final path, for outputs the workers put in the store
 
             def on_result(r: dict[str, Any]) -> None:
@@ -348,8 +389,11 @@ def run_batch(req: BatchRequest) -> BatchReport:
                     with dask_client(req.workers, req.scheduler, job["numerics"]["threads"]) as client:
                         if req.scheduler:
                             announce_dashboard(client)
-                        where = _locations(client, req, store, job["token"], todo, staged) if req.scheduler else {
-                            it.rel: (str(it.src), str(it.dst)) for it in todo}
+                        where = (
+                            _locations(client, req, store, job["token"], todo, staged)
+                            if req.scheduler
+                            else {it.rel: (str(it.src), str(it.dst)) for it in todo}
+                        )
                         if req.scheduler:
                             from dataclasses import replace
 
@@ -357,9 +401,17 @@ def run_batch(req: BatchRequest) -> BatchReport:
 
                             spec = replace(spec, config=config_for_workers(client, store, spec.config))
                         run = uuid.uuid4().hex[:6]
-                        tasks = [[Task(f"dreamreel-{spec.id}-{run}-image-{i}", image_task,
-                                       (spec, *where[it.rel], it.rel), {"staged": it.rel in staged})]
-                                 for i, it in enumerate(todo)]
+                        tasks = [
+                            [
+                                Task(
+                                    f"dreamreel-{spec.id}-{run}-image-{i}",
+                                    image_task,
+                                    (spec, *where[it.rel], it.rel),
+                                    {"staged": it.rel in staged},
+                                )
+                            ]
+                            for i, it in enumerate(todo)
+                        ]
                         begun["dreaming"] = True
                         run_chains(client, tasks, on_result, on_error, guard=DeathGuard(store, "attempts"))
             finally:
@@ -390,8 +442,9 @@ def _by_folder(paths: list[Path]) -> dict[Path, set[str]]:
     return folders
 
 
-def _locations(client: Any, req: BatchRequest, store: Store, token: str, todo: list[Item],
-               staged: dict[str, Path]) -> dict[str, tuple[str, str]]:
+def _locations(
+    client: Any, req: BatchRequest, store: Store, token: str, todo: list[Item], staged: dict[str, Path]
+) -> dict[str, tuple[str, str]]:
     """Where the cluster's workers read each image and write its dream. Folders every worker sees
     at the same paths are used as they are; otherwise inputs are uploaded into the store once and
     dreams written there (a name in the store), then brought home by this command as each one
@@ -472,17 +525,18 @@ def _staged(store: Store) -> list[str]:
         return [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()] if root.is_dir() else []
     base = store.fresh("out").split("://", 1)[-1].rstrip("/")
     try:
-        return [p[len(base) + 1:] for p in store.fs.find(base)]
+        return [p[len(base) + 1 :] for p in store.fs.find(base)]
     except FileNotFoundError:
         return []
 
 
 def summary(report: BatchReport) -> str:
-    lines = [f"dreamreel: {len(report.done)} dreamt, {len(report.already)} already done, "
-             f"{len(report.failed)} failed ({report.seconds:.1f} s)"]
+    lines = [
+        f"dreamreel: {len(report.done)} dreamt, {len(report.already)} already done, "
+        f"{len(report.failed)} failed ({report.seconds:.1f} s)"
+    ]
     for rel, reason in report.failed:
         lines.append(one_line(f"  failed: {rel}: {reason}"))
     if report.note:
         lines.append(f"dreamreel: note: {report.note}")
     return "\n".join(lines)
-

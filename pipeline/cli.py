@@ -37,24 +37,52 @@ def engine_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("dream options (precedence: flags > --set > --config > --preset)")
     g.add_argument("--preset", metavar="P", help="start from preset P (see `dreamreel presets`; default: default)")
     g.add_argument("--config", metavar="FILE", help="YAML file with config keys (same schema as the presets)")
-    g.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="sets",
-                   help="set one config key, e.g. --set iterations=30 --set max_loss=null (repeatable)")
-    g.add_argument("--layers", metavar="NAME=W,...", help="layers to dream with and their weights; NAME:C (or "
-                   "NAME:C1+C2, NAME:A-B) targets channels of a layer (`dreamreel layers --channels`)")
-    g.add_argument("--class", metavar="N", type=int, dest="class_", help="maximise logit N of a model file with a "
-                   "classifier top (with --layers: added to them)")
-    g.add_argument("--guide", metavar="FILE", help="guided dream: pull the layers' features towards this image's "
-                   "(for video, also a clip: frame t is guided by its frame at time t)")
-    g.add_argument("--model", metavar="M",
-                   help="auto (default), inception_v3, vgg16_hed, or a Keras model file (.keras, .h5) or Keras 2 "
-                        "SavedModel folder; naming one disables the fallback")
+    g.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        dest="sets",
+        help="set one config key, e.g. --set iterations=30 --set max_loss=null (repeatable)",
+    )
+    g.add_argument(
+        "--layers",
+        metavar="NAME=W,...",
+        help="layers to dream with and their weights; NAME:C (or "
+        "NAME:C1+C2, NAME:A-B) targets channels of a layer (`dreamreel layers --channels`)",
+    )
+    g.add_argument(
+        "--class",
+        metavar="N",
+        type=int,
+        dest="class_",
+        help="maximise logit N of a model file with a classifier top (with --layers: added to them)",
+    )
+    g.add_argument(
+        "--guide",
+        metavar="FILE",
+        help="guided dream: pull the layers' features towards this image's "
+        "(for video, also a clip: frame t is guided by its frame at time t)",
+    )
+    g.add_argument(
+        "--model",
+        metavar="M",
+        help="auto (default), inception_v3, vgg16_hed, or a Keras model file (.keras, .h5) or Keras 2 "
+        "SavedModel folder; naming one disables the fallback",
+    )
     g.add_argument("--weights", metavar="W", help="imagenet, hed, untrained or a weights file")
     g.add_argument("--seed", metavar="N", type=int, help="random seed of the jitter (default 0: repeatable)")
-    g.add_argument("--max-side", metavar="PX", type=int,
-                   help="dream at most PX pixels on the long side; the output keeps the input's size")
-    g.add_argument("--precision", choices=["float32", "bfloat16"],
-                   help="bfloat16: faster where the CPU/GPU has it, same kind of dream, other pixels "
-                        "(default float32)")
+    g.add_argument(
+        "--max-side",
+        metavar="PX",
+        type=int,
+        help="dream at most PX pixels on the long side; the output keeps the input's size",
+    )
+    g.add_argument(
+        "--precision",
+        choices=["float32", "bfloat16"],
+        help="bfloat16: faster where the CPU/GPU has it, same kind of dream, other pixels (default float32)",
+    )
 
 
 def _in_out(p: argparse.ArgumentParser, input_help: str, output_help: str) -> None:
@@ -74,45 +102,78 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("image", help="dream one image", epilog=EPILOG_IMAGE,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "image", help="dream one image", epilog=EPILOG_IMAGE, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     _in_out(p, "image file (PNG, JPEG, TIFF, WebP, GIF, BMP, ...)", "output image; format from its extension")
     engine_options(p)
 
-    p = sub.add_parser("video", help="dream a video clip (resumable; Ctrl-C and run again)", epilog=EPILOG_VIDEO,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "video",
+        help="dream a video clip (resumable; Ctrl-C and run again)",
+        epilog=EPILOG_VIDEO,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _in_out(p, "video file (mp4, mkv, avi, mov, webm, ...)", "output clip: .mp4, .mkv, .mov or .m4v")
-    p.add_argument("--coherence", choices=["flow", "blend", "none"],
-                   help="how a frame starts from the previous dream (default flow)")
+    p.add_argument(
+        "--coherence",
+        choices=["flow", "blend", "none"],
+        help="how a frame starts from the previous dream (default flow)",
+    )
     p.add_argument("--blend", type=finite_float, metavar="B", help="blend: share of the previous dreamt frame (0..1)")
-    p.add_argument("--workdir", metavar="DIR", help="work folder, a path or a URL such as s3://bucket/job "
-                   "(default: .OUT.dreamreel-work beside OUT)")
+    p.add_argument(
+        "--workdir",
+        metavar="DIR",
+        help="work folder, a path or a URL such as s3://bucket/job (default: .OUT.dreamreel-work beside OUT)",
+    )
     p.add_argument("--restart", action="store_true", help="discard the work folder's previous job")
     p.add_argument("--keep-work", action="store_true", help="keep the work folder after success")
-    p.add_argument("--keep-frames", action="store_true", help="keep every dreamt frame as a PNG in the work "
-                   "folder (frames/SEGMENT/INDEX.png; room for all of them), not only those not yet encoded")
+    p.add_argument(
+        "--keep-frames",
+        action="store_true",
+        help="keep every dreamt frame as a PNG in the work "
+        "folder (frames/SEGMENT/INDEX.png; room for all of them), not only those not yet encoded",
+    )
     p.add_argument("--start", metavar="T", type=parse_time, help="start at T (seconds or [HH:]MM:SS[.ms])")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--duration", metavar="T", type=parse_time, help="dream only T of the clip")
     g.add_argument("--frames", metavar="N", type=int, help="dream only the first N frames")
     p.add_argument("--workers", metavar="N", type=int, help="local Dask worker processes (default: 1, in-process)")
-    p.add_argument("--scheduler", metavar="ADDR", help="run on an existing Dask cluster, e.g. tcp://host:8786 "
-                   "(no shared filesystem needed: give --workdir a URL every worker reaches)")
-    p.add_argument("--guide-end", choices=["loop", "hold"], default="loop", help="a guide clip shorter than "
-                   "the output: start it again (loop, default) or hold its last frame")
-    p.add_argument("--preview", action="store_true", help="only dream a few frames at a reduced size into a "
-                   "contact sheet (OUT's name + -preview.png) and estimate the job's time, then stop")
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDR",
+        help="run on an existing Dask cluster, e.g. tcp://host:8786 "
+        "(no shared filesystem needed: give --workdir a URL every worker reaches)",
+    )
+    p.add_argument(
+        "--guide-end",
+        choices=["loop", "hold"],
+        default="loop",
+        help="a guide clip shorter than the output: start it again (loop, default) or hold its last frame",
+    )
+    p.add_argument(
+        "--preview",
+        action="store_true",
+        help="only dream a few frames at a reduced size into a "
+        "contact sheet (OUT's name + -preview.png) and estimate the job's time, then stop",
+    )
     engine_options(p)
 
-    p = sub.add_parser("preview", help="a contact sheet of a few dreamt frames and the full job's time estimate",
-                       epilog=EPILOG_PREVIEW, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "preview",
+        help="a contact sheet of a few dreamt frames and the full job's time estimate",
+        epilog=EPILOG_PREVIEW,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("input", metavar="IN", help="a clip, an image or a folder of images")
-    p.add_argument("-o", "--output", metavar="SHEET", help="the contact sheet, an image (default: "
-                   "IN's name + -preview.png, here)")
+    p.add_argument(
+        "-o", "--output", metavar="SHEET", help="the contact sheet, an image (default: IN's name + -preview.png, here)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace SHEET if it exists")
     p.add_argument("--count", metavar="N", type=int, default=6, help="frames (or images) to dream (default 6)")
-    p.add_argument("-q", "--quiet", action="store_true", help="accepted like the other commands' (preview shows "
-                   "no progress bar)")
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="accepted like the other commands' (preview shows no progress bar)"
+    )
     p.add_argument("--coherence", choices=["flow", "blend", "none"], help="as for video (the estimate uses it)")
     p.add_argument("--blend", type=finite_float, metavar="B", help="as for video")
     p.add_argument("--start", metavar="T", type=parse_time, help="as for video: the range the job would dream")
@@ -122,25 +183,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guide-end", choices=["loop", "hold"], default="loop", help="as for video (a guide clip)")
     engine_options(p)
 
-    p = sub.add_parser("zoom", help="an endless zoom video grown from one image (resumable)", epilog=EPILOG_ZOOM,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "zoom",
+        help="an endless zoom video grown from one image (resumable)",
+        epilog=EPILOG_ZOOM,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _in_out(p, "image file (PNG, JPEG, TIFF, WebP, ...): the first frame", "output clip: .mp4, .mkv, .mov or .m4v")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--duration", metavar="T", type=parse_time, help="length of the clip (default 10 s)")
     g.add_argument("--frames", metavar="N", type=int, help="number of frames")
     p.add_argument("--fps", metavar="R", default="24", help="frame rate, e.g. 24, 30 or 30000/1001 (default 24)")
-    p.add_argument("--zoom", metavar="Z", type=finite_float, default=1.01,
-                   help="scale per frame about the centre; above 1 zooms in (default 1.01: 1.27x a second at "
-                        "24 fps)")
-    p.add_argument("--rotate", metavar="DEG", type=finite_float, default=0.0,
-                   help="rotation per frame, degrees counter-clockwise (default 0)")
-    p.add_argument("--pan", metavar="DX,DY", default="0,0",
-                   help="the view's move per frame in pixels, x right and y down (default 0,0)")
-    p.add_argument("--steps", metavar="N", type=int, default=1,
-                   help="gradient steps per octave for every frame after the first (default 1)")
-    p.add_argument("--octaves-after", metavar="N", type=int, default=1, dest="octaves_after",
-                   help="every frame after the first dreams only the N largest octaves (default 1; the first "
-                        "frame dreams all of the config's)")
+    p.add_argument(
+        "--zoom",
+        metavar="Z",
+        type=finite_float,
+        default=1.01,
+        help="scale per frame about the centre; above 1 zooms in (default 1.01: 1.27x a second at 24 fps)",
+    )
+    p.add_argument(
+        "--rotate",
+        metavar="DEG",
+        type=finite_float,
+        default=0.0,
+        help="rotation per frame, degrees counter-clockwise (default 0)",
+    )
+    p.add_argument(
+        "--pan",
+        metavar="DX,DY",
+        default="0,0",
+        help="the view's move per frame in pixels, x right and y down (default 0,0)",
+    )
+    p.add_argument(
+        "--steps",
+        metavar="N",
+        type=int,
+        default=1,
+        help="gradient steps per octave for every frame after the first (default 1)",
+    )
+    p.add_argument(
+        "--octaves-after",
+        metavar="N",
+        type=int,
+        default=1,
+        dest="octaves_after",
+        help="every frame after the first dreams only the N largest octaves (default 1; the first "
+        "frame dreams all of the config's)",
+    )
     p.add_argument("--audio", metavar="FILE", help="audio track for the clip (any file with audio; cut to length)")
     p.add_argument("--chunk-frames", type=int, default=48, help=argparse.SUPPRESS)  # tests: kills between chunks
     p.add_argument("--workdir", metavar="DIR", help="work folder (default: .OUT.dreamreel-work beside OUT)")
@@ -148,29 +237,52 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-work", action="store_true", help="keep the work folder after success")
     engine_options(p)
 
-    p = sub.add_parser("images", help="dream every image in a folder tree (resumable)", epilog=EPILOG_IMAGES,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "images",
+        help="dream every image in a folder tree (resumable)",
+        epilog=EPILOG_IMAGES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("input", metavar="IN_DIR", help="folder of images (walked recursively; hidden files skipped)")
     p.add_argument("-o", "--output", metavar="OUT_DIR", required=True, help="folder for the dreams (mirrors IN_DIR)")
-    p.add_argument("--format", choices=["same", "png", "jpg"], default="same",
-                   help="output format: same as the input where writable (default), png or jpg")
+    p.add_argument(
+        "--format",
+        choices=["same", "png", "jpg"],
+        default="same",
+        help="output format: same as the input where writable (default), png or jpg",
+    )
     p.add_argument("--workers", metavar="N", type=int, help="local Dask worker processes (default: 1, in-process)")
-    p.add_argument("--scheduler", metavar="ADDR", help="run on an existing Dask cluster, e.g. tcp://host:8786 "
-                   "(no shared filesystem needed: give --workdir a URL every worker reaches)")
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDR",
+        help="run on an existing Dask cluster, e.g. tcp://host:8786 "
+        "(no shared filesystem needed: give --workdir a URL every worker reaches)",
+    )
     p.add_argument("--restart", action="store_true", help="discard OUT_DIR's previous job record")
-    p.add_argument("--workdir", metavar="DIR", help="job store, a path or a URL such as s3://bucket/job "
-                   "(default: OUT_DIR/.dreamreel-work)")
+    p.add_argument(
+        "--workdir",
+        metavar="DIR",
+        help="job store, a path or a URL such as s3://bucket/job (default: OUT_DIR/.dreamreel-work)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     engine_options(p)
 
-    p = sub.add_parser("layers", help="list the layers a model can dream with", epilog=EPILOG_LAYERS,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="inception_v3", metavar="M",
-                   help="inception_v3 (default), vgg16_hed, or a Keras model file (.keras, .h5) or Keras 2 "
-                        "SavedModel folder")
+    p = sub.add_parser(
+        "layers",
+        help="list the layers a model can dream with",
+        epilog=EPILOG_LAYERS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--model",
+        default="inception_v3",
+        metavar="M",
+        help="inception_v3 (default), vgg16_hed, or a Keras model file (.keras, .h5) or Keras 2 SavedModel folder",
+    )
     p.add_argument("--all", action="store_true", help="every layer name, not just the usual dream layers")
-    p.add_argument("--channels", action="store_true", help="with each layer's output shape and channel count "
-                   "(targets: NAME:C)")
+    p.add_argument(
+        "--channels", action="store_true", help="with each layer's output shape and channel count (targets: NAME:C)"
+    )
 
     sub.add_parser("presets", help="list the built-in presets")
     return parser
@@ -326,8 +438,10 @@ def engine_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 def _stopped(what: str, where: str) -> int:
     """Ctrl-C in a resumable job: one line saying where its finished work is kept."""
-    print(one_line(f"{PROG}: stopped; finished {what} are kept in {where}. Run the same command again to resume."),
-          file=sys.stderr)
+    print(
+        one_line(f"{PROG}: stopped; finished {what} are kept in {where}. Run the same command again to resume."),
+        file=sys.stderr,
+    )
     return EXIT_INTERRUPTED
 
 
@@ -353,8 +467,10 @@ def cmd_image(args: argparse.Namespace) -> int:
     write_image(out, pixels, overwrite=args.overwrite)  # never over a file that appeared while we dreamt
     r = engine.resolved
     network = os.path.basename(r.model) if r.weights == "file" else f"{r.model}/{os.path.basename(r.weights)}"
-    print(f"{PROG}: wrote {out} ({pixels.shape[1]}x{pixels.shape[0]}, {network}, "
-          f"{time.monotonic() - start:.1f} s)", file=sys.stderr)
+    print(
+        f"{PROG}: wrote {out} ({pixels.shape[1]}x{pixels.shape[0]}, {network}, {time.monotonic() - start:.1f} s)",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -375,8 +491,14 @@ class _DreamBar:
         from tqdm import tqdm
 
         if self.bar is None:
-            self.bar = tqdm(total=octaves * iterations, desc=self.desc, unit="step", file=sys.stderr,
-                            dynamic_ncols=True, leave=False)
+            self.bar = tqdm(
+                total=octaves * iterations,
+                desc=self.desc,
+                unit="step",
+                file=sys.stderr,
+                dynamic_ncols=True,
+                leave=False,
+            )
         # max_loss may end an octave early: jump to where this step really is.
         self.bar.n = (octave - 1) * iterations + iteration
         self.bar.set_postfix_str(f"octave {octave}/{octaves} loss {loss:.3g}", refresh=False)
@@ -397,8 +519,9 @@ def cmd_video(args: argparse.Namespace) -> int:
     from .store import check_output_url, is_url
     from .video import VideoRequest, default_workdir, run_video
 
-    cfg, vcfg, keyframes = build_job_settings(args.preset, args.config, args.sets, engine_flags(args),
-                                              {"coherence": args.coherence, "blend": args.blend})
+    cfg, vcfg, keyframes = build_job_settings(
+        args.preset, args.config, args.sets, engine_flags(args), {"coherence": args.coherence, "blend": args.blend}
+    )
     if is_url(args.output):
         out = check_output_url(args.output, args.overwrite, VIDEO_OUTPUT_EXTENSIONS)
     else:
@@ -411,29 +534,56 @@ def cmd_video(args: argparse.Namespace) -> int:
     if args.preview:
         from pathlib import Path
 
-        return _preview(args.input, str(Path(out).with_name(Path(out).stem + "-preview.png")),
-                        *_preview_guide(cfg, args), vcfg, keyframes, 6, args.start, args.duration, args.frames,
-                        args.overwrite)
+        return _preview(
+            args.input,
+            str(Path(out).with_name(Path(out).stem + "-preview.png")),
+            *_preview_guide(cfg, args),
+            vcfg,
+            keyframes,
+            6,
+            args.start,
+            args.duration,
+            args.frames,
+            args.overwrite,
+        )
     if args.guide:
         from .guide import open_guide
         from .settings import check_guided_layers
 
         open_guide(args.guide)  # a bad guide is said before any work
         check_guided_layers(cfg.layers)
-    req = VideoRequest(input=args.input, output=out, config=cfg, video=vcfg, workdir=args.workdir,
-                       restart=args.restart, keep_work=args.keep_work or args.keep_frames,
-                       keep_frames=args.keep_frames, start=args.start, duration=args.duration,
-                       frames=args.frames, workers=args.workers, scheduler=args.scheduler, quiet=args.quiet,
-                       keyframes=keyframes, guide=args.guide, guide_end=args.guide_end, overwrite=args.overwrite)
+    req = VideoRequest(
+        input=args.input,
+        output=out,
+        config=cfg,
+        video=vcfg,
+        workdir=args.workdir,
+        restart=args.restart,
+        keep_work=args.keep_work or args.keep_frames,
+        keep_frames=args.keep_frames,
+        start=args.start,
+        duration=args.duration,
+        frames=args.frames,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        quiet=args.quiet,
+        keyframes=keyframes,
+        guide=args.guide,
+        guide_end=args.guide_end,
+        overwrite=args.overwrite,
+    )
     start = time.monotonic()
     try:
         stats = run_video(req)
     except KeyboardInterrupt:
         return _stopped("frames", req.workdir or default_workdir(out))
     shots = len(stats["cuts"])
-    print(f"{PROG}: wrote {out} ({stats['frames']} frames, {shots} shot{'s' if shots != 1 else ''}, "
-          f"{stats['dreamt']} dreamt now, {stats['resumed']} resumed{_replayed(stats)}, "
-          f"{time.monotonic() - start:.1f} s)", file=sys.stderr)
+    print(
+        f"{PROG}: wrote {out} ({stats['frames']} frames, {shots} shot{'s' if shots != 1 else ''}, "
+        f"{stats['dreamt']} dreamt now, {stats['resumed']} resumed{_replayed(stats)}, "
+        f"{time.monotonic() - start:.1f} s)",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -449,16 +599,27 @@ def cmd_preview(args: argparse.Namespace) -> int:
     from .errors import UsageError
     from .settings import build_job_settings
 
-    cfg, vcfg, keyframes = build_job_settings(args.preset, args.config, args.sets, engine_flags(args),
-                                              {"coherence": args.coherence, "blend": args.blend})
+    cfg, vcfg, keyframes = build_job_settings(
+        args.preset, args.config, args.sets, engine_flags(args), {"coherence": args.coherence, "blend": args.blend}
+    )
     if not 1 <= args.count <= 64:
         raise UsageError(f"--count {args.count}: give an integer from 1 to 64")
     if args.frames is not None and args.frames < 1:
         raise UsageError(f"--frames {args.frames}: give at least 1")
     check_duration("--duration", args.duration)
     out = args.output or f"{Path(args.input.rstrip('/')).stem}-preview.png"
-    return _preview(args.input, out, *_preview_guide(cfg, args), vcfg, keyframes, args.count, args.start,
-                    args.duration, args.frames, args.overwrite)
+    return _preview(
+        args.input,
+        out,
+        *_preview_guide(cfg, args),
+        vcfg,
+        keyframes,
+        args.count,
+        args.start,
+        args.duration,
+        args.frames,
+        args.overwrite,
+    )
 
 
 def _preview_guide(cfg: Any, args: argparse.Namespace) -> tuple[Any, tuple[str, str] | None]:
@@ -476,23 +637,51 @@ def _preview_guide(cfg: Any, args: argparse.Namespace) -> tuple[Any, tuple[str, 
         return cfg.replace(guide=still), None
     if not is_still_input(args.input):
         return cfg, (str(clip), args.guide_end)
-    logging.getLogger("dreamcore").warning("images are guided by a still: the preview takes the guide clip's "
-                                           "first frame")
+    logging.getLogger("dreamcore").warning(
+        "images are guided by a still: the preview takes the guide clip's first frame"
+    )
     return cfg.replace(guide=first_frame(clip)), None
 
 
-def _preview(src: str, out: str, cfg: Any, guide_clip: tuple[str, str] | None, vcfg: Any, keyframes: Any,
-             count: int, start: float | None, duration: float | None, frames: int | None, overwrite: bool) -> int:
+def _preview(
+    src: str,
+    out: str,
+    cfg: Any,
+    guide_clip: tuple[str, str] | None,
+    vcfg: Any,
+    keyframes: Any,
+    count: int,
+    start: float | None,
+    duration: float | None,
+    frames: int | None,
+    overwrite: bool,
+) -> int:
     from .preview import PreviewRequest, human, run_preview
 
     t0 = time.monotonic()
     clip, end = guide_clip or (None, "loop")
-    sheet, estimate = run_preview(PreviewRequest(input=src, output=out, config=cfg, video=vcfg, keyframes=keyframes,
-                                                 count=count, start=start, duration=duration, frames=frames,
-                                                 overwrite=overwrite, guide_clip=clip, guide_end=end))
-    print(f"{PROG}: wrote {sheet} ({time.monotonic() - t0:.0f} s). The full job would take about "
-          f"{human(estimate.seconds)}{f' ({estimate.seconds:.0f} s)' if estimate.seconds >= 90 else ''} on this "
-          f"machine: {'; '.join(estimate.lines)}", file=sys.stderr)
+    sheet, estimate = run_preview(
+        PreviewRequest(
+            input=src,
+            output=out,
+            config=cfg,
+            video=vcfg,
+            keyframes=keyframes,
+            count=count,
+            start=start,
+            duration=duration,
+            frames=frames,
+            overwrite=overwrite,
+            guide_clip=clip,
+            guide_end=end,
+        )
+    )
+    print(
+        f"{PROG}: wrote {sheet} ({time.monotonic() - t0:.0f} s). The full job would take about "
+        f"{human(estimate.seconds)}{f' ({estimate.seconds:.0f} s)' if estimate.seconds >= 90 else ''} on this "
+        f"machine: {'; '.join(estimate.lines)}",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -531,8 +720,9 @@ def cmd_zoom(args: argparse.Namespace) -> int:
     if frames < 1:
         raise UsageError(f"--frames {frames}: give at least 1")
     if not 0.5 <= args.zoom <= 2:
-        raise UsageError(f"--zoom {args.zoom:g}: give a scale per frame from 0.5 to 2 (1 is still; 1.02 a steady "
-                         "zoom in)")
+        raise UsageError(
+            f"--zoom {args.zoom:g}: give a scale per frame from 0.5 to 2 (1 is still; 1.02 a steady zoom in)"
+        )
     if not 1 <= args.steps <= 1000:
         raise UsageError(f"--steps {args.steps}: give an integer from 1 to 1000")
     if not 1 <= args.octaves_after <= 12:
@@ -541,18 +731,34 @@ def cmd_zoom(args: argparse.Namespace) -> int:
         dx, dy = (finite_float(v) for v in args.pan.split(","))
     except (ValueError, argparse.ArgumentTypeError):
         raise UsageError(f"--pan {args.pan[:60]}: expected DX,DY in pixels, e.g. 1.5,0") from None
-    req = ZoomRequest(input=args.input, output=out, config=cfg, frames=frames, fps=fps,
-                      motion=Motion(zoom=args.zoom, rotate=args.rotate, pan_x=dx, pan_y=dy), steps=args.steps,
-                      octaves=args.octaves_after, chunk_frames=max(1, args.chunk_frames), keyframes=keyframes,
-                      audio=args.audio, workdir=args.workdir, restart=args.restart, keep_work=args.keep_work,
-                      quiet=args.quiet, overwrite=args.overwrite)
+    req = ZoomRequest(
+        input=args.input,
+        output=out,
+        config=cfg,
+        frames=frames,
+        fps=fps,
+        motion=Motion(zoom=args.zoom, rotate=args.rotate, pan_x=dx, pan_y=dy),
+        steps=args.steps,
+        octaves=args.octaves_after,
+        chunk_frames=max(1, args.chunk_frames),
+        keyframes=keyframes,
+        audio=args.audio,
+        workdir=args.workdir,
+        restart=args.restart,
+        keep_work=args.keep_work,
+        quiet=args.quiet,
+        overwrite=args.overwrite,
+    )
     start = time.monotonic()
     try:
         stats = run_zoom(req)
     except KeyboardInterrupt:
         return _stopped("frames", req.workdir or default_workdir(out))
-    print(f"{PROG}: wrote {out} ({stats['frames']} frames at {fps} fps, {stats['dreamt']} dreamt now, "
-          f"{stats['resumed']} resumed{_replayed(stats)}, {time.monotonic() - start:.1f} s)", file=sys.stderr)
+    print(
+        f"{PROG}: wrote {out} ({stats['frames']} frames at {fps} fps, {stats['dreamt']} dreamt now, "
+        f"{stats['resumed']} resumed{_replayed(stats)}, {time.monotonic() - start:.1f} s)",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -565,9 +771,17 @@ def cmd_images(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args)
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers {args.workers}: give at least 1")
-    req = BatchRequest(in_dir=Path(args.input), out_dir=Path(args.output), config=cfg, fmt=args.format,
-                       restart=args.restart, workers=args.workers, scheduler=args.scheduler, quiet=args.quiet,
-                       workdir=args.workdir)
+    req = BatchRequest(
+        in_dir=Path(args.input),
+        out_dir=Path(args.output),
+        config=cfg,
+        fmt=args.format,
+        restart=args.restart,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        quiet=args.quiet,
+        workdir=args.workdir,
+    )
     try:
         report = run_batch(req)
     except KeyboardInterrupt:
@@ -649,8 +863,10 @@ def _ctrl_c_remembered() -> Iterator[None]:
     from .schedule import INTERRUPTED, on_sigint
 
     INTERRUPTED.clear()
-    if threading.current_thread() is not threading.main_thread() or \
-            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
         yield
         return
     signal.signal(signal.SIGINT, on_sigint)
@@ -681,8 +897,10 @@ def _run(args: argparse.Namespace, debug: bool) -> int:
         if debug:
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"{PROG}: error: {one_line(f'{type(exc).__name__}: {first}')} (DREAMREEL_DEBUG=1 shows the traceback)",
-              file=sys.stderr)
+        print(
+            f"{PROG}: error: {one_line(f'{type(exc).__name__}: {first}')} (DREAMREEL_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
 
 

@@ -32,11 +32,13 @@ class Unwritable(UsageError):
 
 # What keeps a folder people gave us from being written, in their words: by an OSError's errno, or
 # by the text a program (ffmpeg) prints for it.
-_WRITE_FAULTS = {"ENOSPC": ("No space left on device", "disk full"),
-                 "EDQUOT": ("Disk quota exceeded", "disk quota exceeded"),
-                 "EROFS": ("Read-only file system", "read-only filesystem"),
-                 "EACCES": ("Permission denied", "permission denied"),
-                 "EPERM": ("Operation not permitted", "permission denied")}
+_WRITE_FAULTS = {
+    "ENOSPC": ("No space left on device", "disk full"),
+    "EDQUOT": ("Disk quota exceeded", "disk quota exceeded"),
+    "EROFS": ("Read-only file system", "read-only filesystem"),
+    "EACCES": ("Permission denied", "permission denied"),
+    "EPERM": ("Operation not permitted", "permission denied"),
+}
 
 
 def write_fault(exc: BaseException) -> str | None:

@@ -101,9 +101,11 @@ def check_job(job: JobSpec) -> None:
     except StoreUnavailable as exc:
         raise StoreNotShared(f"worker {socket.gethostname()} cannot read the job store ({exc})") from None
     if found is None or found.decode().strip() != job.token:
-        raise StoreNotShared(f"worker {socket.gethostname()} does not see this job's store at {job.store.url} "
-                             f"({'no job there' if found is None else 'another job there'}): a folder local to "
-                             "another machine? give --workdir a path or URL that every worker shares")
+        raise StoreNotShared(
+            f"worker {socket.gethostname()} does not see this job's store at {job.store.url} "
+            f"({'no job there' if found is None else 'another job there'}): a folder local to "
+            "another machine? give --workdir a path or URL that every worker shares"
+        )
     _verified.add((job.id, job.token))
 
 
@@ -131,8 +133,9 @@ def check_store_shared(client: Any, store: Store, token: str) -> None:
     bad = [why for why in answers.values() if why]
     if bad:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
-        raise StoreNotShared(f"{bad[0]}{more}: a folder local to another machine? give --workdir a path or URL "
-                             "that every worker shares")
+        raise StoreNotShared(
+            f"{bad[0]}{more}: a folder local to another machine? give --workdir a path or URL that every worker shares"
+        )
 
 
 def local_input(job: JobSpec) -> str:
@@ -172,8 +175,10 @@ def local_copy(location: str, key: str, what: str = "input") -> str:
                     dst.write(block)
             if ends_digest(part)[:16] != key.rsplit("-", 1)[-1]:
                 part.unlink(missing_ok=True)
-                raise PipelineError(f"the {what} at {redact(location)} is not the file the job began with (changed or "
-                                    "damaged): run the same command again (a copy in the job store is uploaded anew)")
+                raise PipelineError(
+                    f"the {what} at {redact(location)} is not the file the job began with (changed or "
+                    "damaged): run the same command again (a copy in the job store is uploaded anew)"
+                )
             os.replace(part, target)
         _inputs[key] = str(target)
         return str(target)
@@ -277,8 +282,14 @@ def source_frame(job: JobSpec, seg: int, index: int, pts: float) -> np.ndarray:
     return decoded_frame((job.id, seg), lambda: local_input(job), index, pts, job.size)
 
 
-def decoded_frame(key: tuple[str, int], path: Callable[[], str], index: int, pts: float, size: tuple[int, int],
-                  skip_ahead: bool = False) -> np.ndarray:
+def decoded_frame(
+    key: tuple[str, int],
+    path: Callable[[], str],
+    index: int,
+    pts: float,
+    size: tuple[int, int],
+    skip_ahead: bool = False,
+) -> np.ndarray:
     """Frame ``index`` (at ``pts``) of a clip, from this worker's decoder ``key`` when it is at that
     frame (with ``skip_ahead``: at it or before it, reading on), else from a new one that seeks to it
     in the clip at ``path()``."""
@@ -381,8 +392,9 @@ def needed_frame(job: JobSpec, seg: int, index: int) -> np.ndarray:
 
 def store_frame(job: JobSpec, seg: int, index: int, rgb: np.ndarray) -> None:
     ext = frame_ext(job)
-    job.store.write_sealed(frame_rel(seg, index, ext),
-                           encode_png(rgb) if ext == "png" else memoryview(np.ascontiguousarray(rgb)).cast("B"))
+    job.store.write_sealed(
+        frame_rel(seg, index, ext), encode_png(rgb) if ext == "png" else memoryview(np.ascontiguousarray(rgb)).cast("B")
+    )
 
 
 def drop_frame(job: JobSpec, seg: int, index: int) -> None:
@@ -390,6 +402,7 @@ def drop_frame(job: JobSpec, seg: int, index: int) -> None:
 
 
 # --- chunks encoded as their frames are dreamt -------------------------------------------------
+
 
 class _Stream:
     """A chunk's encoder on this worker, fed by the frame tasks of its chain as they finish, so that
@@ -403,8 +416,7 @@ class _Stream:
         self.dir = make_temp_dir("dreamreel-stream")
         self.out = self.dir / f"{chunk['first']:06d}-{chunk['end']:06d}.mp4"
         rate = Fraction(job.rate) if job.rate else None
-        self.encoder = media.ChunkEncoder(self.out, *job.size, rate, None if rate else durations,
-                                          job.encoder_threads)
+        self.encoder = media.ChunkEncoder(self.out, *job.size, rate, None if rate else durations, job.encoder_threads)
         self.seg = chunk["seg"]
         self.next = chunk["first"]
         self.end = chunk["end"]
@@ -422,8 +434,9 @@ _streams: dict[tuple[str, str], _Stream] = {}  # least recently fed first
 MAX_STREAMS = 8
 
 
-def stream_frame(job: JobSpec, chunk: dict[str, Any] | None, durations: list[float], index: int,
-                 rgb: np.ndarray) -> None:
+def stream_frame(
+    job: JobSpec, chunk: dict[str, Any] | None, durations: list[float], index: int, rgb: np.ndarray
+) -> None:
     """Give frame ``index`` to its chunk's encoder on this worker (opened at the chunk's first)."""
     if chunk is None:
         return
@@ -435,7 +448,7 @@ def stream_frame(job: JobSpec, chunk: dict[str, Any] | None, durations: list[flo
             stream.abort()
         with _lock:
             stale = [k for k, s in _streams.items() if k[0] == job.id and s.seg == chunk["seg"] and s.next != s.end]
-            stale += list(_streams)[:max(0, len(_streams) - MAX_STREAMS + 1)]
+            stale += list(_streams)[: max(0, len(_streams) - MAX_STREAMS + 1)]
             dropped = [_streams.pop(k) for k in dict.fromkeys(stale)]
         for old in dropped:
             old.abort()
@@ -460,6 +473,7 @@ def take_stream(job: JobSpec, name: str) -> _Stream | None:
 
 
 # --- the tasks ---------------------------------------------------------------------------------
+
 
 def engine(cfg: Any) -> Any:
     """The network the command resolved, built once per worker; a worker that cannot load it fails
@@ -518,10 +532,22 @@ def _take_ahead(job: JobSpec, seg: int, index: int) -> Any:
     return None if fut is None else fut.result()
 
 
-def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev: dict[str, Any] | None,
-               prev_pts: float | None, last: bool, chunk: dict[str, Any] | None = None,
-               durations: list[float] | None = None, encoded_in: str | None = None,
-               next_pts: float | None = None, after: Any = None, replay: bool = False) -> dict[str, Any]:
+def frame_task(
+    job: JobSpec,
+    seg: int,
+    index: int,
+    pts: float,
+    fresh: bool,
+    prev: dict[str, Any] | None,
+    prev_pts: float | None,
+    last: bool,
+    chunk: dict[str, Any] | None = None,
+    durations: list[float] | None = None,
+    encoded_in: str | None = None,
+    next_pts: float | None = None,
+    after: Any = None,
+    replay: bool = False,
+) -> dict[str, Any]:
     """Dream frame ``index`` of segment ``seg``. ``fresh``: a chain's first frame (the whole dream).
     ``prev``: the previous task's result (its source and dream frames), or None when the chain
     continues from a stored frame (a resumed job); ``prev_pts`` is then that frame's time.
@@ -587,8 +613,7 @@ def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev
     if job.guide is not None or job.guide_clip is not None:
         from . import guide
 
-        steer = guide.still(job.store, job.guide) if job.guide is not None else \
-            guide.clip_frame(job, seg, pts - job.t0)
+        steer = guide.still(job.store, job.guide) if job.guide is not None else guide.clip_frame(job, seg, pts - job.t0)
         cfg = cfg.replace(guide=steer)
     flow_s = 0.0
     octaves = None
@@ -608,22 +633,40 @@ def frame_task(job: JobSpec, seg: int, index: int, pts: float, fresh: bool, prev
     if next_pts is not None and not last and vcfg.coherence == "flow":
         _start_ahead(job, seg, index + 1, next_pts, src, flow_size(vcfg.flow_side, cfg.max_side))
     td0, steps0, count0 = time.perf_counter(), step_seconds(), step_count()
-    dream = engine(cfg).dream_rgb(start, progress=check_stop, iterations=iterations, octaves=octaves,
-                                   seed_key=(index,), uint8=True)
+    dream = engine(cfg).dream_rgb(
+        start, progress=check_stop, iterations=iterations, octaves=octaves, seed_key=(index,), uint8=True
+    )
     dream_s, steps_s, steps = time.perf_counter() - td0, step_seconds() - steps0, step_count() - count0
     ts0 = time.perf_counter()
     if not replay:
         store_frame(job, seg, index, dream)
         stream_frame(job, chunk, durations or [], index, dream)
     store_s = time.perf_counter() - ts0
-    return {**result, "dream": dream, "seconds": time.perf_counter() - t0, "decode_s": decode_s, "flow_s": flow_s,
-            "dream_s": dream_s, "steps_s": steps_s, "steps": steps, "store_s": store_s, "fresh": fresh,
-            "ahead": ahead is not None, "replay": replay,
-            "layout": numerics()}
+    return {
+        **result,
+        "dream": dream,
+        "seconds": time.perf_counter() - t0,
+        "decode_s": decode_s,
+        "flow_s": flow_s,
+        "dream_s": dream_s,
+        "steps_s": steps_s,
+        "steps": steps,
+        "store_s": store_s,
+        "fresh": fresh,
+        "ahead": ahead is not None,
+        "replay": replay,
+        "layout": numerics(),
+    }
 
 
-def chunk_task(job: JobSpec, chunk: dict[str, Any], segment: dict[str, Any], blend: dict[str, Any] | None,
-               durations: list[float], after: Any = None) -> dict[str, Any]:
+def chunk_task(
+    job: JobSpec,
+    chunk: dict[str, Any],
+    segment: dict[str, Any],
+    blend: dict[str, Any] | None,
+    durations: list[float],
+    after: Any = None,
+) -> dict[str, Any]:
     """Encode output frames [first, end) of a segment into ``chunks/<name>``; ``blend``: the next
     segment of the shot (a Segment as a dict), whose warm frames cross-fade into this chunk's last
     ones. Then drop the stored frames no chain needs any more: this chunk's, but for its last one
@@ -642,8 +685,13 @@ def chunk_task(job: JobSpec, chunk: dict[str, Any], segment: dict[str, Any], ble
         if stream is not None:
             stream.abort()
         _drop_encoded(job, c, segment, blend)
-        return {"chunk": c.name, "frames": c.end - c.first, "seconds": time.perf_counter() - t0, "streamed": False,
-                "again": True}
+        return {
+            "chunk": c.name,
+            "frames": c.end - c.first,
+            "seconds": time.perf_counter() - t0,
+            "streamed": False,
+            "again": True,
+        }
     if stream is not None and stream.next == c.end:
         _leave_thread_pool()
         try:

@@ -17,8 +17,9 @@ from typing import Any
 from .errors import InputError, UsageError
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes | Sequence[Any], durable: bool = True,
-                 overwrite: bool = True) -> None:
+def write_atomic(
+    path: str | os.PathLike[str], data: bytes | Sequence[Any], durable: bool = True, overwrite: bool = True
+) -> None:
     """Write ``data`` (bytes, or several buffers written one after the other) to a temporary file
     beside ``path``, then rename it into place.
 
@@ -35,7 +36,7 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | Sequence[Any], dura
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
         with os.fdopen(fd, "wb") as f:
-            for part in ([data] if isinstance(data, (bytes, bytearray, memoryview)) else data):
+            for part in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
                 f.write(part)
             f.flush()
             if durable:

@@ -179,12 +179,16 @@ def still(store: Store, digest: str) -> Any:
             return _stills[key]
     data = store.read_sealed(GUIDE_PNG)
     if data is None:
-        raise PipelineError(f"the guide is missing from the job store {store.url}: run the same command again "
-                            "(it writes the guide there)")
+        raise PipelineError(
+            f"the guide is missing from the job store {store.url}: run the same command again "
+            "(it writes the guide there)"
+        )
     guide = Guide(decode_png(data))
     if guide.digest != digest:
-        raise PipelineError(f"the guide in the job store {store.url} is not this job's: run the same command again "
-                            "(it writes the guide there)")
+        raise PipelineError(
+            f"the guide in the job store {store.url} is not this job's: run the same command again "
+            "(it writes the guide there)"
+        )
     with _lock:
         _stills[key] = guide
     return guide
@@ -216,8 +220,10 @@ def clip_frame(job: Any, seg: int, t: float) -> Any:
         if raw is None:
             from .errors import PipelineError
 
-            raise PipelineError(f"the guide's frame times are missing from the job store {job.store.url}: run the "
-                                "same command again (it writes them there)")
+            raise PipelineError(
+                f"the guide's frame times are missing from the job store {job.store.url}: run the "
+                "same command again (it writes them there)"
+            )
         times = json.loads(bytes(raw))
         with _lock:
             _times[(job.id, clip.key)] = times
@@ -227,8 +233,14 @@ def clip_frame(job: Any, seg: int, t: float) -> Any:
         last = _last.get(key)
     if last is not None and last[0] == i:
         return last[1]
-    pixels = decoded_frame((f"guide-{job.id}", seg), lambda: local_copy(clip.path, clip.key, "guide"), i, times[i],
-                           clip.size, skip_ahead=True)
+    pixels = decoded_frame(
+        (f"guide-{job.id}", seg),
+        lambda: local_copy(clip.path, clip.key, "guide"),
+        i,
+        times[i],
+        clip.size,
+        skip_ahead=True,
+    )
     guide = Guide(shrink(pixels))
     with _lock:
         _last[key] = (i, guide)

@@ -103,9 +103,25 @@ def _decode_16bit(p: Path) -> np.ndarray:
 # reads most of them first; a file Pillow did not know and that begins with none of these is no
 # image, and is refused from its first bytes: never read whole (a 1 GB file in a photo folder).
 _OPENCV_SIGNATURES = (
-    b"BM", b"\xff\xd8\xff", b"\x89PNG", b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+", b"PF\n", b"Pf\n",
-    b"\x59\xa6\x6a\x95", b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51", b"\x76\x2f\x31\x01",
-    b"#?RADIANCE", b"#?RGBE", b"GIF87a", b"GIF89a", b"\xff\x0a", b"\x00\x00\x00\x0cJXL ",
+    b"BM",
+    b"\xff\xd8\xff",
+    b"\x89PNG",
+    b"II*\x00",
+    b"MM\x00*",
+    b"II+\x00",
+    b"MM\x00+",
+    b"PF\n",
+    b"Pf\n",
+    b"\x59\xa6\x6a\x95",
+    b"\x00\x00\x00\x0cjP  \r\n\x87\n",
+    b"\xff\x4f\xff\x51",
+    b"\x76\x2f\x31\x01",
+    b"#?RADIANCE",
+    b"#?RGBE",
+    b"GIF87a",
+    b"GIF89a",
+    b"\xff\x0a",
+    b"\x00\x00\x00\x0cJXL ",
 )
 
 
@@ -129,8 +145,10 @@ def _read_with_opencv(p: Path) -> Picture:
         arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
         if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):  # OpenCV checked the header's size before decoding
-            raise InputError(f"{p}: its header claims more than the {MAX_PIXELS // 1_000_000} megapixel limit "
-                             "(a decompression bomb or a mistake; scale it down first)") from None
+            raise InputError(
+                f"{p}: its header claims more than the {MAX_PIXELS // 1_000_000} megapixel limit "
+                "(a decompression bomb or a mistake; scale it down first)"
+            ) from None
         raise InputError(f"{p}: cannot decode ({str(exc).strip().splitlines()[-1]})") from None
     if arr is None:
         raise InputError(f"{p}: not an image (no known image format)")
@@ -234,8 +252,9 @@ def write_image(path: str | os.PathLike[str], pixels: np.ndarray, overwrite: boo
     try:
         write_atomic(p, encode_image(pixels, p.suffix), overwrite=overwrite)
     except FileExistsError:
-        raise UsageError(f"{p}: appeared while the image was dreamt, and is kept (pass --overwrite to replace "
-                         "it)") from None
+        raise UsageError(
+            f"{p}: appeared while the image was dreamt, and is kept (pass --overwrite to replace it)"
+        ) from None
     except OSError as exc:
         fault = write_fault(exc)
         if not fault:

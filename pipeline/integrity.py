@@ -59,7 +59,7 @@ def trailer(parts: Sequence[Any]) -> bytes:
 
 def payload(data: bytes, rel: str, where: str) -> memoryview:
     """The bytes before a sealed file's trailer, once checked; :class:`Damaged` when they do not match."""
-    view = memoryview(data)[:max(0, len(data) - SIZE)]
+    view = memoryview(data)[: max(0, len(data) - SIZE)]
     _check(len(data), data[-SIZE:], lambda: digest([view]), rel, where)
     return view
 
@@ -81,6 +81,7 @@ def check_file(path: Path, rel: str, where: str) -> None:
     except FileNotFoundError:
         raise Damaged(rel, where, "missing") from None
     with open(path, "rb") as f:
+
         def hashed() -> bytes:
             h, left = _hasher(), total - SIZE
             f.seek(0)

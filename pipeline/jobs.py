@@ -39,6 +39,7 @@ def file_fingerprint(path: Path) -> dict[str, Any]:
     and a changed file is caught even when a copy kept its mtime."""
     st = path.stat()
     with open(path, "rb") as f:
+
         def read(start: int, end: int) -> bytes:
             f.seek(start)
             return f.read(end - start)
@@ -78,8 +79,7 @@ def _checksum(job: Mapping[str, Any]) -> str:
 
 def write_record(store: Store, job: dict[str, Any]) -> None:
     """Write the job's record, and then its copy, each whole and durable."""
-    text = (json.dumps({**job, "checksum": _checksum(job)}, indent=1, sort_keys=True, allow_nan=False)
-            + "\n").encode()
+    text = (json.dumps({**job, "checksum": _checksum(job)}, indent=1, sort_keys=True, allow_nan=False) + "\n").encode()
     store.write_bytes(JOB_FILE, text)
     store.write_bytes(JOB_COPY, text)
 
@@ -111,14 +111,21 @@ def _shape_fault(job: Mapping[str, Any]) -> str | None:
         return "no version or identity"
     plan = job.get("plan")
     if plan is not None:
-        ok = (isinstance(plan, dict) and isinstance(plan.get("frames"), int)
-              and isinstance(plan.get("pts"), list) and all(isinstance(t, (int, float)) for t in plan["pts"])
-              and len(plan["pts"]) == plan["frames"]
-              and all(isinstance(x, dict) and all(isinstance(x.get(k), int) for k in ("id", "warm_from", "first",
-                                                                                     "end"))
-                      for x in plan.get("segments") or [None])
-              and all(isinstance(x, dict) and all(isinstance(x.get(k), int) for k in ("seg", "first", "end"))
-                      for x in plan.get("chunks") or [None]))
+        ok = (
+            isinstance(plan, dict)
+            and isinstance(plan.get("frames"), int)
+            and isinstance(plan.get("pts"), list)
+            and all(isinstance(t, (int, float)) for t in plan["pts"])
+            and len(plan["pts"]) == plan["frames"]
+            and all(
+                isinstance(x, dict) and all(isinstance(x.get(k), int) for k in ("id", "warm_from", "first", "end"))
+                for x in plan.get("segments") or [None]
+            )
+            and all(
+                isinstance(x, dict) and all(isinstance(x.get(k), int) for k in ("seg", "first", "end"))
+                for x in plan.get("chunks") or [None]
+            )
+        )
         if not ok:
             return "its plan"
     return None
@@ -139,12 +146,20 @@ def read_record(store: Store) -> dict[str, Any] | None:
         return copy
     if why == "missing" and why_copy == "missing":
         if has_work(store):
-            raise Damaged(JOB_FILE, redact(store.path(JOB_FILE)), "missing, and its copy too, beside a job's frames "
-                          "and chunks that nothing now describes: --restart discards them")
+            raise Damaged(
+                JOB_FILE,
+                redact(store.path(JOB_FILE)),
+                "missing, and its copy too, beside a job's frames "
+                "and chunks that nothing now describes: --restart discards them",
+            )
         return None
-    raise Damaged(JOB_FILE, redact(store.path(JOB_FILE)), f"{why}, and its copy {JOB_COPY} "
-                  f"{'too' if why_copy == why else why_copy}: the job it describes cannot be resumed; --restart "
-                  "discards it")
+    raise Damaged(
+        JOB_FILE,
+        redact(store.path(JOB_FILE)),
+        f"{why}, and its copy {JOB_COPY} "
+        f"{'too' if why_copy == why else why_copy}: the job it describes cannot be resumed; --restart "
+        "discards it",
+    )
 
 
 def has_work(store: Store) -> bool:
@@ -152,8 +167,9 @@ def has_work(store: Store) -> bool:
     return store.holds_files("frames") or store.holds_files("chunks")
 
 
-def open_job(store: Store, identity: Mapping[str, Any], restart: bool,
-             work: Callable[[Store], bool] = has_work) -> dict[str, Any] | None:
+def open_job(
+    store: Store, identity: Mapping[str, Any], restart: bool, work: Callable[[Store], bool] = has_work
+) -> dict[str, Any] | None:
     """The store's job record when it describes this job (None when there is none, or after
     ``restart`` cleared it); another job's store is refused, naming what changed, unless it holds
     none of that job's work (``work`` tells)."""
@@ -177,8 +193,10 @@ def open_job(store: Store, identity: Mapping[str, Any], restart: bool,
         return None
     if changed:
         shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
-        raise UsageError(f"{redact(store.url)}: this work folder belongs to another job (changed: {shown}); "
-                         "run the original command to finish it, or pass --restart to discard it")
+        raise UsageError(
+            f"{redact(store.url)}: this work folder belongs to another job (changed: {shown}); "
+            "run the original command to finish it, or pass --restart to discard it"
+        )
     return job
 
 
@@ -210,9 +228,11 @@ class LayoutLog:
         if len(layouts) <= 1:
             return None
         shown = "; ".join(map(describe_layout, layouts))
-        return (f"this job was dreamt under {len(layouts)} numerics layouts ({shown}): "
-                "where a shot or item crossed from one to another it can differ from an uninterrupted run by a "
-                "fraction of a grey level (README: 'Exact results')")
+        return (
+            f"this job was dreamt under {len(layouts)} numerics layouts ({shown}): "
+            "where a shot or item crossed from one to another it can differ from an uninterrupted run by a "
+            "fraction of a grey level (README: 'Exact results')"
+        )
 
 
 # --- the life of a job in its work folder (video and zoom) -------------------------------------
@@ -269,11 +289,15 @@ def until_whole(store: Store, attempt: Callable[[], T]) -> T:
         except Damaged as exc:
             seen[exc.rel] += 1
             if seen[exc.rel] > MAX_REPAIRS_OF_ONE:
-                raise PipelineError(f"{exc} (again, after {MAX_REPAIRS_OF_ONE} repairs: a failing disk?); what is "
-                                    f"done is kept in {redact(store.url)}") from None
+                raise PipelineError(
+                    f"{exc} (again, after {MAX_REPAIRS_OF_ONE} repairs: a failing disk?); what is "
+                    f"done is kept in {redact(store.url)}"
+                ) from None
             remake(store, exc)
-    raise PipelineError(f"{redact(store.url)}: still finding damaged files after {MAX_ROUNDS} rounds of repairs (a "
-                        "failing disk?); what is done is kept there")
+    raise PipelineError(
+        f"{redact(store.url)}: still finding damaged files after {MAX_ROUNDS} rounds of repairs (a "
+        "failing disk?); what is done is kept there"
+    )
 
 
 @contextlib.contextmanager
@@ -296,10 +320,16 @@ def remove_work(store: Store) -> None:
     try:
         others = store.remove()
     except (OSError, PipelineError) as exc:
-        log.warning("%s: the output is written, but the work folder could not be removed (%s): remove it by hand",
-                    redact(store.url), redact(str(exc)))
+        log.warning(
+            "%s: the output is written, but the work folder could not be removed (%s): remove it by hand",
+            redact(store.url),
+            redact(str(exc)),
+        )
         return
     if others:
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-        log.warning("%s: kept: it also holds %s, which dreamreel did not write (its own files are removed)",
-                    redact(store.url), shown)
+        log.warning(
+            "%s: kept: it also holds %s, which dreamreel did not write (its own files are removed)",
+            redact(store.url),
+            shown,
+        )

@@ -61,8 +61,9 @@ def _url(path: str | os.PathLike[str]) -> str:
 
 def _run(args: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
     """The one place ffmpeg runs."""
-    proc = subprocess.run([ffmpeg_exe(), *args], stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          errors="replace")
+    proc = subprocess.run(
+        [ffmpeg_exe(), *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace"
+    )
     if check and proc.returncode != 0:
         raise FFmpegError(f"ffmpeg failed: {_last_error(proc.stderr)}", write_fault(proc.stderr))
     return proc
@@ -70,9 +71,11 @@ def _run(args: list[str], *, check: bool = True) -> subprocess.CompletedProcess[
 
 # Lines ffmpeg prints that never say what went wrong: progress, and x264's statistics at the end (a
 # failed join once reported "Qavg: 59212.957" for a full disk).
-_NOISE = re.compile(r"^(frame=|size=|video:|Press \[q\]|\[out#|.*Last message repeated|"
-                    r"\[libx264 @ [^\]]+\] (frame [IPB]|mb [IPB]|coded|ref [PB]|kb/s|i16|i8|8x8|Weighted|direct|"
-                    r"consecutive|final ratefactor|using|profile|SSIM|PSNR)|.*Qavg)")
+_NOISE = re.compile(
+    r"^(frame=|size=|video:|Press \[q\]|\[out#|.*Last message repeated|"
+    r"\[libx264 @ [^\]]+\] (frame [IPB]|mb [IPB]|coded|ref [PB]|kb/s|i16|i8|8x8|Weighted|direct|"
+    r"consecutive|final ratefactor|using|profile|SSIM|PSNR)|.*Qavg)"
+)
 _FAULT = re.compile(r"error|failed|invalid|no such|denied|no space|not found|cannot|unable|could not", re.I)
 
 
@@ -93,6 +96,7 @@ def _last_error(stderr: str) -> str:
 
 
 # --- probe -------------------------------------------------------------------------------------
+
 
 @dataclass
 class SourceInfo:
@@ -203,8 +207,9 @@ class FramePipe:
 
     def __init__(self, args: list[str], width: int, height: int):
         self.width, self.height = width, height
-        self.proc = subprocess.Popen([ffmpeg_exe(), *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [ffmpeg_exe(), *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         self.times: dict[int, float] = {}  # showinfo's frame number n -> timestamp
         self.durations: dict[int, float | None] = {}
         self.rate: Fraction | None = None
@@ -250,12 +255,15 @@ class FramePipe:
         k = self.count
         with self._cond:
             # showinfo numbers the frames it sees (n), which are the frames on stdout, in order
-            if not self._cond.wait_for(lambda: k in self.times or max(self.times, default=-1) > k or self._done,
-                                       timeout=60):
+            if not self._cond.wait_for(
+                lambda: k in self.times or max(self.times, default=-1) > k or self._done, timeout=60
+            ):
                 raise FFmpegError("ffmpeg gave a frame but not its timestamp")
             if k not in self.times:
-                raise PipelineError(f"ffmpeg reported no timestamp for frame {k}; cannot keep the clip's timing "
-                                    "(DREAMREEL_DEBUG=1 and report it, with the file)")
+                raise PipelineError(
+                    f"ffmpeg reported no timestamp for frame {k}; cannot keep the clip's timing "
+                    "(DREAMREEL_DEBUG=1 and report it, with the file)"
+                )
             pts = self.times[k]
         self.count += 1
         return pts, np.frombuffer(buf, np.uint8).reshape(self.height, self.width, 3)
@@ -314,9 +322,14 @@ class Scan:
         return all(abs((b - a) - step) < 0.25 * step for a, b in zip(self.pts, self.pts[1:], strict=False))
 
 
-def scan(src: str | os.PathLike[str], size: tuple[int, int], start: float | None = None,
-         duration: float | None = None, max_frames: int | None = None,
-         on_frame: Callable[[int, Any], None] | None = None) -> Scan:
+def scan(
+    src: str | os.PathLike[str],
+    size: tuple[int, int],
+    start: float | None = None,
+    duration: float | None = None,
+    max_frames: int | None = None,
+    on_frame: Callable[[int, Any], None] | None = None,
+) -> Scan:
     """Decode the range once, scaled to ``size`` (w, h) while decoding, rotation applied; every
     frame goes to ``on_frame(index, rgb)``. Timestamps are the file's own (``-copyts``), so a
     worker can seek to any frame later."""
@@ -360,16 +373,20 @@ def open_frames(src: str | os.PathLike[str], pts: float | None, size: tuple[int,
     if pts is not None:
         in_opts.update(ss=f"{pts + 1e-4:.6f}", seek_timestamp=1, noaccurate_seek=None)
     stream = ffmpeg.input(_url(src), **in_opts).video.filter("showinfo")
-    args = (ffmpeg.output(stream, "pipe:", f="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
-            .global_args("-hide_banner", "-nostdin").get_args())
+    args = (
+        ffmpeg.output(stream, "pipe:", f="rawvideo", pix_fmt="rgb24", fps_mode="passthrough")
+        .global_args("-hide_banner", "-nostdin")
+        .get_args()
+    )
     return FramePipe(args, *size)
 
 
 SEEK_BACK_S = 2.0  # where a seek lands after the frame sought, the next try starts this much before it
 
 
-def frames_at(src: str | os.PathLike[str], pts: float | None, size: tuple[int, int]
-              ) -> tuple[FramePipe, tuple[float, Any] | None]:
+def frames_at(
+    src: str | os.PathLike[str], pts: float | None, size: tuple[int, int]
+) -> tuple[FramePipe, tuple[float, Any] | None]:
     """A decoder of ``src`` standing at the frame whose timestamp is ``pts`` (None: the first), and
     that frame: the first one at or after ``pts``, None at the end (the caller checks the time).
 
@@ -400,6 +417,7 @@ def frames_at(src: str | os.PathLike[str], pts: float | None, size: tuple[int, i
 
 # --- encode ------------------------------------------------------------------------------------
 
+
 def check_video_output(path: str | os.PathLike[str], overwrite: bool) -> Path:
     p = Path(path)
     ext = p.suffix.lower()
@@ -412,8 +430,7 @@ def check_video_output(path: str | os.PathLike[str], overwrite: bool) -> Path:
 def _even(video: Any, w: int, h: int) -> Any:
     """yuv420p needs even sides: an odd side grows by one pixel, a copy of the edge."""
     if w % 2 or h % 2:
-        video = video.filter("pad", w + w % 2, h + h % 2).filter("fillborders", right=w % 2, bottom=h % 2,
-                                                                  mode="smear")
+        video = video.filter("pad", w + w % 2, h + h % 2).filter("fillborders", right=w % 2, bottom=h % 2, mode="smear")
     return video
 
 
@@ -435,8 +452,15 @@ class ChunkEncoder:
     written beside ``out``). Ends with :meth:`finish`. ``threads``: x264's thread count (its pixels
     depend on it; None: x264 chooses, by this machine's cores)."""
 
-    def __init__(self, out: Path, width: int, height: int, rate: Fraction | None, durations: list[float] | None,
-                 threads: int | None = None):
+    def __init__(
+        self,
+        out: Path,
+        width: int,
+        height: int,
+        rate: Fraction | None,
+        durations: list[float] | None,
+        threads: int | None = None,
+    ):
         import ffmpeg
 
         self.out, self.size = out, (width, height)
@@ -451,16 +475,26 @@ class ChunkEncoder:
         self._i420 = durations is None and width % 2 == 0 and height % 2 == 0
         if durations is None:
             assert rate
-            video = ffmpeg.input("pipe:", f="rawvideo", pix_fmt="yuv420p" if self._i420 else "rgb24",
-                                 s=f"{width}x{height}", framerate=str(rate)).video
+            video = ffmpeg.input(
+                "pipe:",
+                f="rawvideo",
+                pix_fmt="yuv420p" if self._i420 else "rgb24",
+                s=f"{width}x{height}",
+                framerate=str(rate),
+            ).video
             # The track's timescale is the rate's own numerator, so each frame lasts a whole number of
             # ticks and players read back the exact rate (with the muxer's default, 4 x 2997 for
             # 2997/125, ffmpeg reads back 24000/1001).
-            args = (ffmpeg.output(_even(video, width, height), _url(out), f="mp4", video_track_timescale=rate.numerator,
-                                  **self._x264)
-                    .global_args("-hide_banner", "-nostdin", "-y", "-loglevel", "error").get_args())
-            self.proc = subprocess.Popen([ffmpeg_exe(), *args], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.PIPE)
+            args = (
+                ffmpeg.output(
+                    _even(video, width, height), _url(out), f="mp4", video_track_timescale=rate.numerator, **self._x264
+                )
+                .global_args("-hide_banner", "-nostdin", "-y", "-loglevel", "error")
+                .get_args()
+            )
+            self.proc = subprocess.Popen(
+                [ffmpeg_exe(), *args], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            )
 
     def write(self, rgb: Any) -> None:
         if self.proc is not None:
@@ -497,12 +531,21 @@ class ChunkEncoder:
         listing = self.out.with_suffix(".ffconcat")
         lines = ["ffconcat version 1.0"]
         for f, d in zip(self._files, self._durations, strict=True):
-            lines += [f"file {f.name}", "option f rawvideo", "option pixel_format rgb24", "option framerate 90000",
-                      f"option video_size {w}x{h}", f"duration {max(d, 1e-4):.6f}"]
+            lines += [
+                f"file {f.name}",
+                "option f rawvideo",
+                "option pixel_format rgb24",
+                "option framerate 90000",
+                f"option video_size {w}x{h}",
+                f"duration {max(d, 1e-4):.6f}",
+            ]
         listing.write_text("\n".join(lines) + "\n")
         video = ffmpeg.input(_url(listing), f="concat", safe=0).video
-        args = (ffmpeg.output(_even(video, w, h), _url(self.out), f="mp4", fps_mode="passthrough", **self._x264)
-                .global_args("-hide_banner", "-nostdin", "-y").get_args())
+        args = (
+            ffmpeg.output(_even(video, w, h), _url(self.out), f="mp4", fps_mode="passthrough", **self._x264)
+            .global_args("-hide_banner", "-nostdin", "-y")
+            .get_args()
+        )
         try:
             _run(args)
         finally:
@@ -518,9 +561,18 @@ class ChunkEncoder:
             f.unlink(missing_ok=True)
 
 
-def join(chunks: list[Path], out: Path, audio_from: Path | None, start: float | None, duration: float | None,
-         rate: Fraction | None, spans: list[float], last: tuple[float, float] | None, work: Path,
-         frames: int = 0) -> str:
+def join(
+    chunks: list[Path],
+    out: Path,
+    audio_from: Path | None,
+    start: float | None,
+    duration: float | None,
+    rate: Fraction | None,
+    spans: list[float],
+    last: tuple[float, float] | None,
+    work: Path,
+    frames: int = 0,
+) -> str:
     """The chunks, one after another, by stream copy, with the source's audio; write ``out`` (a
     temporary name: the caller renames it). ``rate``: the constant frame rate (None: irregular
     timing, kept as the chunks have it). ``spans``: each chunk's length in seconds (its frames'
@@ -553,8 +605,10 @@ def join(chunks: list[Path], out: Path, audio_from: Path | None, start: float | 
             # duration: that one makes the film end where the source's range ends (t + d after the
             # first frame), its frames reordered or not.
             end = f"{t + d:.6f}/TB"
-            vopts["bsf:v"] = (f"setts=pts=PTS:dts=DTS:duration=if(eq(N\\,{frames - 1})\\,{end}-(DTS-STARTDTS)\\,"
-                              f"if(gte(PTS*TB\\,{t - 5e-4:.6f})\\,{end}-(PTS-STARTPTS)\\,DURATION))")
+            vopts["bsf:v"] = (
+                f"setts=pts=PTS:dts=DTS:duration=if(eq(N\\,{frames - 1})\\,{end}-(DTS-STARTDTS)\\,"
+                f"if(gte(PTS*TB\\,{t - 5e-4:.6f})\\,{end}-(PTS-STARTPTS)\\,DURATION))"
+            )
     if out.suffix.lower() in (".mp4", ".m4v", ".mov"):
         vopts["movflags"] = "+faststart"
         if rate is not None:  # as the chunks have it (ChunkEncoder): the exact rate reads back
@@ -573,8 +627,11 @@ def join(chunks: list[Path], out: Path, audio_from: Path | None, start: float | 
             opts["c:a"] = audio_codec
             if audio_codec == "aac":
                 opts["b:a"] = "192k"
-        args = ffmpeg.output(*streams, _url(out), f=_muxer(out), **opts).global_args(
-            "-hide_banner", "-nostdin", "-y").get_args()
+        args = (
+            ffmpeg.output(*streams, _url(out), f=_muxer(out), **opts)
+            .global_args("-hide_banner", "-nostdin", "-y")
+            .get_args()
+        )
         return _run(args, check=False)
 
     if audio_from is None:
@@ -595,8 +652,23 @@ def join(chunks: list[Path], out: Path, audio_from: Path | None, start: float | 
 def packet_times(path: str | os.PathLike[str]) -> list[float]:
     """The presentation times of a file's video packets, in seconds, in order: read from its index
     by stream copy (nothing is decoded), to check a film against its plan."""
-    proc = _run(["-hide_banner", "-nostdin", "-loglevel", "error", "-i", _url(path), "-map", "0:v:0", "-c", "copy",
-                 "-f", "framecrc", "-"])
+    proc = _run(
+        [
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-i",
+            _url(path),
+            "-map",
+            "0:v:0",
+            "-c",
+            "copy",
+            "-f",
+            "framecrc",
+            "-",
+        ]
+    )
     tb = Fraction(1, 1)
     pts = []
     for line in proc.stdout.splitlines():

@@ -70,8 +70,14 @@ def scan_size(width: int, height: int) -> tuple[int, int]:
     return w, max(2, round(height * w / width / 2) * 2)
 
 
-def scan(src: Path, info: media.SourceInfo, vcfg: VideoConfig, start: float | None, duration: float | None,
-         frames: int | None) -> tuple[media.Scan, list[int]]:
+def scan(
+    src: Path,
+    info: media.SourceInfo,
+    vcfg: VideoConfig,
+    start: float | None,
+    duration: float | None,
+    frames: int | None,
+) -> tuple[media.Scan, list[int]]:
     """The light pass: timestamps of the chosen range and where its shots begin."""
     from dreamcore.coherence import CutDetector
 
@@ -106,7 +112,7 @@ def plan_segments(frames: int, shot_starts: list[int], workers: int, chunk: int,
             if e - s < 2 * MIN_SPLIT_FRAMES or (len(pieces) >= workers and e - s <= share):
                 break
             mid = s + (e - s) // 2
-            pieces[pieces.index(longest):pieces.index(longest) + 1] = [[s, mid], [mid, e]]
+            pieces[pieces.index(longest) : pieces.index(longest) + 1] = [[s, mid], [mid, e]]
             shot_of[mid] = shot_of[s]
     segments = []
     for i, (s, e) in enumerate(pieces):
@@ -165,10 +171,17 @@ def store_bound(frames: int, width: int, height: int, in_flight: int, overlap: i
 
 
 def plan_dict(result: media.Scan, shots: list[int], segments: list[Segment], chunks: list[Chunk]) -> dict[str, Any]:
-    return {"frames": result.frames, "pts": result.pts, "frame_rate": str(result.frame_rate) if result.frame_rate
-            else None, "constant_rate": result.is_constant_rate(), "errors": result.errors,
-            "last_duration": result.last_duration, "shots": shots, "segments": [asdict(s) for s in segments],
-            "chunks": [asdict(c) for c in chunks]}
+    return {
+        "frames": result.frames,
+        "pts": result.pts,
+        "frame_rate": str(result.frame_rate) if result.frame_rate else None,
+        "constant_rate": result.is_constant_rate(),
+        "errors": result.errors,
+        "last_duration": result.last_duration,
+        "shots": shots,
+        "segments": [asdict(s) for s in segments],
+        "chunks": [asdict(c) for c in chunks],
+    }
 
 
 def durations(plan: dict[str, Any]) -> list[float]:

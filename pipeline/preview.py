@@ -75,6 +75,7 @@ def run_preview(req: PreviewRequest) -> tuple[Path, Estimate]:
 
 # --- a clip ----------------------------------------------------------------------------------------
 
+
 def _clip(req: PreviewRequest, src: Path) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], Estimate]:
     from dreamcore.coherence import CutDetector, flow_size, optical_flow
     from dreamcore.engine import Engine
@@ -164,9 +165,11 @@ def _clip(req: PreviewRequest, src: Path) -> tuple[list[tuple[str, np.ndarray, n
     total = n_first * first_s + (n - n_first) * follow_s + scan_s
     ran = "" if share >= 0.999 else f", {share:.0%} of them run before max_loss"
     plural = "s" if len(shots) != 1 else ""
-    lines = [f"{n} frames of {w}x{h}, {len(shots)} shot{plural}; here a shot's first frame takes about {first_s:.1f} s "
-             f"(every octave at {cfg.iterations} steps{ran}), a following frame {follow_s:.2f} s "
-             f"({vcfg.followup_iterations} step per octave{f', flow {flow_s:.2f} s' if flow_s else ''})"]
+    lines = [
+        f"{n} frames of {w}x{h}, {len(shots)} shot{plural}; here a shot's first frame takes about {first_s:.1f} s "
+        f"(every octave at {cfg.iterations} steps{ran}), a following frame {follow_s:.2f} s "
+        f"({vcfg.followup_iterations} step per octave{f', flow {flow_s:.2f} s' if flow_s else ''})"
+    ]
     return samples, Estimate(total, lines)
 
 
@@ -185,6 +188,7 @@ def _guide_frames(req: PreviewRequest, times: list[float]) -> list[Any]:
 
 
 # --- images ----------------------------------------------------------------------------------------
+
 
 def _images(req: PreviewRequest, src: Path) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], Estimate]:
     from dreamcore.ascent import step_seconds
@@ -219,8 +223,10 @@ def _images(req: PreviewRequest, src: Path) -> tuple[list[tuple[str, np.ndarray,
         wall, steps = time.perf_counter() - t0, step_seconds() - s0
         full_s.append(wall - steps + steps * cfg.iterations)
     per = float(np.mean(full_s))
-    lines = [f"{len(files)} images; here one takes about {per:.1f} s (measured at full size on {len(full_s)}: one step "
-             f"per octave, times {cfg.iterations} steps)"]
+    lines = [
+        f"{len(files)} images; here one takes about {per:.1f} s (measured at full size on {len(full_s)}: one step "
+        f"per octave, times {cfg.iterations} steps)"
+    ]
     return samples, Estimate(per * len(files), lines)
 
 
@@ -236,6 +242,7 @@ def _shrink(rgb: np.ndarray, side: int) -> np.ndarray:
 
 # --- the sheet -------------------------------------------------------------------------------------
 
+
 def contact_sheet(samples: list[tuple[str, np.ndarray, np.ndarray]], cell: int = 256) -> np.ndarray:
     """Columns of (label, source, dream): the source above, the dream below, the label under both."""
     import cv2
@@ -247,9 +254,8 @@ def contact_sheet(samples: list[tuple[str, np.ndarray, np.ndarray]], cell: int =
         h, w = s.shape[:2]
         col = np.full((2 * h + text_h + pad, max(w, 1), 3), 24, np.uint8)
         col[:h] = s
-        col[h + pad // 2:2 * h + pad // 2] = d
-        cv2.putText(col, label, (4, 2 * h + pad + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (235, 235, 235), 1,
-                    cv2.LINE_AA)
+        col[h + pad // 2 : 2 * h + pad // 2] = d
+        cv2.putText(col, label, (4, 2 * h + pad + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (235, 235, 235), 1, cv2.LINE_AA)
         cols.append(col)
     height = max(c.shape[0] for c in cols)
     cols = [np.pad(c, ((0, height - c.shape[0]), (0, pad), (0, 0)), constant_values=24) for c in cols]
@@ -267,6 +273,3 @@ def human(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
-
-
-

@@ -148,6 +148,8 @@ def layout_id(layout: dict[str, Any]) -> str:
 
 
 def describe_layout(layout: dict[str, Any]) -> str:
-    return (f"TensorFlow {layout['tensorflow']} on {layout['device']}, {layout['threads']} threads"
-            + ("" if layout["onednn"] == "default" else f", oneDNN {layout['onednn']}")
-            + f", engine arithmetic {layout.get('arithmetic', 1)}")
+    return (
+        f"TensorFlow {layout['tensorflow']} on {layout['device']}, {layout['threads']} threads"
+        + ("" if layout["onednn"] == "default" else f", oneDNN {layout['onednn']}")
+        + f", engine arithmetic {layout.get('arithmetic', 1)}"
+    )

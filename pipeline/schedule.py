@@ -96,8 +96,10 @@ class SchedulerError(PipelineError):
     """The Dask scheduler cannot be reached, or was lost mid-job."""
 
 
-LOST_SCHEDULER = ("lost the Dask scheduler mid-job (its tasks were cancelled); run the same command again, against "
-                  "a new scheduler if need be: it resumes")
+LOST_SCHEDULER = (
+    "lost the Dask scheduler mid-job (its tasks were cancelled); run the same command again, against "
+    "a new scheduler if need be: it resumes"
+)
 
 
 class WorkerDeaths(PipelineError):
@@ -119,8 +121,9 @@ class DeathGuard:
         folder = f"{self.prefix}/{key}"
         mine = [m for m in self.store.names(folder) if m.startswith(self.run)]
         if len(mine) >= self.limit:
-            raise WorkerDeaths(f"took down {len(mine)} workers (out of memory? try --max-side or a smaller "
-                               "--set tile=...)")
+            raise WorkerDeaths(
+                f"took down {len(mine)} workers (out of memory? try --max-side or a smaller --set tile=...)"
+            )
         self.store.write_bytes(f"{folder}/{self.run}-{uuid.uuid4().hex[:8]}", b"", durable=False)  # a mark only
 
     def finished(self, key: str) -> None:
@@ -146,9 +149,19 @@ def job_threads(workers: int | None, scheduler: str | None) -> int | None:
 
 def _quiet_dask() -> None:
     # Dask's INFO logs would tear the progress bar; its warnings about a lost worker are expected.
-    for name in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny",
-                 "distributed.core", "distributed.client", "distributed.comm", "distributed.http.proxy",
-                 "distributed.batched", "distributed.utils_perf", "tornado"):
+    for name in (
+        "distributed",
+        "distributed.worker",
+        "distributed.scheduler",
+        "distributed.nanny",
+        "distributed.core",
+        "distributed.client",
+        "distributed.comm",
+        "distributed.http.proxy",
+        "distributed.batched",
+        "distributed.utils_perf",
+        "tornado",
+    ):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     # Dask's config sets these to ERROR. While a run stops (Ctrl-C), the tasks and waits it cancels
     # end in tracebacks there (a CI run printed one above the command's one line): dropped then.
@@ -163,8 +176,7 @@ def _quiet_while_stopping(record: logging.LogRecord) -> bool:
 
 
 @contextlib.contextmanager
-def dask_client(workers: int | None = None, scheduler: str | None = None,
-                threads: int | None = None) -> Iterator[Any]:
+def dask_client(workers: int | None = None, scheduler: str | None = None, threads: int | None = None) -> Iterator[Any]:
     """A Dask client for this run, closed (and a local cluster stopped) at the end.
 
     Locally, ``threads`` is every worker's intra-op thread count. One worker runs in this process
@@ -186,16 +198,29 @@ def dask_client(workers: int | None = None, scheduler: str | None = None,
         with dask.config.set({"distributed.scheduler.allowed-failures": MAX_DEATHS + 1}):
             if n == 1 and _threads_here(threads):
                 # ":0": Dask serves HTTP even without a dashboard; a fixed port collides between two jobs.
-                cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0",
-                                       worker_dashboard_address=":0", resources=DREAM_SLOT)
+                cluster = LocalCluster(
+                    n_workers=1,
+                    threads_per_worker=2,
+                    processes=False,
+                    dashboard_address=":0",
+                    worker_dashboard_address=":0",
+                    resources=DREAM_SLOT,
+                )
             else:
                 env = {THREADS_ENV: str(threads)} if threads else {}
                 if threads:
                     env["OMP_NUM_THREADS"] = str(threads)
                 with _sigint_ignored():  # inherited: Ctrl-C is for this command, which stops the workers
-                    cluster = LocalCluster(n_workers=n, threads_per_worker=2, processes=True,
-                                           dashboard_address=":0", worker_dashboard_address=":0", env=env,
-                                           silence_logs=logging.CRITICAL, resources=DREAM_SLOT)
+                    cluster = LocalCluster(
+                        n_workers=n,
+                        threads_per_worker=2,
+                        processes=True,
+                        dashboard_address=":0",
+                        worker_dashboard_address=":0",
+                        env=env,
+                        silence_logs=logging.CRITICAL,
+                        resources=DREAM_SLOT,
+                    )
         client = Client(cluster)
         _local_clusters.add(id(client))
     try:
@@ -268,22 +293,29 @@ def _connect(scheduler: str) -> Any:
     thread.start()
     thread.join(CONNECT_TIMEOUT_S)
     if thread.is_alive():
-        raise SchedulerError(f"the Dask scheduler at {scheduler}: something took the connection but did not answer "
-                             f"as a Dask scheduler in {CONNECT_TIMEOUT_S:.0f} s ({NOT_DASK})")
+        raise SchedulerError(
+            f"the Dask scheduler at {scheduler}: something took the connection but did not answer "
+            f"as a Dask scheduler in {CONNECT_TIMEOUT_S:.0f} s ({NOT_DASK})"
+        )
     exc = made.get("error")
     if exc is None:
         return made["client"]
     if isinstance(exc, MemoryError):
-        raise SchedulerError(f"cannot talk to the Dask scheduler at {scheduler}: what answers there is not a Dask "
-                             f"scheduler ({NOT_DASK})") from None
+        raise SchedulerError(
+            f"cannot talk to the Dask scheduler at {scheduler}: what answers there is not a Dask scheduler ({NOT_DASK})"
+        ) from None
     if isinstance(exc, TypeError) and "ssl_context" in str(exc):
-        raise SchedulerError(f"the Dask scheduler at {scheduler} takes TLS, and this machine has no client "
-                             "certificate for it: set Dask's TLS settings (distributed.comm.tls.ca-file, "
-                             "distributed.comm.tls.client.cert and .key, in Dask's config or as "
-                             "DASK_DISTRIBUTED__COMM__TLS__CA_FILE and so on; README: 'On a Dask cluster')") from None
+        raise SchedulerError(
+            f"the Dask scheduler at {scheduler} takes TLS, and this machine has no client "
+            "certificate for it: set Dask's TLS settings (distributed.comm.tls.ca-file, "
+            "distributed.comm.tls.client.cert and .key, in Dask's config or as "
+            "DASK_DISTRIBUTED__COMM__TLS__CA_FILE and so on; README: 'On a Dask cluster')"
+        ) from None
     if isinstance(exc, OSError | TimeoutError):
-        raise SchedulerError(f"cannot reach the Dask scheduler at {scheduler} ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else 'no answer'})") from None
+        raise SchedulerError(
+            f"cannot reach the Dask scheduler at {scheduler} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no answer'})"
+        ) from None
     raise exc
 
 
@@ -304,8 +336,9 @@ def _check_listening(scheduler: str) -> None:
     try:
         socket.create_connection((host, port), timeout=2).close()
     except ConnectionRefusedError:
-        raise SchedulerError(f"cannot reach the Dask scheduler at {scheduler} (connection refused: nothing "
-                             "listens there)") from None
+        raise SchedulerError(
+            f"cannot reach the Dask scheduler at {scheduler} (connection refused: nothing listens there)"
+        ) from None
     except OSError:
         return
 
@@ -320,8 +353,7 @@ def _stop_worker_processes(cluster: Any) -> None:
     nannies = [w for w in getattr(cluster, "workers", {}).values() if hasattr(w, "process")]
 
     async def close_all() -> None:
-        await asyncio.gather(*(n.close(timeout=0.2, reason="dreamreel-stop") for n in nannies),
-                             return_exceptions=True)
+        await asyncio.gather(*(n.close(timeout=0.2, reason="dreamreel-stop") for n in nannies), return_exceptions=True)
 
     if nannies:
         with contextlib.suppress(BaseException):
@@ -455,8 +487,15 @@ def run_graph(
             fn, args = _guarded, (guard, task.key, task.fn, *args)
         # An explicit priority: submissions within Dask's fifo_timeout (100 ms) share one, and then
         # the order is arbitrary (chains interleave, chunks wait, stored frames pile up).
-        fut = client.submit(fn, *args, key=task.key, pure=False, priority=-n,
-                            resources=None if task.light else slot, **_bind(task.kwargs, futures))
+        fut = client.submit(
+            fn,
+            *args,
+            key=task.key,
+            pure=False,
+            priority=-n,
+            resources=None if task.light else slot,
+            **_bind(task.kwargs, futures),
+        )
         if task.key in last_use:
             futures[task.key] = fut
         if task.summary is not None:

@@ -76,8 +76,7 @@ def build_config(
     """The engine config alone (for commands that have no video section, and no time)."""
     cfg, _, schedule = build_job_settings(preset, config_file, sets, flags)
     if schedule:
-        raise ConfigError(f"{next(iter(schedule.keys))}: keyframes change a setting over time: for video and zoom "
-                          "only")
+        raise ConfigError(f"{next(iter(schedule.keys))}: keyframes change a setting over time: for video and zoom only")
     return cfg
 
 
@@ -143,9 +142,11 @@ def build_job_settings(
             raise ConfigError(f"{exc} (with the first keyframes: {firsts})") from None
         plain_sources.append(plain)
     merged = merge(*plain_sources)
-    return (DreamConfig.from_mapping(merged, source="config"),
-            VideoConfig.from_mapping(merged.get("video"), source="config"),
-            Schedule({k: tuple(v) for k, v in keys.items()}))
+    return (
+        DreamConfig.from_mapping(merged, source="config"),
+        VideoConfig.from_mapping(merged.get("video"), source="config"),
+        Schedule({k: tuple(v) for k, v in keys.items()}),
+    )
 
 
 def resolve_noted(config: DreamConfig) -> Resolution:
@@ -164,7 +165,8 @@ def resolve_noted(config: DreamConfig) -> Resolution:
     if config.precision == "bfloat16" and bfloat16_hardware() is False:
         logging.getLogger("dreamcore").warning(
             "precision bfloat16: this CPU has no bfloat16 instructions (AVX512_BF16 or AMX), so bfloat16 is "
-            "likely slower here than float32 (unless a GPU runs it)")
+            "likely slower here than float32 (unless a GPU runs it)"
+        )
     return res
 
 
@@ -173,16 +175,19 @@ def pinned(config: DreamConfig) -> DreamConfig:
     resolves `auto` on its own, so one job never mixes networks)."""
     check_guide(config)
     res = resolve_noted(config)
-    return config.replace(model=res.backbone.name, weights=res.backbone.weights_name(res.weights),
-                          layers=dict(res.layers))
+    return config.replace(
+        model=res.backbone.name, weights=res.backbone.weights_name(res.weights), layers=dict(res.layers)
+    )
 
 
 def check_keyframed_layers(schedule: Schedule, cfg: DreamConfig) -> None:
     """Keyframed layers must be layers the resolved network dreams with (a fallback network has others)."""
     missing = [n for n in schedule.keys if n.startswith("layers.") and n[7:] not in cfg.layers]
     if missing:
-        raise ConfigError(f"{missing[0]}: keyframes for a layer the job's network ({cfg.model}) does not dream with "
-                          f"(its layers: {', '.join(cfg.layers)})")
+        raise ConfigError(
+            f"{missing[0]}: keyframes for a layer the job's network ({cfg.model}) does not dream with "
+            f"(its layers: {', '.join(cfg.layers)})"
+        )
 
 
 def identity_extras(config: DreamConfig) -> dict[str, Any]:

@@ -53,8 +53,9 @@ def is_url(text: str | os.PathLike[str]) -> bool:
 # The marker of a work folder, and every name dreamreel writes at the top of one: the only names it
 # ever removes there.
 MARKER = ".dreamreel"
-OWN_FILES = frozenset({MARKER, "lock", "lock.json", "job.json", "job.copy.json", "token", "events.log",
-                       "guide.png", "guide-pts.json"})
+OWN_FILES = frozenset(
+    {MARKER, "lock", "lock.json", "job.json", "job.copy.json", "token", "events.log", "guide.png", "guide-pts.json"}
+)
 OWN_FOLDERS = frozenset({"frames", "chunks", "attempts", "input", "model", "guide", "out"})
 _LOCKS = ("lock", "lock.json")
 
@@ -70,7 +71,7 @@ class Store:
     def __init__(self, url: str | os.PathLike[str]):
         text = str(url)
         if text.startswith("file://"):
-            text = text[len("file://"):]
+            text = text[len("file://") :]
         self.url = text.rstrip("/") if is_url(text) else str(Path(text).resolve())
         self._fs: Any = None
 
@@ -137,8 +138,10 @@ class Store:
     def _cannot(self, what: str, rel: str, exc: OSError) -> PipelineError:
         fault = write_fault(exc)
         if fault and what == "write":
-            return Unwritable(f"{redact(self.path(rel))}: cannot write ({fault}): free some space or give --workdir "
-                              "another folder, then run the same command again: what is done is kept")
+            return Unwritable(
+                f"{redact(self.path(rel))}: cannot write ({fault}): free some space or give --workdir "
+                "another folder, then run the same command again: what is done is kept"
+            )
         return StoreUnavailable(f"{redact(self.path(rel))}: cannot {what} ({redact(str(exc))})")
 
     def write_sealed(self, rel: str, data: bytes | memoryview, durable: bool = False) -> None:
@@ -213,8 +216,11 @@ class Store:
         try:
             if self.local:
                 return sorted(p.name for p in self.local_path(rel).iterdir() if not p.name.startswith("."))
-            return sorted(n for p in self.fs.ls(self.fresh(rel), detail=False)
-                          if not (n := Path(p.rstrip("/")).name).startswith("."))
+            return sorted(
+                n
+                for p in self.fs.ls(self.fresh(rel), detail=False)
+                if not (n := Path(p.rstrip("/")).name).startswith(".")
+            )
         except (FileNotFoundError, NotADirectoryError):
             return []
 
@@ -304,12 +310,16 @@ class Store:
             foreign.insert(0, MARKER)
         if foreign:
             shown = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4 else "")
-            raise ForeignFolder(f"{redact(self.url)}: holds files dreamreel did not write there ({shown}); a work "
-                                "folder is dreamreel's alone and is removed when the job is done: give --workdir "
-                                "a new or empty folder")
+            raise ForeignFolder(
+                f"{redact(self.url)}: holds files dreamreel did not write there ({shown}); a work "
+                "folder is dreamreel's alone and is removed when the job is done: give --workdir "
+                "a new or empty folder"
+            )
         if names and not _legacy_record(self):
-            raise ForeignFolder(f"{redact(self.url)}: holds {', '.join(names[:4])} but no dreamreel job: give "
-                                "--workdir a new or empty folder")
+            raise ForeignFolder(
+                f"{redact(self.url)}: holds {', '.join(names[:4])} but no dreamreel job: give "
+                "--workdir a new or empty folder"
+            )
         if not self.local:
             created = not names and "/" in self.fs._strip_protocol(self.url).strip("/")  # never a bucket itself
         self.write_json(MARKER, {"dreamreel": "work folder", "created": created})
@@ -404,15 +414,18 @@ def _flock(folder: Path) -> Iterator[None]:
         folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(folder / "lock", os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise Unwritable(f"{folder}: cannot lock the work folder ({write_fault(exc) or exc}): give --workdir a "
-                         "folder dreamreel can write") from None
+        raise Unwritable(
+            f"{folder}: cannot lock the work folder ({write_fault(exc) or exc}): give --workdir a "
+            "folder dreamreel can write"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         os.close(fd)
         if exc.errno in (errno.EAGAIN, errno.EACCES):
-            raise StoreBusy(f"{folder}: work folder in use by another dreamreel run "
-                            "(wait for it, or give another --workdir)") from None
+            raise StoreBusy(
+                f"{folder}: work folder in use by another dreamreel run (wait for it, or give another --workdir)"
+            ) from None
         raise
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
@@ -445,8 +458,10 @@ class _Lease:
     def __enter__(self) -> _Lease:
         held = self.store.read_json("lock.json")
         if held and held.get("id") != self.me["id"] and self._holder_alive(held):
-            raise StoreBusy(f"{self.store.url}: work folder in use by another dreamreel run on {held.get('host')} "
-                            f"(wait for it, or give another --workdir)")
+            raise StoreBusy(
+                f"{self.store.url}: work folder in use by another dreamreel run on {held.get('host')} "
+                f"(wait for it, or give another --workdir)"
+            )
         self._renew()
         time.sleep(0.2)  # two runs that raced: the later write wins, the other sees it and yields
         if (self.store.read_json("lock.json") or {}).get("id") != self.me["id"]:

@@ -129,8 +129,7 @@ def run_video(req: VideoRequest) -> dict[str, Any]:
     with local_copy(req.input) as src:
         info = media.probe(src)
         if req.start and info.duration and req.start >= info.duration:
-            raise UsageError(f"--start {req.start:g}: past the end of {redact(req.input)} ({info.duration:.2f} s "
-                             "long)")
+            raise UsageError(f"--start {req.start:g}: past the end of {redact(req.input)} ({info.duration:.2f} s long)")
         cfg = pinned(req.config)
         check_keyframed_layers(req.keyframes, cfg)
         store = Store(req.workdir or default_workdir(req.output))
@@ -158,9 +157,13 @@ def run_video(req: VideoRequest) -> dict[str, Any]:
                 if job is None:
                     from .schedule import job_threads
 
-                    job = {"version": JOB_VERSION, "identity": identity, "probe": _probe_dict(info),
-                           "numerics": {"threads": job_threads(req.workers, req.scheduler)},
-                           "token": uuid.uuid4().hex}
+                    job = {
+                        "version": JOB_VERSION,
+                        "identity": identity,
+                        "probe": _probe_dict(info),
+                        "numerics": {"threads": job_threads(req.workers, req.scheduler)},
+                        "token": uuid.uuid4().hex,
+                    }
                 if "encoder_threads" not in job["numerics"]:  # a new job, or one begun before jobs recorded it
                     job["numerics"]["encoder_threads"] = media.encoder_threads()
                     write_record(store, job)
@@ -182,8 +185,14 @@ def run_video(req: VideoRequest) -> dict[str, Any]:
             if not req.keep_work:
                 remove_work(store)
     plan = job["plan"]
-    return {"frames": plan["frames"], "cuts": plan["shots"], "segments": len(plan["segments"]), "audio": how,
-            "timings": timings, **stats}
+    return {
+        "frames": plan["frames"],
+        "cuts": plan["shots"],
+        "segments": len(plan["segments"]),
+        "audio": how,
+        "timings": timings,
+        **stats,
+    }
 
 
 def nominal_fps(plan: dict[str, Any]) -> float:
@@ -218,8 +227,9 @@ def _plan(req: VideoRequest, src: Path, info: media.SourceInfo, workers: int) ->
     return p.plan_dict(result, shots, segments, p.plan_chunks(segments))
 
 
-def check_store_space(store: Store, plan: dict[str, Any], size: tuple[int, int], workers: int,
-                      keep_frames: bool) -> None:
+def check_store_space(
+    store: Store, plan: dict[str, Any], size: tuple[int, int], workers: int, keep_frames: bool
+) -> None:
     from .plan import store_bound
 
     if not store.local:
@@ -232,24 +242,41 @@ def check_store_space(store: Store, plan: dict[str, Any], size: tuple[int, int],
         probe_dir = probe_dir.parent
     free = shutil.disk_usage(probe_dir).free
     if free < need:
-        raise Unwritable(f"{probe_dir}: not enough disk space for the work folder: needs about "
-                            f"{need / 1e9:.2f} GB ({plan['frames']} frames of {size[0]}x{size[1]}, {in_flight} "
-                            f"segments at a time), {free / 1e9:.2f} GB free (free some, or give --workdir "
-                            "on a bigger disk)")
+        raise Unwritable(
+            f"{probe_dir}: not enough disk space for the work folder: needs about "
+            f"{need / 1e9:.2f} GB ({plan['frames']} frames of {size[0]}x{size[1]}, {in_flight} "
+            f"segments at a time), {free / 1e9:.2f} GB free (free some, or give --workdir "
+            "on a bigger disk)"
+        )
 
 
-def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src: Path,
-           info: media.SourceInfo, timings: dict[str, float], clip: Path | None = None,
-           begun: dict[str, bool] | None = None) -> dict[str, Any]:
+def _dream(
+    req: VideoRequest,
+    store: Store,
+    job: dict[str, Any],
+    name: str,
+    src: Path,
+    info: media.SourceInfo,
+    timings: dict[str, float],
+    clip: Path | None = None,
+    begun: dict[str, bool] | None = None,
+) -> dict[str, Any]:
     from tqdm import tqdm
 
     from .schedule import DeathGuard, dask_client, run_graph
 
     layouts = LayoutLog(lambda j: write_record(store, j), job)
     parts = ("task", "decode", "flow", "dream", "steps", "store")
-    stats: dict[str, Any] = {"dreamt": 0, "resumed": 0, "ahead": 0, "chunk_seconds": [], "chunks_streamed": [],
-                             "followups": [], "steps": [],
-                             **{f"{part}_seconds": [] for part in parts}}
+    stats: dict[str, Any] = {
+        "dreamt": 0,
+        "resumed": 0,
+        "ahead": 0,
+        "chunk_seconds": [],
+        "chunks_streamed": [],
+        "followups": [],
+        "steps": [],
+        **{f"{part}_seconds": [] for part in parts},
+    }
     with dask_client(req.workers, req.scheduler, job["numerics"]["threads"]) as client:
         workers = len(client.scheduler_info().get("workers", {})) or 1
         if req.scheduler:
@@ -264,8 +291,12 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
             write_record(store, job)
         plan = job["plan"]
         if plan["errors"]:
-            log.warning("%s: %d decode errors (a damaged file?): dreaming the %d frames that decode",
-                        redact(req.input), plan["errors"], plan["frames"])
+            log.warning(
+                "%s: %d decode errors (a damaged file?): dreaming the %d frames that decode",
+                redact(req.input),
+                plan["errors"],
+                plan["frames"],
+            )
         if req.scheduler:
             check_store_shared(client, store, job["token"])
         workers_input = _input_for_workers(client, req, store, src) if req.scheduler else str(src)
@@ -273,21 +304,42 @@ def _dream(req: VideoRequest, store: Store, job: dict[str, Any], name: str, src:
         guide_clip = None
         if clip is not None:
             where = file_for_workers(client, store, clip, "guide") if req.scheduler else str(clip.resolve())
-            guide_clip = guide_mod.GuideClip(path=where, key=guide["clip"]["sha256_ends"][:16],
-                                             size=media.probe(clip).display_size, end=guide["end"])
-        spec = JobSpec(id=name, store=store, token=job["token"], input=workers_input,
-                       input_key=job["identity"]["input"]["sha256_ends"][:16], size=info.display_size,
-                       config=config_for_workers(client, store, job["identity"]["config"]) if req.scheduler
-                       else job["identity"]["config"], video=job["identity"]["video"],
-                       rate=plan["frame_rate"] if plan["constant_rate"] else None, keep_frames=req.keep_frames,
-                       keyframes=job["identity"].get("keyframes", {}), t0=plan["pts"][0], fps=nominal_fps(plan),
-                       guide=guide.get("image"), guide_clip=guide_clip,
-                       encoder_threads=job["numerics"]["encoder_threads"])
+            guide_clip = guide_mod.GuideClip(
+                path=where, key=guide["clip"]["sha256_ends"][:16], size=media.probe(clip).display_size, end=guide["end"]
+            )
+        spec = JobSpec(
+            id=name,
+            store=store,
+            token=job["token"],
+            input=workers_input,
+            input_key=job["identity"]["input"]["sha256_ends"][:16],
+            size=info.display_size,
+            config=config_for_workers(client, store, job["identity"]["config"])
+            if req.scheduler
+            else job["identity"]["config"],
+            video=job["identity"]["video"],
+            rate=plan["frame_rate"] if plan["constant_rate"] else None,
+            keep_frames=req.keep_frames,
+            keyframes=job["identity"].get("keyframes", {}),
+            t0=plan["pts"][0],
+            fps=nominal_fps(plan),
+            guide=guide.get("image"),
+            guide_clip=guide_clip,
+            encoder_threads=job["numerics"]["encoder_threads"],
+        )
         tasks, done, kept = _graph(spec, store, plan, uuid.uuid4().hex[:6], None if req.scheduler else workers)
         stats["resumed"] = len(done)
         stats["replayed"] = 0
-        bar = tqdm(total=plan["frames"], initial=len(done), unit="frame", desc=Path(req.input).name,
-                   disable=req.quiet, file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+        bar = tqdm(
+            total=plan["frames"],
+            initial=len(done),
+            unit="frame",
+            desc=Path(req.input).name,
+            disable=req.quiet,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            smoothing=0.1,
+        )
         if done:
             bar.set_postfix_str(f"{len(done)} resumed", refresh=True)
 
@@ -352,8 +404,9 @@ def _input_for_workers(client: Any, req: VideoRequest, store: Store, src: Path) 
     return file_for_workers(client, store, src, "input")
 
 
-def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str, in_flight: int | None = None
-           ) -> tuple[list[Task], set[int], set[tuple[int, int]]]:
+def _graph(
+    spec: JobSpec, store: Store, plan: dict[str, Any], run: str, in_flight: int | None = None
+) -> tuple[list[Task], set[int], set[tuple[int, int]]]:
     """The tasks still to run, in the order Dask should prefer them; the output frames already done;
     and every output frame as (segment, index). Segments come in their start order, each one's frame
     tasks in order, each chunk's task right after its last frame (so chunks are encoded, and their
@@ -416,8 +469,13 @@ def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str, in_fligh
             blend = asdict(nxt)
             deps.append(key("f", nxt.id, nxt.first - 1))
         refs = [Ref(k) for k in deps if k in planned]
-        task = Task(key("c", c.seg, c.first), chunk_task,
-                    (spec, asdict(c), asdict(seg), blend, dur[c.first:c.end]), {"after": refs}, light=True)
+        task = Task(
+            key("c", c.seg, c.first),
+            chunk_task,
+            (spec, asdict(c), asdict(seg), blend, dur[c.first : c.end]),
+            {"after": refs},
+            light=True,
+        )
         waiting = next((k for k in deps if k in planned and k not in submitted), None)
         if waiting:  # after the task it waits for, which is not in the list yet
             deferred.setdefault(waiting, []).append(task)
@@ -454,16 +512,34 @@ def _graph(spec: JobSpec, store: Store, plan: dict[str, Any], run: str, in_fligh
             prev = Ref(prev_key) if prev_key in planned else None
             c = chunk_of.get((s.id, i))
             out = c is not None and c.seg == s.id  # an output frame of this segment (not a warm frame)
-            streamed = (asdict(c), dur[c.first:c.end]) if out and c.blend is None else (None, None)
+            streamed = (asdict(c), dur[c.first : c.end]) if out and c.blend is None else (None, None)
             after = None
             if i == chains[s.id][0] and in_flight is not None and len(ends) >= in_flight:
                 after = Ref(f"{ends[-in_flight]}-summary")
-            add(Task(key("f", s.id, i), frame_task,
-                     (spec, s.id, i, pts[i], fresh, prev, None if fresh else pts[i - 1], i == need[s.id] - 1,
-                      *streamed, c.name if c is not None else None),
-                     {"next_pts": pts[i + 1] if (i + 1 < need[s.id] and not fresh_always) else None,
-                      "after": after, "replay": (s.id, i) in replay},
-                     summary=frame_summary))
+            add(
+                Task(
+                    key("f", s.id, i),
+                    frame_task,
+                    (
+                        spec,
+                        s.id,
+                        i,
+                        pts[i],
+                        fresh,
+                        prev,
+                        None if fresh else pts[i - 1],
+                        i == need[s.id] - 1,
+                        *streamed,
+                        c.name if c is not None else None,
+                    ),
+                    {
+                        "next_pts": pts[i + 1] if (i + 1 < need[s.id] and not fresh_always) else None,
+                        "after": after,
+                        "replay": (s.id, i) in replay,
+                    },
+                    summary=frame_summary,
+                )
+            )
             for c in chunk_by_end.get((s.id, i), []):
                 add_chunk(c)
         if chains[s.id]:
@@ -523,7 +599,7 @@ def _assemble(req: VideoRequest, store: Store, job: dict[str, Any], audio_from: 
     if req.frames:  # the audio of exactly the frames dreamt
         span = pts[-1] - pts[0] + dur[-1]
     rate = Fraction(plan["frame_rate"]) if plan["constant_rate"] else None
-    spans = [sum(dur[c.first:c.end]) for c in chunks]
+    spans = [sum(dur[c.first : c.end]) for c in chunks]
     last = (pts[-1] - pts[0], dur[-1])
     with temp_dir("dreamreel-join") as tmp:
         files = checked_copies(store, [chunk_rel(c.name) for c in chunks], Path(tmp))
@@ -532,16 +608,41 @@ def _assemble(req: VideoRequest, store: Store, job: dict[str, Any], audio_from: 
         else:
             out = temp_beside(Path(req.output))
         try:
-            how = join_film(files, out, req.output, store, plan, req.overwrite, audio_from, req.start, span, rate,
-                            spans, last, Path(tmp))
+            how = join_film(
+                files,
+                out,
+                req.output,
+                store,
+                plan,
+                req.overwrite,
+                audio_from,
+                req.start,
+                span,
+                rate,
+                spans,
+                last,
+                Path(tmp),
+            )
         finally:
             out.unlink(missing_ok=True)
     return how
 
 
-def join_film(files: list[Path], out: Path, output: str, store: Store, plan: dict[str, Any], overwrite: bool,
-              audio_from: Path | None, start: float | None, span: float | None, rate: Any, spans: list[float],
-              last: tuple[float, float] | None, work: Path) -> str:
+def join_film(
+    files: list[Path],
+    out: Path,
+    output: str,
+    store: Store,
+    plan: dict[str, Any],
+    overwrite: bool,
+    audio_from: Path | None,
+    start: float | None,
+    span: float | None,
+    rate: Any,
+    spans: list[float],
+    last: tuple[float, float] | None,
+    work: Path,
+) -> str:
     """Join the chunks into ``out`` (a temporary name), check the film against the plan, and put it
     in place at ``output`` (a path, renamed into place durably and never over a file that appeared
     there without ``overwrite``; or a URL, uploaded). Returns how the audio went."""
@@ -551,8 +652,10 @@ def join_film(files: list[Path], out: Path, output: str, store: Store, plan: dic
         how = media.join(files, out, audio_from, start, span, rate, spans, last, work, len(plan["pts"]))
     except media.FFmpegError as exc:
         if exc.fault:
-            raise Unwritable(f"{redact(output)}: cannot write the film ({exc.fault}): free some space and run the "
-                             f"same command again: the dreamt chunks are kept in {redact(store.url)}") from None
+            raise Unwritable(
+                f"{redact(output)}: cannot write the film ({exc.fault}): free some space and run the "
+                f"same command again: the dreamt chunks are kept in {redact(store.url)}"
+            ) from None
         raise
     check_film(out, plan, output)
     if is_url(output):
@@ -562,9 +665,11 @@ def join_film(files: list[Path], out: Path, output: str, store: Store, plan: dic
     try:
         publish(out, Path(output), overwrite)
     except FileExistsError:
-        raise UsageError(f"{output}: appeared while the job ran, and is kept (pass --overwrite to replace it, or "
-                         f"give another -o with --workdir {redact(store.url)}: the dreamt chunks are kept "
-                         "there)") from None
+        raise UsageError(
+            f"{output}: appeared while the job ran, and is kept (pass --overwrite to replace it, or "
+            f"give another -o with --workdir {redact(store.url)}: the dreamt chunks are kept "
+            "there)"
+        ) from None
     return how
 
 
@@ -574,16 +679,20 @@ def check_film(path: Path, plan: dict[str, Any], name: str) -> None:
     times = media.packet_times(path)
     want = [t - plan["pts"][0] for t in plan["pts"]]
     if len(times) != len(want):
-        raise PipelineError(f"{redact(name)}: not written: the joined film has {len(times)} frames where the job "
-                            f"dreamt {len(want)} (run the same command again; DREAMREEL_DEBUG=1 and report it if "
-                            "it happens again)")
+        raise PipelineError(
+            f"{redact(name)}: not written: the joined film has {len(times)} frames where the job "
+            f"dreamt {len(want)} (run the same command again; DREAMREEL_DEBUG=1 and report it if "
+            "it happens again)"
+        )
     gaps = [b - a for a, b in zip(want, want[1:], strict=False) if b > a]
     tol = max(0.25 * min(gaps, default=0.04), 1e-4)
     off = next((i for i in range(len(want)) if abs(times[i] - (times[0] + want[i])) > tol), None)
     if off is not None:
-        raise PipelineError(f"{redact(name)}: not written: in the joined film frame {off} is at "
-                            f"{times[off] - times[0]:.6f} s where it belongs at {want[off]:.6f} s (DREAMREEL_DEBUG=1 "
-                            "and report it)")
+        raise PipelineError(
+            f"{redact(name)}: not written: in the joined film frame {off} is at "
+            f"{times[off] - times[0]:.6f} s where it belongs at {want[off]:.6f} s (DREAMREEL_DEBUG=1 "
+            "and report it)"
+        )
 
 
 def _check_room(folder: Path, need: int, store: Store) -> None:
@@ -591,9 +700,11 @@ def _check_room(folder: Path, need: int, store: Store) -> None:
     free = shutil.disk_usage(folder).free
     need = int(need * 1.02) + (4 << 20)  # the chunks, plus the audio and the container's index
     if free < need:
-        raise Unwritable(f"{folder}: not enough space for the film (about {need / 1e6:.0f} MB, {free / 1e6:.0f} MB "
-                         f"free): free some and run the same command again: the dreamt chunks are kept in "
-                         f"{redact(store.url)}")
+        raise Unwritable(
+            f"{folder}: not enough space for the film (about {need / 1e6:.0f} MB, {free / 1e6:.0f} MB "
+            f"free): free some and run the same command again: the dreamt chunks are kept in "
+            f"{redact(store.url)}"
+        )
 
 
 def _upload(local: Path, url: str, overwrite: bool, store: Store) -> None:
@@ -601,6 +712,8 @@ def _upload(local: Path, url: str, overwrite: bool, store: Store) -> None:
 
     fs, path = fsspec.core.url_to_fs(url)
     if not overwrite and fs.exists(path):
-        raise UsageError(f"{redact(url)}: appeared while the job ran, and is kept (pass --overwrite to replace it, "
-                         f"or give another -o with --workdir {redact(store.url)}: the dreamt chunks are kept there)")
+        raise UsageError(
+            f"{redact(url)}: appeared while the job ran, and is kept (pass --overwrite to replace it, "
+            f"or give another -o with --workdir {redact(store.url)}: the dreamt chunks are kept there)"
+        )
     fs.put_file(str(local), path)

@@ -106,8 +106,13 @@ def move(frame: np.ndarray, motion: Motion) -> np.ndarray:
     import cv2
 
     h, w = frame.shape[:2]
-    moved = cv2.warpAffine(np.asarray(frame, np.float32), motion.matrix(w, h), (w, h),
-                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT_101)
+    moved = cv2.warpAffine(
+        np.asarray(frame, np.float32),
+        motion.matrix(w, h),
+        (w, h),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REFLECT_101,
+    )
     return cv2.convertScaleAbs(moved)  # rounded; bilinear never leaves [0, 255], so abs changes nothing
 
 
@@ -150,8 +155,10 @@ def check_request(req: ZoomRequest, width: int, height: int) -> None:
     if not m.fits(width, height):
         need = m.least_zoom(width, height)
         hint = f"at least --zoom {need:.4f}" if need else "less rotation or pan"
-        raise UsageError(f"--zoom {m.zoom:g} --rotate {m.rotate:g} --pan {m.pan_x:g},{m.pan_y:g}: the image's edge "
-                         f"would enter the frame ({width}x{height}); give {hint}")
+        raise UsageError(
+            f"--zoom {m.zoom:g} --rotate {m.rotate:g} --pan {m.pan_x:g},{m.pan_y:g}: the image's edge "
+            f"would enter the frame ({width}x{height}); give {hint}"
+        )
 
 
 def run_zoom(req: ZoomRequest) -> dict[str, Any]:
@@ -171,18 +178,32 @@ def run_zoom(req: ZoomRequest) -> dict[str, Any]:
     req = replace(req, config=pinned(req.config))  # the network resolved once, its notes shown once
     check_keyframed_layers(req.keyframes, req.config)
     store = Store(req.workdir or default_workdir(req.output))
-    identity = {"kind": "zoom", "input": file_fingerprint(Path(req.input)), "config": req.config.to_dict(),
-                "frames": req.frames, "fps": str(req.fps), "motion": asdict(req.motion), "steps": req.steps,
-                "octaves": req.octaves, "chunk_frames": req.chunk_frames, "keyframes": req.keyframes.to_dict(),
-                "size": [w, h], **identity_extras(req.config)}
+    identity = {
+        "kind": "zoom",
+        "input": file_fingerprint(Path(req.input)),
+        "config": req.config.to_dict(),
+        "frames": req.frames,
+        "fps": str(req.fps),
+        "motion": asdict(req.motion),
+        "steps": req.steps,
+        "octaves": req.octaves,
+        "chunk_frames": req.chunk_frames,
+        "keyframes": req.keyframes.to_dict(),
+        "size": [w, h],
+        **identity_extras(req.config),
+    }
     claim_apart(store, req.output)
     with store.locked():
         job = open_job(store, identity, req.restart)
         with undone_unless_dreamt(store, job is None) as begun:
             store.sweep_partials()  # a kill mid-write left a temporary file
             if job is None or "encoder_threads" not in job:  # x264's threads: recorded, kept (media.encoder_threads)
-                job = {"version": JOB_VERSION, "identity": identity, **(job or {}),
-                       "encoder_threads": media.encoder_threads()}
+                job = {
+                    "version": JOB_VERSION,
+                    "identity": identity,
+                    **(job or {}),
+                    "encoder_threads": media.encoder_threads(),
+                }
                 write_record(store, job)
 
             def attempt() -> dict[str, Any]:
@@ -262,8 +283,9 @@ def _dream_chain(req: ZoomRequest, store: Store, source: np.ndarray, encoder_thr
         if i == 0:
             return engine(0).dream_rgb(source, seed_key=(0,), uint8=True)
         assert prev is not None
-        return engine(i).dream_rgb(move(prev, req.motion), iterations=req.steps, octaves=req.octaves,
-                                   seed_key=(i,), uint8=True)
+        return engine(i).dream_rgb(
+            move(prev, req.motion), iterations=req.steps, octaves=req.octaves, seed_key=(i,), uint8=True
+        )
 
     prev: np.ndarray | None = None
     if first_todo > 0:
@@ -271,14 +293,28 @@ def _dream_chain(req: ZoomRequest, store: Store, source: np.ndarray, encoder_thr
         # the last good frame before it (or from the image), kept nowhere: the same pixels again.
         good, prev = _last_good(store, first_todo, size)
         if good < first_todo - 1:
-            log.warning("%s: the frame the film goes on from (%d) is missing or damaged: dreaming frames %d to %d "
-                        "again to reach it", redact(store.url), first_todo - 1, good + 1, first_todo - 1)
+            log.warning(
+                "%s: the frame the film goes on from (%d) is missing or damaged: dreaming frames %d to %d "
+                "again to reach it",
+                redact(store.url),
+                first_todo - 1,
+                good + 1,
+                first_todo - 1,
+            )
             for i in range(good + 1, first_todo):
                 prev = dream(i, prev)
                 stats["replayed"] = stats.get("replayed", 0) + 1
     stats["resumed"] = nxt
-    bar = tqdm(total=req.frames, initial=nxt, unit="frame", desc=Path(req.input).name, disable=req.quiet,
-               file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+    bar = tqdm(
+        total=req.frames,
+        initial=nxt,
+        unit="frame",
+        desc=Path(req.input).name,
+        disable=req.quiet,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )
     todo_set = set(todo)
     try:
         for a, b in bounds:
@@ -337,9 +373,21 @@ def _join(req: ZoomRequest, store: Store, audio: Path | None) -> None:
         files = checked_copies(store, [f"chunks/{chunk_name(a, b)}" for a, b in bounds], Path(tmp))
         part = temp_beside(Path(req.output))
         try:
-            join_film(files, part, req.output, store, {"pts": [float(i / req.fps) for i in range(req.frames)]},
-                      req.overwrite, audio, None, req.frames / fps if audio else None, req.fps,
-                      [float((b - a) / req.fps) for a, b in bounds], None, Path(tmp))
+            join_film(
+                files,
+                part,
+                req.output,
+                store,
+                {"pts": [float(i / req.fps) for i in range(req.frames)]},
+                req.overwrite,
+                audio,
+                None,
+                req.frames / fps if audio else None,
+                req.fps,
+                [float((b - a) / req.fps) for a, b in bounds],
+                None,
+                Path(tmp),
+            )
         finally:
             part.unlink(missing_ok=True)
 
@@ -348,4 +396,3 @@ def check_zoom_output(output: str, overwrite: bool) -> str:
     if is_url(output):
         raise UsageError(f"{output}: zoom writes a local file (give a path)")
     return str(media.check_video_output(output, overwrite))
-

@@ -187,9 +187,14 @@ def test_bfloat16_folds_each_normalisation_into_the_convolution_before_it() -> N
     z = keras.layers.Conv2D(4, 1, name="c3")(y)  # read by b3 and by the model's outputs
     model = keras.Model(inp, [x, y, z, keras.layers.BatchNormalization(name="b3")(z)])
     for layer in model.layers:
-        layer.set_weights([rng.uniform(0.5, 2.0, w.shape).astype(np.float32) if "variance" in v.path
-                           else rng.normal(size=w.shape).astype(np.float32)
-                           for w, v in zip(layer.get_weights(), layer.weights, strict=True)])
+        layer.set_weights(
+            [
+                rng.uniform(0.5, 2.0, w.shape).astype(np.float32)
+                if "variance" in v.path
+                else rng.normal(size=w.shape).astype(np.float32)
+                for w, v in zip(layer.get_weights(), layer.weights, strict=True)
+            ]
+        )
     folded = cloned(model, "float32")
     kinds = {layer.name: type(layer).__name__ for layer in folded.layers}
     assert kinds["b1"] == kinds["b2"] == "Unchanged" and kinds["b3"] == "BatchNormalization"
@@ -228,6 +233,5 @@ def test_a_model_keras_cannot_clone_runs_unfolded_in_float32() -> None:
     inp = keras.Input((None, None, 3))
     x = keras.layers.BatchNormalization()(keras.layers.Conv2D(4, 3, use_bias=False)(inp))
     model = keras.Model(inp, Scaled(2.0)(x))
-    net = dataclasses.replace(Engine(DreamConfig(model="inception_v3", weights="untrained")).dreamer.net,
-                              model=model)
+    net = dataclasses.replace(Engine(DreamConfig(model="inception_v3", weights="untrained")).dreamer.net, model=model)
     assert with_precision(net, "float32").model is model

@@ -42,8 +42,9 @@ def test_reference_is_the_keras_loop_on_the_same_network() -> None:
     from dreamcore.engine import Engine
 
     # A trained network: the keras.io step floors mean |g| at 1e-6, which untrained gradients are below.
-    cfg = DreamConfig(model="vgg16_hed", layers={"block4_conv3": 1.0}, octaves=2,
-                      iterations=3, jitter=0, tile=0, max_loss=None)
+    cfg = DreamConfig(
+        model="vgg16_hed", layers={"block4_conv3": 1.0}, octaves=2, iterations=3, jitter=0, tile=0, max_loss=None
+    )
     engine = Engine(cfg)
     img = np.random.default_rng(1).uniform(-0.5, 0.5, (160, 176, 3)).astype(np.float32)
     ref = make_reference(engine.dreamer.net, [1.0])(img, cfg)
@@ -70,8 +71,23 @@ def test_images_and_scheduling_benchmarks_run() -> None:
     from benchmarks.images import bench_images
     from benchmarks.scheduling import bench_dask
 
-    table = bench_images(2, 64, ["--model", "inception_v3", "--weights", "untrained", "--layers", "mixed2=1",
-                                 "--set", "iterations=1", "--set", "octaves=1"], (1,))
+    table = bench_images(
+        2,
+        64,
+        [
+            "--model",
+            "inception_v3",
+            "--weights",
+            "untrained",
+            "--layers",
+            "mixed2=1",
+            "--set",
+            "iterations=1",
+            "--set",
+            "octaves=1",
+        ],
+        (1,),
+    )
     assert "loop of `image`" in table and "images --workers 1" in table
     assert "ms/task" in bench_dask(5, (1,))
 

@@ -11,8 +11,21 @@ from PIL import Image
 from pipeline.cli import main
 from tests.media import png_header_only, synthetic_image
 
-FAST = ["--weights", "untrained", "--model", "inception_v3", "--layers", "mixed3=1", "--max-side", "160",
-        "--set", "iterations=2", "--set", "octaves=2", "-q"]
+FAST = [
+    "--weights",
+    "untrained",
+    "--model",
+    "inception_v3",
+    "--layers",
+    "mixed3=1",
+    "--max-side",
+    "160",
+    "--set",
+    "iterations=2",
+    "--set",
+    "octaves=2",
+    "-q",
+]
 
 
 @pytest.fixture()
@@ -81,8 +94,9 @@ def test_bad_input_exit_2_one_line_no_output(content: bytes | None, words: str, 
 
 def test_imagenet_unavailable_exit_2_one_line(photo: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out.png"
-    code, _, err = run(["image", str(photo), "-o", str(out), "--model", "inception_v3", "--weights", "imagenet"],
-                       capsys)
+    code, _, err = run(
+        ["image", str(photo), "-o", str(out), "--model", "inception_v3", "--weights", "imagenet"], capsys
+    )
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err
@@ -109,8 +123,10 @@ def test_unknown_output_extension_exit_2_before_any_work(photo: Path, tmp_path: 
 
 def test_default_falls_back_to_vgg16_hed_in_one_warning_line(photo: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out.jpg"
-    code, _, err = run(["image", str(photo), "-o", str(out), "--max-side", "96", "--set", "iterations=1",
-                        "--set", "octaves=1", "-q"], capsys)
+    code, _, err = run(
+        ["image", str(photo), "-o", str(out), "--max-side", "96", "--set", "iterations=1", "--set", "octaves=1", "-q"],
+        capsys,
+    )
     assert code == 0
     warnings = [line for line in err.splitlines() if "warning" in line]
     assert len(warnings) == 1 and "vgg16_hed" in warnings[0]

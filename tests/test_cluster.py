@@ -23,8 +23,21 @@ from tests.jobs import dreamt_all, plan
 from tests.media import REPO, image_folder, mean_change
 from tests.test_video import FAST as VIDEO_FAST
 
-FAST = ["--model", "inception_v3", "--weights", "untrained", "--layers", "mixed2=1", "--set", "iterations=6",
-        "--set", "octaves=1", "--max-side", "160", "-q"]
+FAST = [
+    "--model",
+    "inception_v3",
+    "--weights",
+    "untrained",
+    "--layers",
+    "mixed2=1",
+    "--set",
+    "iterations=6",
+    "--set",
+    "octaves=1",
+    "--max-side",
+    "160",
+    "-q",
+]
 DASK = str(Path(sys.executable).with_name("dask"))
 
 
@@ -39,18 +52,34 @@ class Cluster:
         self.port = free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
         self.tmp = tmp
-        self.scheduler = subprocess.Popen([DASK, "scheduler", "--host", "127.0.0.1", "--port", str(self.port),
-                                           "--no-dashboard"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                          env={**os.environ, "PYTHONPATH": str(REPO), **(scheduler_env or {})})
+        self.scheduler = subprocess.Popen(
+            [DASK, "scheduler", "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(REPO), **(scheduler_env or {})},
+        )
         self.workers: list[subprocess.Popen[bytes]] = []
 
     def add_worker(self, nanny: bool = False) -> subprocess.Popen[bytes]:
         # Scheduler and workers import this checkout (a cluster shares the command's environment; the
         # scheduler unpickles task graphs too).
         env = {**os.environ, "PYTHONPATH": str(REPO)}
-        w = subprocess.Popen([DASK, "worker", self.address, "--nthreads", "1", "--no-dashboard",
-                              *([] if nanny else ["--no-nanny"]), "--local-directory", str(self.tmp)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        w = subprocess.Popen(
+            [
+                DASK,
+                "worker",
+                self.address,
+                "--nthreads",
+                "1",
+                "--no-dashboard",
+                *([] if nanny else ["--no-nanny"]),
+                "--local-directory",
+                str(self.tmp),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
         self.workers.append(w)
         return w
 
@@ -95,8 +124,22 @@ def test_image_batch_on_cluster_survives_a_lost_worker_and_equals_local(cluster:
     local = tmp_path / "local"
     assert main(["images", str(src), "-o", str(local), *FAST]) == 0
     remote = tmp_path / "remote"
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "images", str(src), "-o", str(remote), *FAST,
-                             "--scheduler", cluster.address], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "images",
+            str(src),
+            "-o",
+            str(remote),
+            *FAST,
+            "--scheduler",
+            cluster.address,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     events = remote / ".dreamreel-work" / "events.log"
     killed = kill_one_worker_when(cluster, lambda: events.exists() and len(events.read_text().splitlines()) >= 2)
     assert proc.wait(timeout=600) == 0, proc.stderr.read() if proc.stderr else ""
@@ -109,11 +152,40 @@ def test_image_batch_on_cluster_survives_a_lost_worker_and_equals_local(cluster:
 def test_video_on_cluster_survives_a_lost_worker_and_equals_local(cluster: Cluster, tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "clip.mp4", cut_at=0.5, seconds=1.2)
     args = [*VIDEO_FAST, "--set", "iterations=4", "--set", "video.chunk_frames=8", "--set", "video.overlap_frames=3"]
-    assert main(["video", str(clip), "-o", str(tmp_path / "local.mp4"), "--workdir", str(tmp_path / "wl"),
-                 "--keep-frames", *args]) == 0
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "video", str(clip), "-o", str(tmp_path / "r.mp4"),
-                             "--workdir", str(tmp_path / "wr"), "--keep-work", *args, "--scheduler", cluster.address],
-                            stderr=subprocess.PIPE, text=True)
+    assert (
+        main(
+            [
+                "video",
+                str(clip),
+                "-o",
+                str(tmp_path / "local.mp4"),
+                "--workdir",
+                str(tmp_path / "wl"),
+                "--keep-frames",
+                *args,
+            ]
+        )
+        == 0
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "video",
+            str(clip),
+            "-o",
+            str(tmp_path / "r.mp4"),
+            "--workdir",
+            str(tmp_path / "wr"),
+            "--keep-work",
+            *args,
+            "--scheduler",
+            cluster.address,
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     events = tmp_path / "wr" / "events.log"
     killed = kill_one_worker_when(cluster, lambda: events.exists() and len(events.read_text().splitlines()) >= 3)
     assert proc.wait(timeout=600) == 0, proc.stderr.read() if proc.stderr else ""
@@ -130,8 +202,9 @@ def test_video_on_cluster_survives_a_lost_worker_and_equals_local(cluster: Clust
 
 def test_unreachable_scheduler_is_one_line(tmp_path: Path, capsys) -> None:
     src = image_folder(tmp_path / "in", 1, 40, 40)
-    code = main(["images", str(src), "-o", str(tmp_path / "out"), *FAST, "--scheduler",
-                 f"tcp://127.0.0.1:{free_port()}"])
+    code = main(
+        ["images", str(src), "-o", str(tmp_path / "out"), *FAST, "--scheduler", f"tcp://127.0.0.1:{free_port()}"]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "cannot reach the Dask scheduler" in err and "Traceback" not in err
     assert "connection refused" in err  # said at once, not after the client's 10 s of retries
@@ -139,9 +212,9 @@ def test_unreachable_scheduler_is_one_line(tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.parametrize("reply", [None, b"HTTP/1.0 400 Bad Request\r\n\r\nnot dask"])
-def test_a_service_that_is_not_a_scheduler_is_one_line_in_bounded_time(reply: bytes | None, tmp_path: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch,
-                                                                        capsys) -> None:
+def test_a_service_that_is_not_a_scheduler_is_one_line_in_bounded_time(
+    reply: bytes | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
     """Given the dashboard's port or any other service, Dask's client waited forever for a silent
     one and reported a reply in another protocol as running out of memory."""
     import threading
@@ -172,8 +245,17 @@ def test_a_service_that_is_not_a_scheduler_is_one_line_in_bounded_time(reply: by
     thread.start()
     try:
         src = image_folder(tmp_path / "in", 1, 40, 40)
-        code = main(["images", str(src), "-o", str(tmp_path / "out"), *FAST, "--scheduler",
-                     f"tcp://127.0.0.1:{server.getsockname()[1]}"])
+        code = main(
+            [
+                "images",
+                str(src),
+                "-o",
+                str(tmp_path / "out"),
+                *FAST,
+                "--scheduler",
+                f"tcp://127.0.0.1:{server.getsockname()[1]}",
+            ]
+        )
     finally:
         done.set()
         thread.join(timeout=5)
@@ -209,8 +291,22 @@ def test_lost_scheduler_is_one_line_and_a_new_one_resumes(tmp_path: Path) -> Non
     try:
         first.add_worker()
         first.wait_for_workers(1)
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "images", str(src), "-o", str(out), *FAST,
-                                 "--scheduler", first.address], stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "images",
+                str(src),
+                "-o",
+                str(out),
+                *FAST,
+                "--scheduler",
+                first.address,
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         deadline = time.monotonic() + 120
         while not (events.exists() and len(events.read_text().splitlines()) >= 2) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -257,13 +353,16 @@ def test_a_task_that_keeps_killing_workers_is_bounded_by_the_job_not_the_schedul
 
 
 def test_restart_on_a_reused_folder_dreams_with_the_new_settings_on_long_lived_workers(
-        cluster: Cluster, tmp_path: Path) -> None:
+    cluster: Cluster, tmp_path: Path
+) -> None:
     """The workers live on between the two runs; nothing of the first job's settings may stick."""
     clip = make_clip(tmp_path / "clip.mp4", seconds=0.5, audio=False)
     work = ["--workdir", str(tmp_path / "work"), "--scheduler", cluster.address]
     assert main(["video", str(clip), "-o", str(tmp_path / "a.mp4"), *VIDEO_FAST, *work, "--keep-work"]) == 0
-    assert main(["video", str(clip), "-o", str(tmp_path / "b.mp4"), *VIDEO_FAST, *work, "--restart",
-                 "--set", "step=0.04"]) == 0
+    assert (
+        main(["video", str(clip), "-o", str(tmp_path / "b.mp4"), *VIDEO_FAST, *work, "--restart", "--set", "step=0.04"])
+        == 0
+    )
     assert main(["video", str(clip), "-o", str(tmp_path / "local-b.mp4"), *VIDEO_FAST, "--set", "step=0.04"]) == 0
     a, b, local_b = (read_frames(tmp_path / n) for n in ("a.mp4", "b.mp4", "local-b.mp4"))
     assert [f.tobytes() for f in b] == [f.tobytes() for f in local_b]
@@ -271,13 +370,29 @@ def test_restart_on_a_reused_folder_dreams_with_the_new_settings_on_long_lived_w
 
 
 def test_two_jobs_on_one_clip_at_once_on_one_scheduler_both_complete_and_are_right(
-        cluster: Cluster, tmp_path: Path) -> None:
+    cluster: Cluster, tmp_path: Path
+) -> None:
     clip = make_clip(tmp_path / "clip.mp4", seconds=0.8, audio=False)
     runs = {}
     for seed in (1, 2):
-        runs[seed] = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "video", str(clip), "-o",
-                                       str(tmp_path / f"c{seed}.mp4"), *VIDEO_FAST, "--seed", str(seed),
-                                       "--scheduler", cluster.address], stderr=subprocess.PIPE, text=True)
+        runs[seed] = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "video",
+                str(clip),
+                "-o",
+                str(tmp_path / f"c{seed}.mp4"),
+                *VIDEO_FAST,
+                "--seed",
+                str(seed),
+                "--scheduler",
+                cluster.address,
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     for seed, proc in runs.items():
         assert proc.wait(timeout=600) == 0, proc.stderr.read() if proc.stderr else ""
         assert main(["video", str(clip), "-o", str(tmp_path / f"l{seed}.mp4"), *VIDEO_FAST, "--seed", str(seed)]) == 0
@@ -287,12 +402,30 @@ def test_two_jobs_on_one_clip_at_once_on_one_scheduler_both_complete_and_are_rig
 
 
 def test_a_worker_that_cannot_load_the_resolved_network_fails_the_job_in_one_line(
-        cluster: Cluster, tmp_path: Path, capsys) -> None:
+    cluster: Cluster, tmp_path: Path, capsys
+) -> None:
     """InceptionV3 with ImageNet weights, which no worker has or can download: the job fails, naming
     the worker; nothing falls back to another network, nothing is written."""
     clip = make_clip(tmp_path / "clip.mp4", seconds=0.3, audio=False)
-    code = main(["video", str(clip), "-o", str(tmp_path / "o.mp4"), "--model", "inception_v3", "--layers",
-                 "mixed2=1", "--set", "iterations=1", "--set", "octaves=1", "-q", "--scheduler", cluster.address])
+    code = main(
+        [
+            "video",
+            str(clip),
+            "-o",
+            str(tmp_path / "o.mp4"),
+            "--model",
+            "inception_v3",
+            "--layers",
+            "mixed2=1",
+            "--set",
+            "iterations=1",
+            "--set",
+            "octaves=1",
+            "-q",
+            "--scheduler",
+            cluster.address,
+        ]
+    )
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("dreamreel: info: Dask dashboard")]
     assert code == 2 and len(lines) == 1, err
@@ -301,7 +434,8 @@ def test_a_worker_that_cannot_load_the_resolved_network_fails_the_job_in_one_lin
 
 
 def test_a_workers_copies_of_job_files_are_shared_kept_while_used_and_removed_when_unused(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A worker machine copies a job's URL input once (jobs on the same file share the copy). On a
     long-lived worker those copies must not pile up: one unused for COPY_DAYS goes when a new one is
     made, one in use stays, and one removed under a job is made again."""
@@ -357,21 +491,63 @@ def test_a_cluster_over_mutual_tls_runs_a_job_and_refuses_a_client_without_a_cer
         cert = issuer.issue_cert("127.0.0.1")
         cert.private_key_pem.write_to_path(str(tmp_path / f"{name}.key"))
         cert.cert_chain_pems[0].write_to_path(str(tmp_path / f"{name}.pem"))
-        certs[name] = ["--tls-ca-file", str(tmp_path / "ca.pem"), "--tls-cert", str(tmp_path / f"{name}.pem"),
-                       "--tls-key", str(tmp_path / f"{name}.key")]
+        certs[name] = [
+            "--tls-ca-file",
+            str(tmp_path / "ca.pem"),
+            "--tls-cert",
+            str(tmp_path / f"{name}.pem"),
+            "--tls-key",
+            str(tmp_path / f"{name}.key"),
+        ]
     port = free_port()
     address = f"tls://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([DASK, "scheduler", "--protocol", "tls", "--host", "127.0.0.1", "--port", str(port),
-                               "--no-dashboard", *certs["scheduler"]], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)]
+    procs = [
+        subprocess.Popen(
+            [
+                DASK,
+                "scheduler",
+                "--protocol",
+                "tls",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-dashboard",
+                *certs["scheduler"],
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
     try:
         for n in range(2):
-            procs.append(subprocess.Popen([DASK, "worker", address, "--nthreads", "1", "--no-dashboard", "--no-nanny",
-                                           "--local-directory", str(tmp_path / f"w{n}"), *certs["worker"]], env=env,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        security = Security(tls_ca_file=str(tmp_path / "ca.pem"), tls_client_cert=str(tmp_path / "client.pem"),
-                            tls_client_key=str(tmp_path / "client.key"), require_encryption=True)
+            procs.append(
+                subprocess.Popen(
+                    [
+                        DASK,
+                        "worker",
+                        address,
+                        "--nthreads",
+                        "1",
+                        "--no-dashboard",
+                        "--no-nanny",
+                        "--local-directory",
+                        str(tmp_path / f"w{n}"),
+                        *certs["worker"],
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        security = Security(
+            tls_ca_file=str(tmp_path / "ca.pem"),
+            tls_client_cert=str(tmp_path / "client.pem"),
+            tls_client_key=str(tmp_path / "client.key"),
+            require_encryption=True,
+        )
         deadline = time.monotonic() + 60
         while True:  # the scheduler takes a moment to listen
             try:
@@ -386,17 +562,41 @@ def test_a_cluster_over_mutual_tls_runs_a_job_and_refuses_a_client_without_a_cer
         tls_env = {"DASK_DISTRIBUTED__COMM__TLS__CA_FILE": str(tmp_path / "ca.pem")}
 
         def dreamreel(out: str, cert: str | None) -> subprocess.CompletedProcess[str]:
-            extra = {} if cert is None else {"DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": str(tmp_path / f"{cert}.pem"),
-                                             "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": str(tmp_path / f"{cert}.key")}
-            return subprocess.run([sys.executable, "-m", "pipeline.cli", "video", str(clip), "-o", str(tmp_path / out),
-                                   *VIDEO_FAST, "--scheduler", address, "--workdir", str(tmp_path / f"work-{out}")],
-                                  env={**env, **tls_env, **extra}, capture_output=True, text=True, timeout=300)
+            extra = (
+                {}
+                if cert is None
+                else {
+                    "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": str(tmp_path / f"{cert}.pem"),
+                    "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": str(tmp_path / f"{cert}.key"),
+                }
+            )
+            return subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pipeline.cli",
+                    "video",
+                    str(clip),
+                    "-o",
+                    str(tmp_path / out),
+                    *VIDEO_FAST,
+                    "--scheduler",
+                    address,
+                    "--workdir",
+                    str(tmp_path / f"work-{out}"),
+                ],
+                env={**env, **tls_env, **extra},
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
 
         done = dreamreel("tls.mp4", "client")
         assert done.returncode == 0, done.stderr
         assert main(["video", str(clip), "-o", str(tmp_path / "local.mp4"), *VIDEO_FAST]) == 0
         assert [f.tobytes() for f in read_frames(tmp_path / "tls.mp4")] == [
-            f.tobytes() for f in read_frames(tmp_path / "local.mp4")]
+            f.tobytes() for f in read_frames(tmp_path / "local.mp4")
+        ]
         for cert, words in ((None, "has no client certificate for it"), ("rogue", "cannot reach the Dask scheduler")):
             refused = dreamreel(f"{cert}.mp4", cert)
             lines = refused.stderr.strip().splitlines()

@@ -24,8 +24,8 @@ def texture(height: int = H, width: int = W + 16, seed: int = 0) -> np.ndarray:
 def pan() -> tuple[np.ndarray, np.ndarray]:
     """Two frames of a camera pan: the picture moves SHIFT pixels to the right."""
     big = texture()
-    prev = big[:, 8:8 + W]
-    cur = big[:, 8 - SHIFT:8 - SHIFT + W]  # cur[y, x] = prev[y, x - SHIFT]
+    prev = big[:, 8 : 8 + W]
+    cur = big[:, 8 - SHIFT : 8 - SHIFT + W]  # cur[y, x] = prev[y, x - SHIFT]
     return prev, cur
 
 
@@ -59,11 +59,11 @@ def test_occlusion_mask_hides_what_a_moving_square_uncovered() -> None:
     prev, cur = bg.copy(), bg.copy()
     y0, y1, x0, x1, step = 28, 68, 40, 80, 8
     prev[y0:y1, x0:x1] = fg[y0:y1, x0:x1]
-    cur[y0:y1, x0 + step:x1 + step] = fg[y0:y1, x0:x1]
+    cur[y0:y1, x0 + step : x1 + step] = fg[y0:y1, x0:x1]
     visible = optical_flow(prev, cur).visible
-    uncovered = visible[y0 + 4:y1 - 4, x0 + 1:x0 + step - 1]
+    uncovered = visible[y0 + 4 : y1 - 4, x0 + 1 : x0 + step - 1]
     assert np.mean(uncovered > 0.5) < 0.3, np.round(uncovered, 2)
-    still = visible[4:20, 4:W - 4]
+    still = visible[4:20, 4 : W - 4]
     assert np.mean(still > 0.5) > 0.95
 
 
@@ -71,7 +71,7 @@ def test_pixels_entering_at_the_border_are_masked(pan) -> None:
     prev, cur = pan
     visible = optical_flow(prev, cur).visible
     assert visible[INNER].mean() > 0.95
-    assert visible[12:-12, :SHIFT - 1].mean() < 0.5  # the left edge came from outside the frame
+    assert visible[12:-12, : SHIFT - 1].mean() < 0.5  # the left edge came from outside the frame
 
 
 def test_flow_at_a_working_size_is_computed_small_and_scaled_back(monkeypatch) -> None:
@@ -81,7 +81,7 @@ def test_flow_at_a_working_size_is_computed_small_and_scaled_back(monkeypatch) -
     import cv2
 
     big = texture(384, 512 + 32, seed=3)
-    prev, cur = big[:, 16:16 + 512], big[:, 8:8 + 512]  # cur[y, x] = prev[y, x - 8]
+    prev, cur = big[:, 16 : 16 + 512], big[:, 8 : 8 + 512]  # cur[y, x] = prev[y, x - 8]
     full = optical_flow(prev, cur)
     seen: list[tuple[int, ...]] = []
     real = cv2.DISOpticalFlow_create
@@ -186,7 +186,7 @@ def test_adaptive_detector_does_not_cut_a_fast_pan_that_the_content_score_would(
     import cv2
 
     big = u8(np.clip(cv2.resize(small, (600, H), interpolation=cv2.INTER_CUBIC), 0, 1))
-    pan = [big[:, 4 * i:4 * i + W] for i in range(40)]
+    pan = [big[:, 4 * i : 4 * i + W] for i in range(40)]
     assert len(shots(pan, "content")) > 30
     assert shots(pan, "adaptive") == [0]
 

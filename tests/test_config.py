@@ -116,9 +116,13 @@ def test_bfloat16_on_a_cpu_without_bfloat16_says_so(monkeypatch, caplog) -> None
     from pipeline.settings import resolve_noted
 
     cfg = DreamConfig(model="inception_v3", weights="untrained")
-    for flags, precision, warned in [({"avx2", "avx512f"}, "bfloat16", True), ({"avx512_bf16"}, "bfloat16", False),
-                                     ({"amx_bf16"}, "bfloat16", False), ({"avx2"}, "float32", False),
-                                     (None, "bfloat16", False)]:
+    for flags, precision, warned in [
+        ({"avx2", "avx512f"}, "bfloat16", True),
+        ({"avx512_bf16"}, "bfloat16", False),
+        ({"amx_bf16"}, "bfloat16", False),
+        ({"avx2"}, "float32", False),
+        (None, "bfloat16", False),
+    ]:
         monkeypatch.setattr(runtime, "_cpuinfo", lambda flags=flags: ("a CPU", flags))
         caplog.clear()
         with caplog.at_level(logging.WARNING):
@@ -127,8 +131,9 @@ def test_bfloat16_on_a_cpu_without_bfloat16_says_so(monkeypatch, caplog) -> None
         assert len(said) == (1 if warned else 0), (flags, precision, said)
 
 
-@pytest.mark.parametrize("weight, why", [(1e308, "float32's range"), (-1e39, "float32's range"),
-                                         (1e-50, "not all zero in float32")])
+@pytest.mark.parametrize(
+    "weight, why", [(1e308, "float32's range"), (-1e39, "float32's range"), (1e-50, "not all zero in float32")]
+)
 def test_layer_weights_are_checked_as_float32_uses_them(weight: float, why: str) -> None:
     with pytest.raises(ConfigError, match=why):
         build_config(None, None, [], {"layers": {"mixed4": weight}})
@@ -153,5 +158,6 @@ def test_a_dream_whose_loss_overflows_is_an_error_not_a_black_picture(monkeypatc
     monkeypatch.setattr(Dreamer, "gradient", overflowing)
     img = np.full((48, 48, 3), 120, np.uint8)
     with pytest.raises(DreamError, match="the dream diverged"):
-        dream_image(img, DreamConfig(model="inception_v3", weights="untrained", layers={"mixed2": 1.0}, octaves=1,
-                                     iterations=1))
+        dream_image(
+            img, DreamConfig(model="inception_v3", weights="untrained", layers={"mixed2": 1.0}, octaves=1, iterations=1)
+        )

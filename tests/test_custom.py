@@ -50,8 +50,27 @@ def read_png(path: Path) -> np.ndarray:
 def test_dreaming_through_the_cli_raises_the_chosen_layers_loss(cnn: Path, tmp_path: Path, capsys) -> None:
     src = write_png(tmp_path / "in.png", synthetic_image(96, 128))
     out = tmp_path / "out.png"
-    code = main(["image", str(src), "-o", str(out), "--model", str(cnn), "--layers", "conv2", "--set",
-                 "iterations=20", "--set", "step=0.02", "--set", "octaves=2", "--set", "max_loss=null", "-q"])
+    code = main(
+        [
+            "image",
+            str(src),
+            "-o",
+            str(out),
+            "--model",
+            str(cnn),
+            "--layers",
+            "conv2",
+            "--set",
+            "iterations=20",
+            "--set",
+            "step=0.02",
+            "--set",
+            "octaves=2",
+            "--set",
+            "max_loss=null",
+            "-q",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     before = activations(cnn, "conv2", read_png(src))
     after = activations(cnn, "conv2", read_png(out))
@@ -107,8 +126,10 @@ def test_files_that_do_not_fit_exit_2_with_one_line(cnn: Path, tmp_path: Path, c
         assert not out.exists()
     cases = {
         "dense": ("is not a feature map: its output is (None, 2)", ["--layers", "dense"]),
-        "unknown": ("unknown layer 'conv9' for shapes.keras; its dream layers: conv1, pool1, conv2",
-                    ["--layers", "conv9"]),
+        "unknown": (
+            "unknown layer 'conv9' for shapes.keras; its dream layers: conv1, pool1, conv2",
+            ["--layers", "conv9"],
+        ),
         "channel": ("conv2 of", ["--layers", "conv2:16"]),  # 16 channels: 0 to 15
         "class": ("has 2 classes", ["--class", "2"]),
         "weights": ("a model file carries its own weights", ["--weights", "untrained"]),
@@ -123,8 +144,9 @@ def test_files_that_do_not_fit_exit_2_with_one_line(cnn: Path, tmp_path: Path, c
     assert code == 2 and "without its classifier top" in err
 
 
-def channel_rises(model: str, layer: str, channels: tuple[int, int], img: np.ndarray,
-                  means: Callable[[np.ndarray], np.ndarray]) -> dict[int, np.ndarray]:
+def channel_rises(
+    model: str, layer: str, channels: tuple[int, int], img: np.ndarray, means: Callable[[np.ndarray], np.ndarray]
+) -> dict[int, np.ndarray]:
     """Per targeted channel: how much each channel's mean activation rose when dreaming that channel."""
     from dreamcore import DreamConfig
     from dreamcore.engine import Engine
@@ -176,9 +198,26 @@ def test_class_target_raises_that_logit(cnn: Path, tmp_path: Path, capsys) -> No
     src = synthetic_image(64, 64)
     for cls in (0, 1):
         out = tmp_path / f"class{cls}.png"
-        code = main(["image", str(write_png(tmp_path / "in.png", src)), "-o", str(out), "--model", str(cnn),
-                     "--class", str(cls), "--set", "iterations=10", "--set", "octaves=1", "--set", "max_loss=null",
-                     "-q", "--overwrite"])
+        code = main(
+            [
+                "image",
+                str(write_png(tmp_path / "in.png", src)),
+                "-o",
+                str(out),
+                "--model",
+                str(cnn),
+                "--class",
+                str(cls),
+                "--set",
+                "iterations=10",
+                "--set",
+                "octaves=1",
+                "--set",
+                "max_loss=null",
+                "-q",
+                "--overwrite",
+            ]
+        )
         assert code == 0, capsys.readouterr().err
 
         def logit(rgb: np.ndarray, cls: int = cls) -> float:
@@ -198,8 +237,9 @@ def test_a_fixed_size_model_dreams_a_larger_image_through_tiles(tmp_path: Path) 
     path = tmp_path / "fixed.keras"
     tiny_cnn(fixed=48).save(path)
     img = synthetic_image(100, 150)
-    cfg = DreamConfig(model=str(path), layers={"conv2": 1.0}, iterations=12, step=0.02, octaves=1, max_loss=None,
-                      jitter=0)
+    cfg = DreamConfig(
+        model=str(path), layers={"conv2": 1.0}, iterations=12, step=0.02, octaves=1, max_loss=None, jitter=0
+    )
     engine = Engine(cfg)
     assert engine.dreamer.net.fixed == (48, 48)
     out = engine.dream_rgb(img, uint8=True)
@@ -207,14 +247,15 @@ def test_a_fixed_size_model_dreams_a_larger_image_through_tiles(tmp_path: Path) 
     change = np.abs(out.astype(np.float32) - img).mean(axis=2)
     for y in (0, 50, 99):
         for x in (0, 75, 149):
-            assert change[max(0, y - 4):y + 5, max(0, x - 4):x + 5].mean() > 0.5, (y, x)
+            assert change[max(0, y - 4) : y + 5, max(0, x - 4) : x + 5].mean() > 0.5, (y, x)
     model = keras.models.load_model(path)
     probe = keras.Model(model.inputs[0], model.get_layer("conv2").output)
 
     def loss(rgb: np.ndarray) -> float:
-        tiles = [rgb[y:y + 48, x:x + 48] for y in (0, 26, 52) for x in (0, 34, 68, 102)]
-        return float(np.mean([np.square(np.asarray(probe(t[None].astype(np.float32)))[0, 2:-2, 2:-2]).mean()
-                              for t in tiles]))
+        tiles = [rgb[y : y + 48, x : x + 48] for y in (0, 26, 52) for x in (0, 34, 68, 102)]
+        return float(
+            np.mean([np.square(np.asarray(probe(t[None].astype(np.float32)))[0, 2:-2, 2:-2]).mean() for t in tiles])
+        )
 
     assert loss(out) > 1.5 * loss(img), (loss(img), loss(out))
 
@@ -272,8 +313,26 @@ def test_a_whole_model_in_h5_works_too(tmp_path: Path, capsys) -> None:
     assert main(["layers", "--model", str(path)]) == 0
     assert "conv2  (?, ?, ?, 16)" in capsys.readouterr().out.splitlines()
     src = write_png(tmp_path / "in.png", synthetic_image(64, 64))
-    assert main(["image", str(src), "-o", str(tmp_path / "o.png"), "--model", str(path), "--layers", "conv2",
-                 "--set", "iterations=3", "--set", "octaves=1", "-q"]) == 0
+    assert (
+        main(
+            [
+                "image",
+                str(src),
+                "-o",
+                str(tmp_path / "o.png"),
+                "--model",
+                str(path),
+                "--layers",
+                "conv2",
+                "--set",
+                "iterations=3",
+                "--set",
+                "octaves=1",
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert np.abs(read_png(tmp_path / "o.png").astype(int) - read_png(src)).mean() > 0.5
 
 
@@ -295,8 +354,30 @@ def test_a_keras2_savedmodel_folder_dreams_through_tf_keras(tmp_path: Path, caps
     assert "conv2  (?, ?, ?, 16)" in capsys.readouterr().out.splitlines()
     src = write_png(tmp_path / "in.png", synthetic_image(64, 64))
     out = tmp_path / "o.png"
-    assert main(["image", str(src), "-o", str(out), "--model", str(folder), "--layers", "conv2", "--set",
-                 "iterations=15", "--set", "step=0.03", "--set", "octaves=1", "--set", "max_loss=null", "-q"]) == 0
+    assert (
+        main(
+            [
+                "image",
+                str(src),
+                "-o",
+                str(out),
+                "--model",
+                str(folder),
+                "--layers",
+                "conv2",
+                "--set",
+                "iterations=15",
+                "--set",
+                "step=0.03",
+                "--set",
+                "octaves=1",
+                "--set",
+                "max_loss=null",
+                "-q",
+            ]
+        )
+        == 0
+    )
     probe = tf_keras.Model(model.inputs[0], model.get_layer("conv2").output)
 
     def loss(rgb: np.ndarray) -> float:

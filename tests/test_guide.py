@@ -83,18 +83,32 @@ def source(tmp_path_factory) -> Path:
     return png(tmp_path_factory.mktemp("guide") / "fruits.png", small)
 
 
-GUIDED = ["--model", "vgg16_hed", "--layers", LAYERS, "--set", "iterations=20", "--set", "octaves=2", "--set",
-          "max_loss=null", "-q"]
+GUIDED = [
+    "--model",
+    "vgg16_hed",
+    "--layers",
+    LAYERS,
+    "--set",
+    "iterations=20",
+    "--set",
+    "octaves=2",
+    "--set",
+    "max_loss=null",
+    "-q",
+]
 
 
-def test_two_guides_give_different_dreams_each_closer_to_its_own_guide(source: Path, features, tmp_path: Path,
-                                                                       capsys) -> None:
+def test_two_guides_give_different_dreams_each_closer_to_its_own_guide(
+    source: Path, features, tmp_path: Path, capsys
+) -> None:
     guides = {"stripes": stripes(), "dots": dots()}
     outs = {}
     for name, g in guides.items():
         out = tmp_path / f"{name}.png"
-        assert main(["image", str(source), "-o", str(out), *GUIDED, "--guide", str(png(tmp_path / f"g-{name}.png", g))
-                     ]) == 0, capsys.readouterr().err
+        assert (
+            main(["image", str(source), "-o", str(out), *GUIDED, "--guide", str(png(tmp_path / f"g-{name}.png", g))])
+            == 0
+        ), capsys.readouterr().err
         outs[name] = read(out)
     diff = np.abs(outs["stripes"].astype(int) - outs["dots"]).mean()
     print(f"two guides: dreams {diff:.1f}/255 apart")
@@ -123,12 +137,14 @@ def test_images_and_zoom_take_the_guide(source: Path, tmp_path: Path, capsys) ->
     assert np.array_equal(batch, one)
     assert np.abs(one.astype(int) - plain).mean() > 2
     # Another guide on the same output folder is another job: refused, like another config.
-    code = main(["images", str(folder), "-o", str(tmp_path / "out"), *fast, "--guide", str(png(tmp_path / "d.png",
-                                                                                               dots()))])
+    code = main(
+        ["images", str(folder), "-o", str(tmp_path / "out"), *fast, "--guide", str(png(tmp_path / "d.png", dots()))]
+    )
     assert code == 2 and "another" in capsys.readouterr().err.lower()
     # zoom: frame 0 is the guided image dream
-    assert main(["zoom", str(source), "-o", str(tmp_path / "z.mp4"), *fast, "--frames", "2", "--guide",
-                 str(guide)]) == 0
+    assert (
+        main(["zoom", str(source), "-o", str(tmp_path / "z.mp4"), *fast, "--frames", "2", "--guide", str(guide)]) == 0
+    )
     capsys.readouterr()
 
 
@@ -140,8 +156,21 @@ def test_bad_guides_exit_2_with_one_line(source: Path, tmp_path: Path, capsys) -
         (["image", str(source), "-o", str(tmp_path / "o.png"), "--guide", str(tmp_path / "none.png")], "no such file"),
         (["image", str(source), "-o", str(tmp_path / "o.png"), "--guide", str(junk)], "junk.png"),
         (["image", str(source), "-o", str(tmp_path / "o.png"), "--guide", str(clip)], "a video guides only"),
-        (["image", str(source), "-o", str(tmp_path / "o.png"), "--model", "vgg16_hed", "--layers",
-          "block4_conv3:5", "--guide", str(png(tmp_path / "g.png", dots()))], "steers whole layers"),
+        (
+            [
+                "image",
+                str(source),
+                "-o",
+                str(tmp_path / "o.png"),
+                "--model",
+                "vgg16_hed",
+                "--layers",
+                "block4_conv3:5",
+                "--guide",
+                str(png(tmp_path / "g.png", dots())),
+            ],
+            "steers whole layers",
+        ),
         (["video", str(clip), "-o", str(tmp_path / "o.mp4"), "--guide", str(junk)], "neither an image nor a video"),
     ]
     for argv, expected in cases:
@@ -165,13 +194,39 @@ def guide_clip(path: Path, frames: list[np.ndarray]) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         for i, f in enumerate(frames):
             png(Path(tmp) / f"{i:03d}.png", f)
-        ffmpeg("-framerate", "24", "-i", str(Path(tmp) / "%03d.png"), "-c:v", "libx264", "-qp", "0", "-pix_fmt",
-               "yuv444p", str(path))
+        ffmpeg(
+            "-framerate",
+            "24",
+            "-i",
+            str(Path(tmp) / "%03d.png"),
+            "-c:v",
+            "libx264",
+            "-qp",
+            "0",
+            "-pix_fmt",
+            "yuv444p",
+            str(path),
+        )
     return path
 
 
-VIDEO = ["--model", "vgg16_hed", "--layers", LAYERS, "--set", "iterations=6", "--set", "octaves=1", "--set",
-         "max_loss=null", "--set", "video.followup_iterations=3", "--set", "video.chunk_frames=8", "-q"]
+VIDEO = [
+    "--model",
+    "vgg16_hed",
+    "--layers",
+    LAYERS,
+    "--set",
+    "iterations=6",
+    "--set",
+    "octaves=1",
+    "--set",
+    "max_loss=null",
+    "--set",
+    "video.followup_iterations=3",
+    "--set",
+    "video.chunk_frames=8",
+    "-q",
+]
 
 
 def test_a_guide_clip_guides_each_frame_by_its_frame_at_that_time(tmp_path: Path, features, capsys) -> None:
@@ -183,15 +238,32 @@ def test_a_guide_clip_guides_each_frame_by_its_frame_at_that_time(tmp_path: Path
     src = read_frames(clip)
     for end, phases in (("loop", ["s", "d", "s", "d"]), ("hold", ["s", "d", "d", "d"])):
         work = tmp_path / f"work-{end}"
-        code = main(["video", str(clip), "-o", str(tmp_path / f"{end}.mp4"), *VIDEO, "--coherence", "none",
-                     "--guide", str(g), "--guide-end", end, "--workdir", str(work), "--keep-frames"])
+        code = main(
+            [
+                "video",
+                str(clip),
+                "-o",
+                str(tmp_path / f"{end}.mp4"),
+                *VIDEO,
+                "--coherence",
+                "none",
+                "--guide",
+                str(g),
+                "--guide-end",
+                end,
+                "--workdir",
+                str(work),
+                "--keep-frames",
+            ]
+        )
         assert code == 0, capsys.readouterr().err
         out = dreamt_all(work)
 
         def lean(i: int, out: list[np.ndarray] = out) -> float:  # how far frame i moved to stripes, not dots
             s, d = stripes(64, 96), dots(64, 96)
-            return (closeness(features, out[i], s) - closeness(features, out[i], d)) - \
-                (closeness(features, src[i], s) - closeness(features, src[i], d))
+            return (closeness(features, out[i], s) - closeness(features, out[i], d)) - (
+                closeness(features, src[i], s) - closeness(features, src[i], d)
+            )
 
         leans = [lean(i) for i in range(16)]
         by_stripes = [v for i, v in enumerate(leans) if phases[i // 4] == "s"]
@@ -210,21 +282,48 @@ def test_guided_video_keeps_coherence_and_resumes_identically_after_kills(tmp_pa
     series = {}
     for mode in ("none", "flow"):
         work = tmp_path / f"work-{mode}"
-        code = main(["video", str(clip), "-o", str(tmp_path / f"{mode}.mp4"), *VIDEO, "--coherence", mode,
-                     "--guide", str(guide), "--workdir", str(work), "--keep-frames"])
+        code = main(
+            [
+                "video",
+                str(clip),
+                "-o",
+                str(tmp_path / f"{mode}.mp4"),
+                *VIDEO,
+                "--coherence",
+                mode,
+                "--guide",
+                str(guide),
+                "--workdir",
+                str(work),
+                "--keep-frames",
+            ]
+        )
         assert code == 0, capsys.readouterr().err
         out = [f.astype(np.float32) / 255 for f in dreamt_all(work)]
         series[mode] = np.mean([frame_instability(src[i - 1], out[i - 1], src[i], out[i]) for i in range(1, 16)])
     assert series["flow"] < 0.35 * series["none"], series
 
     work, out = tmp_path / "work", tmp_path / "out.mp4"
-    argv = [sys.executable, "-m", "pipeline.cli", "video", str(clip), "-o", str(out), "--workdir", str(work),
-            *VIDEO, "--guide", str(guide)]
+    argv = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "video",
+        str(clip),
+        "-o",
+        str(out),
+        "--workdir",
+        str(work),
+        *VIDEO,
+        "--guide",
+        str(guide),
+    ]
     kills = 0
     for _ in range(2):
         seen = len(events(work))
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                preexec_fn=default_sigint)
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+        )
         if not wait_for_events(work, seen + 2, proc, timeout=300):
             break
         proc.send_signal(signal.SIGKILL)
@@ -247,9 +346,26 @@ def test_a_guide_on_a_high_resolution_layer_stays_in_bounded_memory(tmp_path: Pa
     tiny_cnn().save(model)
     src = png(tmp_path / "in.png", synthetic_image(384, 512))
     guide = png(tmp_path / "g.png", synthetic_image(384, 512, seed=3))
-    code, peak_kb = run_cli_measuring_peak(["image", str(src), "-o", str(tmp_path / "o.png"), "--model", str(model),
-                                            "--layers", "conv2", "--guide", str(guide), "--set", "iterations=2",
-                                            "--set", "octaves=1", "-q"], tmp_path / "peak")
+    code, peak_kb = run_cli_measuring_peak(
+        [
+            "image",
+            str(src),
+            "-o",
+            str(tmp_path / "o.png"),
+            "--model",
+            str(model),
+            "--layers",
+            "conv2",
+            "--guide",
+            str(guide),
+            "--set",
+            "iterations=2",
+            "--set",
+            "octaves=1",
+            "-q",
+        ],
+        tmp_path / "peak",
+    )
     assert code == 0
     assert peak_kb < 1.5 * 1024 * 1024, peak_kb
 
@@ -286,13 +402,49 @@ def test_preview_guides_each_frame_by_the_guide_clip_as_the_job_would(tmp_path: 
     monkeypatch.setattr(Engine, "dream_rgb", recording)
     clip = make_pan(tmp_path / "pan.mp4", frames=16, size=(96, 64))
     sheet = tmp_path / "sheet.png"
-    code = main(["preview", str(clip), "-o", str(sheet), "--count", "4", "--model", "vgg16_hed", "--layers", LAYERS,
-                 "--set", "iterations=2", "--set", "octaves=1", "--guide", str(g), "-q"])
+    code = main(
+        [
+            "preview",
+            str(clip),
+            "-o",
+            str(sheet),
+            "--count",
+            "4",
+            "--model",
+            "vgg16_hed",
+            "--layers",
+            LAYERS,
+            "--set",
+            "iterations=2",
+            "--set",
+            "octaves=1",
+            "--guide",
+            str(g),
+            "-q",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0 and sheet.is_file(), err
     assert "".join(kind(x) for x in given[:4]) == "sdsd"
     assert "guide clip's first frame" not in err
     image = png(tmp_path / "still.png", stripes(64, 96))
-    code = main(["preview", str(image), "-o", str(tmp_path / "sheet2.png"), "--model", "vgg16_hed", "--layers",
-                 LAYERS, "--set", "iterations=1", "--set", "octaves=1", "--guide", str(g), "-q"])
+    code = main(
+        [
+            "preview",
+            str(image),
+            "-o",
+            str(tmp_path / "sheet2.png"),
+            "--model",
+            "vgg16_hed",
+            "--layers",
+            LAYERS,
+            "--set",
+            "iterations=1",
+            "--set",
+            "octaves=1",
+            "--guide",
+            str(g),
+            "-q",
+        ]
+    )
     assert code == 0 and "guide clip's first frame" in capsys.readouterr().err

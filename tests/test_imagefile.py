@@ -45,7 +45,7 @@ def test_gray_rgba_palette_and_cmyk(tmp_path: Path, rgb: np.ndarray) -> None:
 
 
 def test_16bit_color_and_gray_keep_16_bits(tmp_path: Path) -> None:
-    rgb16 = (synthetic_image(30, 50).astype(np.uint16) * 257 + 3)
+    rgb16 = synthetic_image(30, 50).astype(np.uint16) * 257 + 3
     cv2.imwrite(str(tmp_path / "c.png"), rgb16[..., ::-1])
     pic = read_image(tmp_path / "c.png")
     assert pic.pixels.dtype == np.uint16 and np.array_equal(pic.pixels, rgb16)
@@ -173,8 +173,9 @@ def test_a_bomb_in_a_format_only_opencv_reads_is_refused_from_its_header(tmp_pat
     assert code == 2 and peak_kb < 400 * 1024
 
 
-def test_temp_folders_of_gone_processes_are_removed_and_no_others(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_temp_folders_of_gone_processes_are_removed_and_no_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import subprocess
     import tempfile
 

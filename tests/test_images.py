@@ -20,8 +20,21 @@ from pipeline.cli import main
 from pipeline.imagefile import read_image
 from tests.media import image_folder, png_header_only, synthetic_image
 
-FAST = ["--model", "inception_v3", "--weights", "untrained", "--layers", "mixed2=1", "--set", "iterations=2",
-        "--set", "octaves=1", "--max-side", "96", "-q"]
+FAST = [
+    "--model",
+    "inception_v3",
+    "--weights",
+    "untrained",
+    "--layers",
+    "mixed2=1",
+    "--set",
+    "iterations=2",
+    "--set",
+    "octaves=1",
+    "--max-side",
+    "96",
+    "-q",
+]
 BAD = {"bad/empty.png", "bad/notes.jpg", "bad/truncated.png", "bad/huge.png"}
 
 
@@ -39,8 +52,10 @@ def make_tree(root: Path) -> set[str]:
         add(f"plain/{i:02d} photo.jpg", lambda p, i=i: Image.fromarray(synthetic_image(60, 80, seed=i)).save(p))
     add("ünï cødé/spaced name.png", lambda p: Image.fromarray(synthetic_image(50, 70)).save(p))
     add("kinds/gray.png", lambda p: Image.fromarray(synthetic_image(40, 60)).convert("L").save(p))
-    add("kinds/rgba.png", lambda p: Image.fromarray(
-        np.dstack([synthetic_image(40, 60), np.full((40, 60), 90, np.uint8)])).save(p))
+    add(
+        "kinds/rgba.png",
+        lambda p: Image.fromarray(np.dstack([synthetic_image(40, 60), np.full((40, 60), 90, np.uint8)])).save(p),
+    )
     add("kinds/sixteen.png", lambda p: cv2.imwrite(str(p), synthetic_image(40, 60).astype(np.uint16) * 257))
     add("kinds/cmyk.jpg", lambda p: Image.fromarray(synthetic_image(40, 60)).convert("CMYK").save(p))
 
@@ -111,8 +126,9 @@ def test_tree_good_dreamt_bad_reported_exit_3_then_nothing_redone(tree, tmp_path
         assert f"failed: {rel}:" in err
     assert "empty file" in err and "not an image" in err and "60000x60000" in err and "truncated" in err
     assert f"{len(good)} dreamt, 0 already done, {len(BAD)} failed" in err
-    outputs = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and ".dreamreel-work" not in
-               p.parts}
+    outputs = {
+        p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and ".dreamreel-work" not in p.parts
+    }
     assert len(outputs) == len(good)
     assert "kinds/animated.png" in outputs and "ünï cødé/spaced name.png" in outputs
     assert "kinds/wrong-extension.png" in outputs and "kinds/no-extension.png" in outputs
@@ -159,8 +175,20 @@ def test_bad_folders(tmp_path: Path, capsys) -> None:
 def test_sigkill_mid_batch_leaves_whole_files_and_resumes(tmp_path: Path) -> None:
     root = image_folder(tmp_path / "in", 16, name="{i:02d}.png")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "pipeline.cli", "images", str(root), "-o", str(out), *FAST,
-           "--set", "iterations=4", "--max-side", "160"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "images",
+        str(root),
+        "-o",
+        str(out),
+        *FAST,
+        "--set",
+        "iterations=4",
+        "--max-side",
+        "160",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while len(events(out)) < 3 and time.monotonic() < deadline and proc.poll() is None:
@@ -191,7 +219,9 @@ def test_a_link_to_the_output_folder_is_never_walked_so_dreams_are_not_dreamt_ag
         assert code == 3, err
         assert "skipped dreams-link: leads into" in err and "skipped a-dream.png: leads into" in err
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if ".dreamreel-work" not in p.parts) == [
-        "0.png", "1.png"]
+        "0.png",
+        "1.png",
+    ]
 
 
 def test_an_input_folder_inside_the_output_folder_is_refused(tmp_path: Path, capsys) -> None:

@@ -23,8 +23,12 @@ def test_a_sealed_file_is_checked_to_the_byte() -> None:
     data = bytes(range(256)) * 40
     sealed = data + integrity.trailer([data])
     assert bytes(integrity.payload(sealed, "x", "x")) == data
-    for bad, why in [(sealed[:-1], "no checksum"), (b"", "empty or cut short"), (sealed[:100], "no checksum"),
-                     (sealed[:500] + bytes([sealed[500] ^ 1]) + sealed[501:], "does not match")]:
+    for bad, why in [
+        (sealed[:-1], "no checksum"),
+        (b"", "empty or cut short"),
+        (sealed[:100], "no checksum"),
+        (sealed[:500] + bytes([sealed[500] ^ 1]) + sealed[501:], "does not match"),
+    ]:
         with pytest.raises(integrity.Damaged, match=why):
             integrity.payload(bad, "frames/0000/000001.rgb", "/w/frames/0000/000001.rgb")
 
@@ -71,9 +75,9 @@ def stored_frames(work: Path) -> list[Path]:
 def damage(path: Path, how: str) -> None:
     data = path.read_bytes()
     if how == "corrupt":  # the right size, other bytes: bit rot, a torn write
-        path.write_bytes(data[:len(data) // 2] + bytes([data[len(data) // 2] ^ 0x5A]) + data[len(data) // 2 + 1:])
+        path.write_bytes(data[: len(data) // 2] + bytes([data[len(data) // 2] ^ 0x5A]) + data[len(data) // 2 + 1 :])
     elif how == "truncate":
-        path.write_bytes(data[:len(data) // 2])
+        path.write_bytes(data[: len(data) // 2])
     elif how == "empty":
         path.write_bytes(b"")
     else:
@@ -85,19 +89,21 @@ def pick(work: Path, kind: str) -> Path:
     if kind == "last frame":  # the frame the chain goes on from
         return in_flight[-1]
     if kind == "first frame":  # one the chunk is encoded from, with later ones stored after it ([0] may be the
-        return in_flight[1]    # warm frame before them, which nothing reads once they are stored)
+        return in_flight[1]  # warm frame before them, which nothing reads once they are stored)
     if kind == "chunk":
         return sorted((work / "chunks").iterdir())[0]
     return work / "job.json"
 
 
-CASES = [(kind, how) for kind in ("last frame", "chunk", "job record")
-         for how in ("corrupt", "truncate", "empty", "delete")] + [("first frame", "corrupt")]
+CASES = [
+    (kind, how) for kind in ("last frame", "chunk", "job record") for how in ("corrupt", "truncate", "empty", "delete")
+] + [("first frame", "corrupt")]
 
 
 @pytest.mark.parametrize("kind, how", CASES)
-def test_each_stored_file_damaged_in_turn_the_rerun_makes_the_same_film(kind: str, how: str, stopped, tmp_path: Path,
-                                                                        capsys) -> None:
+def test_each_stored_file_damaged_in_turn_the_rerun_makes_the_same_film(
+    kind: str, how: str, stopped, tmp_path: Path, capsys
+) -> None:
     clip, snapshot, reference = stopped
     work = tmp_path / "work"
     shutil.copytree(snapshot, work)
@@ -173,8 +179,23 @@ def test_zoom_remakes_a_damaged_frame_and_chunk_from_the_last_good_state(tmp_pat
 
     pic = tmp_path / "p.png"
     cv2.imwrite(str(pic), synthetic_image(48, 64))
-    args = ["--frames", "8", "--chunk-frames", "3", "--model", "inception_v3", "--weights", "untrained",
-            "--layers", "mixed2=1", "--set", "octaves=1", "--max-side", "64", "-q"]
+    args = [
+        "--frames",
+        "8",
+        "--chunk-frames",
+        "3",
+        "--model",
+        "inception_v3",
+        "--weights",
+        "untrained",
+        "--layers",
+        "mixed2=1",
+        "--set",
+        "octaves=1",
+        "--max-side",
+        "64",
+        "-q",
+    ]
     assert main(["zoom", str(pic), "-o", str(tmp_path / "ref.mp4"), *args]) == 0
     reference = [f.tobytes() for f in read_frames(tmp_path / "ref.mp4")]
     from pipeline import zoom
@@ -211,8 +232,7 @@ def test_a_stored_frame_with_the_right_size_and_other_bytes_is_not_used(tmp_path
     from pipeline.store import Store
 
     store = Store(tmp_path)
-    job = JobSpec(id="j", store=store, token="t", input="", input_key="", size=(4, 2), config={}, video={},
-                  rate=None)
+    job = JobSpec(id="j", store=store, token="t", input="", input_key="", size=(4, 2), config={}, video={}, rate=None)
     store_frame(job, 0, 1, np.full((2, 4, 3), 7, np.uint8))
     assert stored_frame(job, 0, 1).sum() == 7 * 24
     path = tmp_path / "frames" / "0000" / "000001.rgb"
@@ -267,9 +287,30 @@ def test_zoom_stops_dreaming_again_after_the_last_chunk_it_remakes(tmp_path: Pat
     pic = tmp_path / "p.png"
     cv2.imwrite(str(pic), synthetic_image(48, 64))
     work = tmp_path / "work"
-    argv = ["zoom", str(pic), "-o", str(tmp_path / "z.mp4"), "--frames", "8", "--chunk-frames", "3", "--workdir",
-            str(work), "--keep-work", "--model", "inception_v3", "--weights", "untrained", "--layers", "mixed2=1",
-            "--set", "octaves=1", "--max-side", "64", "-q"]
+    argv = [
+        "zoom",
+        str(pic),
+        "-o",
+        str(tmp_path / "z.mp4"),
+        "--frames",
+        "8",
+        "--chunk-frames",
+        "3",
+        "--workdir",
+        str(work),
+        "--keep-work",
+        "--model",
+        "inception_v3",
+        "--weights",
+        "untrained",
+        "--layers",
+        "mixed2=1",
+        "--set",
+        "octaves=1",
+        "--max-side",
+        "64",
+        "-q",
+    ]
     assert main(argv) == 0
     reference = [f.tobytes() for f in read_frames(tmp_path / "z.mp4")]
     damage(work / "chunks" / "000003-000006.mp4", "corrupt")
@@ -292,8 +333,9 @@ def test_two_joins_of_one_output_never_share_a_temporary_file(tmp_path: Path) ->
     final = tmp_path / "out.mp4"
     a, b = temp_beside(final), temp_beside(final)
     assert a != b and a.parent == b.parent == tmp_path and a.name.startswith(".out.mp4.")
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     left = tmp_path / a.name.replace(f"-{os.getpid()}-", f"-{dead}-")  # a killed run's
     left.write_bytes(b"half a film")
     mine = tmp_path / a.name

@@ -29,8 +29,7 @@ def test_keyframes_interpolate_linearly_and_hold_at_both_ends() -> None:
 
 def test_a_keyframe_list_on_the_command_line_is_not_read_as_yaml() -> None:
     """YAML 1.1 reads 1:30 as 90 (base 60): a keyframe list stays text."""
-    assert parse_set(["step=0:0.01", "layers.mixed3=0:0,5s:2"]) == {"step": "0:0.01",
-                                                                   "layers": {"mixed3": "0:0,5s:2"}}
+    assert parse_set(["step=0:0.01", "layers.mixed3=0:0,5s:2"]) == {"step": "0:0.01", "layers": {"mixed3": "0:0,5s:2"}}
 
 
 def test_keyframes_in_a_config_file_as_a_mapping(tmp_path: Path) -> None:
@@ -46,18 +45,22 @@ def test_a_later_plain_value_ends_the_keyframes() -> None:
     assert not s and cfg.step == 0.03
 
 
-@pytest.mark.parametrize("sets, message", [
-    (["step=0:0.01,3s:0.02"], "step: keyframe 3s:0.02 is past the end (1.001 s)"),
-    (["step=0:0.01,40:0.02"], "step: keyframe 40:0.02 is past the end (frames 0 to 23)"),
-    (["step=5:0.01,2:0.02"], "step: keyframe 2:0.02 is not after 5:0.01"),
-    (["step=0:0.01,5:2"], "step: keyframe 5:2: "),
-    (["stepp=0:0.01,5:0.02"], "unknown key 'stepp'"),
-    (["video.flow_side=0:512,5:256"], "video.flow_side cannot change over time"),
-    (["seed=0:1,5:2"], "seed cannot change over time"),
-    (["step=0:0.01,x:0.02"], "--set: step: '0:0.01,x:0.02' is not allowed"),
-])
-def test_bad_keyframes_exit_2_with_one_line_naming_the_keyframe(sets: list[str], message: str, tmp_path: Path,
-                                                                 capsys) -> None:
+@pytest.mark.parametrize(
+    "sets, message",
+    [
+        (["step=0:0.01,3s:0.02"], "step: keyframe 3s:0.02 is past the end (1.001 s)"),
+        (["step=0:0.01,40:0.02"], "step: keyframe 40:0.02 is past the end (frames 0 to 23)"),
+        (["step=5:0.01,2:0.02"], "step: keyframe 2:0.02 is not after 5:0.01"),
+        (["step=0:0.01,5:2"], "step: keyframe 5:2: "),
+        (["stepp=0:0.01,5:0.02"], "unknown key 'stepp'"),
+        (["video.flow_side=0:512,5:256"], "video.flow_side cannot change over time"),
+        (["seed=0:1,5:2"], "seed cannot change over time"),
+        (["step=0:0.01,x:0.02"], "--set: step: '0:0.01,x:0.02' is not allowed"),
+    ],
+)
+def test_bad_keyframes_exit_2_with_one_line_naming_the_keyframe(
+    sets: list[str], message: str, tmp_path: Path, capsys
+) -> None:
     clip = make_clip(tmp_path / "c.mp4", seconds=1.0, audio=False)
     args = [a for s in sets for a in ("--set", s)]
     code, err = run(["video", str(clip), "-o", str(tmp_path / "o.mp4"), *FAST, *args], capsys)
@@ -71,9 +74,25 @@ def test_a_step_ramp_raises_the_dream_frame_by_frame(tmp_path: Path, capsys) -> 
     clip = make_pan(tmp_path / "c.mp4", frames=8, speed=0)
     work = tmp_path / "work"
     # No jitter: every frame climbs the same gradient, by its own step.
-    code, err = run(["video", str(clip), "-o", str(tmp_path / "o.mp4"), *FAST, "--coherence", "none",
-                     "--workdir", str(work), "--keep-frames", "--set", "jitter=0", "--set", "step=0:0,7:0.05"],
-                    capsys)
+    code, err = run(
+        [
+            "video",
+            str(clip),
+            "-o",
+            str(tmp_path / "o.mp4"),
+            *FAST,
+            "--coherence",
+            "none",
+            "--workdir",
+            str(work),
+            "--keep-frames",
+            "--set",
+            "jitter=0",
+            "--set",
+            "step=0:0,7:0.05",
+        ],
+        capsys,
+    )
     assert code == 0, err
     src = read_frames(clip)
     strength = [float(np.abs(d.astype(np.float32) - s).mean()) for d, s in zip(dreamt_all(work), src, strict=True)]
@@ -90,9 +109,25 @@ def test_a_keyframed_layer_switch_changes_the_dream_at_that_frame_and_not_before
     outs = {}
     for name, two, three in (("off", "1", "0"), ("switch", "0:1,5:1,6:0", "0:0,5:0,6:1")):
         work = tmp_path / name
-        code, err = run(["video", str(clip), "-o", str(tmp_path / f"{name}.mp4"), *fast, "--workdir", str(work),
-                         "--keep-frames", "--set", f"layers.mixed2={two}", "--set", f"layers.mixed3={three}",
-                         "--set", "step=0.03"], capsys)
+        code, err = run(
+            [
+                "video",
+                str(clip),
+                "-o",
+                str(tmp_path / f"{name}.mp4"),
+                *fast,
+                "--workdir",
+                str(work),
+                "--keep-frames",
+                "--set",
+                f"layers.mixed2={two}",
+                "--set",
+                f"layers.mixed3={three}",
+                "--set",
+                "step=0.03",
+            ],
+            capsys,
+        )
         assert code == 0, err
         outs[name] = dreamt_all(work)
     for i in range(6):
@@ -115,8 +150,24 @@ def test_keyframed_settings_reach_every_frame_through_zoom(tmp_path: Path, capsy
     pic = tmp_path / "p.png"
     cv2.imwrite(str(pic), synthetic_image(64, 96)[..., ::-1])
     work = tmp_path / "work"
-    code = main(["zoom", str(pic), "-o", str(tmp_path / "z.mp4"), "--frames", "4", "--workdir", str(work),
-                 "--keep-work", "--chunk-frames", "100", *FAST, "--set", "step=0:0.05,1:0"])
+    code = main(
+        [
+            "zoom",
+            str(pic),
+            "-o",
+            str(tmp_path / "z.mp4"),
+            "--frames",
+            "4",
+            "--workdir",
+            str(work),
+            "--keep-work",
+            "--chunk-frames",
+            "100",
+            *FAST,
+            "--set",
+            "step=0:0.05,1:0",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     frames = [stored_pixels(work / "frames" / f"{i:06d}.rgb").reshape(64, 96, 3) for i in range(4)]
     for i in (2, 3):

@@ -48,8 +48,9 @@ def test_4k_image_peak_rss_under_2_gib(tmp_path) -> None:
     big = tmp_path / "big.png"
     Image.open(FRUITS).convert("RGB").resize((3840, 2160), Image.BICUBIC).save(big)
     out = tmp_path / "big-dream.jpg"
-    code, peak_kb = run_cli_measuring_peak(["image", str(big), "-o", str(out), "-q", "--set", "iterations=2"],
-                                           tmp_path / "peak")
+    code, peak_kb = run_cli_measuring_peak(
+        ["image", str(big), "-o", str(out), "-q", "--set", "iterations=2"], tmp_path / "peak"
+    )
     assert code == 0
     print(f"3840x2160 peak RSS: {peak_kb / 1024 / 1024:.2f} GiB")
     assert peak_kb < 2 * 1024 * 1024

@@ -22,7 +22,7 @@ def test_the_sheet_puts_each_source_above_its_dream() -> None:
     np.testing.assert_array_equal(sheet[:40, :60], a)
     np.testing.assert_array_equal(sheet[44:84, :60], dream_a)
     x = 60 + 8  # the second column after the gap
-    np.testing.assert_array_equal(sheet[:40, x:x + 60], b)
+    np.testing.assert_array_equal(sheet[:40, x : x + 60], b)
     assert np.abs(sheet[88:, :60].astype(int) - 24).sum() > 0  # a label is written under the first
 
 
@@ -59,10 +59,13 @@ def test_preview_of_a_folder_picks_its_images(tmp_path: Path, capsys) -> None:
     assert "4 images" in err
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--count", "0"], "--count 0"),
-    (["--set", "step=0:0.01,9s:0.02"], "past the end"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--count", "0"], "--count 0"),
+        (["--set", "step=0:0.01,9s:0.02"], "past the end"),
+    ],
+)
 def test_bad_preview_arguments_exit_2(args: list[str], message: str, tmp_path: Path, capsys) -> None:
     clip = make_clip(tmp_path / "c.mp4", size="96x64", seconds=0.5, audio=False)
     code, err = run(["preview", str(clip), "-o", str(tmp_path / "s.png"), *args, *FAST], capsys)

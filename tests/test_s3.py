@@ -59,9 +59,14 @@ class World:
         self.cmd_root = tmp / "cmd"  # the command's folder: the workers see an empty tmpfs here
         self.cmd_root.mkdir()
         self.s3_port = free_port()
-        self.env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                    "AWS_DEFAULT_REGION": "us-east-1", "FSSPEC_S3_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}",
-                    "PYTHONPATH": str(REPO)}
+        self.env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "FSSPEC_S3_ENDPOINT_URL": f"http://127.0.0.1:{self.s3_port}",
+            "PYTHONPATH": str(REPO),
+        }
         self.procs: list[subprocess.Popen[bytes]] = []
         self.s3 = self._start([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.s3_port)])
         wait_for_port(self.s3_port)
@@ -80,8 +85,9 @@ class World:
     def fs(self):  # noqa: ANN201
         import s3fs
 
-        return s3fs.S3FileSystem(key="testing", secret="testing", use_listings_cache=False,
-                                 endpoint_url=f"http://127.0.0.1:{self.s3_port}")
+        return s3fs.S3FileSystem(
+            key="testing", secret="testing", use_listings_cache=False, endpoint_url=f"http://127.0.0.1:{self.s3_port}"
+        )
 
     def _start(self, argv: list[str]) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(argv, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -91,13 +97,21 @@ class World:
     def add_worker(self, n: int) -> subprocess.Popen[bytes]:
         private = self.tmp / f"worker{n}"
         private.mkdir()
-        script = (f"mount -t tmpfs tmpfs '{self.cmd_root}' && cd '{private}' && exec '{BIN / 'dask'}' worker "
-                  f"{self.address} --nthreads 1 --no-nanny --no-dashboard --local-directory '{private}'")
+        script = (
+            f"mount -t tmpfs tmpfs '{self.cmd_root}' && cd '{private}' && exec '{BIN / 'dask'}' worker "
+            f"{self.address} --nthreads 1 --no-nanny --no-dashboard --local-directory '{private}'"
+        )
         return self._start(["unshare", "-m", "--propagation", "private", "sh", "-c", script])
 
     def dreamreel(self, *argv: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *argv], env=self.env, cwd=self.cmd_root,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", *argv],
+            env=self.env,
+            cwd=self.cmd_root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def stored(self, prefix: str) -> int:
         try:
@@ -147,8 +161,9 @@ def test_video_and_images_with_the_store_on_s3_and_hidden_folders(world: World, 
     local = read_frames(tmp_path / "local.mp4")
 
     # 1. On the cluster, one worker killed mid-job: the job goes on on the other.
-    run = world.dreamreel("video", "clip.mp4", "-o", "out.mp4", *args, "--workdir", f"s3://{BUCKET}/video1",
-                          "--scheduler", world.address)
+    run = world.dreamreel(
+        "video", "clip.mp4", "-o", "out.mp4", *args, "--workdir", f"s3://{BUCKET}/video1", "--scheduler", world.address
+    )
     wait_until(lambda: world.stored("video1/chunks") >= 1, run)
     world.workers[0].send_signal(signal.SIGKILL)
     assert run.wait(timeout=600) == 0, run.stderr.read() if run.stderr else ""
@@ -160,8 +175,17 @@ def test_video_and_images_with_the_store_on_s3_and_hidden_folders(world: World, 
         c.wait_for_workers(2, timeout=120)
 
     # 2. The command itself killed mid-job, then the same command again: it resumes, identical.
-    argv = ["video", "clip.mp4", "-o", "again.mp4", *args, "--workdir", f"s3://{BUCKET}/video2", "--scheduler",
-            world.address]
+    argv = [
+        "video",
+        "clip.mp4",
+        "-o",
+        "again.mp4",
+        *args,
+        "--workdir",
+        f"s3://{BUCKET}/video2",
+        "--scheduler",
+        world.address,
+    ]
     first = world.dreamreel(*argv)
     wait_until(lambda: world.stored("video2/chunks") >= 2, first)
     first.send_signal(signal.SIGKILL)
@@ -174,13 +198,27 @@ def test_video_and_images_with_the_store_on_s3_and_hidden_folders(world: World, 
     assert [f.tobytes() for f in read_frames(world.cmd_root / "again.mp4")] == [f.tobytes() for f in local]
 
     # 3. A folder of images the same way: inputs uploaded once, dreams brought home; a worker killed.
-    fast = ["--model", "inception_v3", "--weights", "untrained", "--layers", "mixed2=1", "--set", "iterations=4",
-            "--set", "octaves=1", "-q"]
+    fast = [
+        "--model",
+        "inception_v3",
+        "--weights",
+        "untrained",
+        "--layers",
+        "mixed2=1",
+        "--set",
+        "iterations=4",
+        "--set",
+        "octaves=1",
+        "-q",
+    ]
     assert main(["images", str(photos), "-o", str(tmp_path / "photos-local"), *fast]) == 0
-    batch = world.dreamreel("images", "photos", "-o", "dreams", *fast, "--workdir", f"s3://{BUCKET}/images",
-                            "--scheduler", world.address)
-    wait_until(lambda: (world.cmd_root / "dreams").exists() and len(list((world.cmd_root / "dreams").glob("*.png")))
-               >= 2, batch)
+    batch = world.dreamreel(
+        "images", "photos", "-o", "dreams", *fast, "--workdir", f"s3://{BUCKET}/images", "--scheduler", world.address
+    )
+    wait_until(
+        lambda: (world.cmd_root / "dreams").exists() and len(list((world.cmd_root / "dreams").glob("*.png"))) >= 2,
+        batch,
+    )
     world.workers[1].send_signal(signal.SIGKILL)
     assert batch.wait(timeout=600) == 0, batch.stderr.read() if batch.stderr else ""
     for i in range(8):
@@ -204,11 +242,33 @@ def test_a_model_file_and_a_guide_clip_reach_workers_that_cannot_see_them(world:
     with Client(world.address, timeout="10s") as client:
         for path in (clip, guide, model):
             assert not any(client.run(os.path.exists, str(path)).values()), path
-    args = ["--model", str(model), "--layers", "conv1=1,conv2=1", "--set", "iterations=3", "--set", "octaves=1",
-            "--set", "video.chunk_frames=8", "-q"]
+    args = [
+        "--model",
+        str(model),
+        "--layers",
+        "conv1=1,conv2=1",
+        "--set",
+        "iterations=3",
+        "--set",
+        "octaves=1",
+        "--set",
+        "video.chunk_frames=8",
+        "-q",
+    ]
     assert main(["video", str(clip), "-o", str(tmp_path / "local.mp4"), *args, "--guide", str(guide)]) == 0
-    run = world.dreamreel("video", "clip.mp4", "-o", "out.mp4", *args, "--guide", "guide.mp4", "--workdir",
-                          f"s3://{BUCKET}/custom", "--scheduler", world.address)
+    run = world.dreamreel(
+        "video",
+        "clip.mp4",
+        "-o",
+        "out.mp4",
+        *args,
+        "--guide",
+        "guide.mp4",
+        "--workdir",
+        f"s3://{BUCKET}/custom",
+        "--scheduler",
+        world.address,
+    )
     assert run.wait(timeout=600) == 0, run.stderr.read() if run.stderr else ""
     err = run.stderr.read() if run.stderr else ""
     assert "shapes.keras: uploading it" in err and "guide.mp4: uploading it" in err, err
@@ -218,8 +278,17 @@ def test_a_model_file_and_a_guide_clip_reach_workers_that_cannot_see_them(world:
     # images: the model file too
     fast = ["--model", str(model), "--layers", "conv2=1", "--set", "iterations=3", "--set", "octaves=1", "-q"]
     assert main(["images", str(photos), "-o", str(tmp_path / "photos-local"), *fast]) == 0
-    batch = world.dreamreel("images", "photos", "-o", "dreams", *fast, "--workdir", f"s3://{BUCKET}/custom-images",
-                            "--scheduler", world.address)
+    batch = world.dreamreel(
+        "images",
+        "photos",
+        "-o",
+        "dreams",
+        *fast,
+        "--workdir",
+        f"s3://{BUCKET}/custom-images",
+        "--scheduler",
+        world.address,
+    )
     assert batch.wait(timeout=600) == 0, batch.stderr.read() if batch.stderr else ""
     for i in range(2):
         a = read_image(world.cmd_root / "dreams" / f"{i}.png").pixels
@@ -232,10 +301,19 @@ def s3(tmp_path: Path) -> Iterator[dict[str, str]]:
     import s3fs
 
     port = free_port()
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "FSSPEC_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-    server = subprocess.Popen([str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "FSSPEC_S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+    }
+    server = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(port)
         s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=f"http://127.0.0.1:{port}").mkdir(BUCKET)
@@ -253,16 +331,24 @@ def test_input_output_and_work_folder_as_urls(s3: dict[str, str], tmp_path: Path
     fs.put_file(str(clip), f"{BUCKET}/in/clip.mp4")
 
     def dreamreel(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "pipeline.cli", "video", *argv, *VIDEO_FAST], env=s3,
-                              capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "video", *argv, *VIDEO_FAST],
+            env=s3,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
+        )
 
-    done = dreamreel(f"s3://{BUCKET}/in/clip.mp4", "-o", f"s3://{BUCKET}/out/dream.mp4", "--workdir",
-                     f"s3://{BUCKET}/jobs/one")
+    done = dreamreel(
+        f"s3://{BUCKET}/in/clip.mp4", "-o", f"s3://{BUCKET}/out/dream.mp4", "--workdir", f"s3://{BUCKET}/jobs/one"
+    )
     assert done.returncode == 0, done.stderr
     fs.get_file(f"{BUCKET}/out/dream.mp4", str(tmp_path / "dream.mp4"))
     assert main(["video", str(clip), "-o", str(tmp_path / "local.mp4"), *VIDEO_FAST]) == 0
     assert [f.tobytes() for f in read_frames(tmp_path / "dream.mp4")] == [
-        f.tobytes() for f in read_frames(tmp_path / "local.mp4")]
+        f.tobytes() for f in read_frames(tmp_path / "local.mp4")
+    ]
     assert not fs.exists(f"{BUCKET}/jobs/one")  # the work folder is cleared after success
     again = dreamreel(f"s3://{BUCKET}/in/clip.mp4", "-o", f"s3://{BUCKET}/out/dream.mp4")
     assert again.returncode == 2 and "already exists" in again.stderr
@@ -276,14 +362,21 @@ def test_a_bucket_or_prefix_holding_other_objects_is_never_a_work_folder(s3: dic
     bucket is used and left in place (emptied of what dreamreel wrote), never removed."""
     import s3fs
 
-    fs = s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=s3["FSSPEC_S3_ENDPOINT_URL"],
-                           use_listings_cache=False)
+    fs = s3fs.S3FileSystem(
+        key="testing", secret="testing", endpoint_url=s3["FSSPEC_S3_ENDPOINT_URL"], use_listings_cache=False
+    )
     clip = make_clip(tmp_path / "clip.mp4", seconds=0.3)
     fs.pipe_file(f"{BUCKET}/precious/data.bin", b"keep me")
 
     def dreamreel(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "pipeline.cli", "video", str(clip), *argv, *VIDEO_FAST], env=s3,
-                              capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", "video", str(clip), *argv, *VIDEO_FAST],
+            env=s3,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
+        )
 
     refused = dreamreel("-o", "a.mp4", "--workdir", f"s3://{BUCKET}")
     assert refused.returncode == 2 and "holds files dreamreel did not write there (precious)" in refused.stderr
@@ -300,12 +393,32 @@ def test_a_staged_dream_never_lands_outside_its_output(s3: dict[str, str], tmp_p
     expects are brought home, checked; ``out/../x`` is never written anywhere."""
     import s3fs
 
-    fs = s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=s3["FSSPEC_S3_ENDPOINT_URL"],
-                           use_listings_cache=False)
+    fs = s3fs.S3FileSystem(
+        key="testing", secret="testing", endpoint_url=s3["FSSPEC_S3_ENDPOINT_URL"], use_listings_cache=False
+    )
     photos = image_folder(tmp_path / "photos", 2, 32, 48)
-    argv = [sys.executable, "-m", "pipeline.cli", "images", str(photos), "-o", str(tmp_path / "dreams"),
-            "--workdir", f"s3://{BUCKET}/job", "--model", "inception_v3", "--weights", "untrained",
-            "--layers", "mixed2=1", "--set", "iterations=1", "--set", "octaves=1", "-q"]
+    argv = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "images",
+        str(photos),
+        "-o",
+        str(tmp_path / "dreams"),
+        "--workdir",
+        f"s3://{BUCKET}/job",
+        "--model",
+        "inception_v3",
+        "--weights",
+        "untrained",
+        "--layers",
+        "mixed2=1",
+        "--set",
+        "iterations=1",
+        "--set",
+        "octaves=1",
+        "-q",
+    ]
     first = subprocess.run(argv, env=s3, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
     fs.pipe_file(f"{BUCKET}/job/out/../escaped.png", b"evil")

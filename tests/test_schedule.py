@@ -63,14 +63,29 @@ def test_local_workers_use_the_thread_count_the_job_recorded(tmp_path: Path) -> 
     would take every core): the job's record says 1, so one numerics layout dreams every image."""
     src = image_folder(tmp_path / "in", 2, 48, 64)
     out = tmp_path / "out"
-    fast = ["--model", "inception_v3", "--weights", "untrained", "--layers", "mixed2=1", "--set", "iterations=1",
-            "--set", "octaves=1", "-q"]
+    fast = [
+        "--model",
+        "inception_v3",
+        "--weights",
+        "untrained",
+        "--layers",
+        "mixed2=1",
+        "--set",
+        "iterations=1",
+        "--set",
+        "octaves=1",
+        "-q",
+    ]
     assert main(["images", str(src), "-o", str(out), *fast, "--workers", "2"]) == 0
     image_folder(tmp_path / "more", 2, 48, 64, name="more-{i}.png")
     for p in (tmp_path / "more").iterdir():
         p.rename(src / p.name)
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "images", str(src), "-o", str(out), *fast],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "images", str(src), "-o", str(out), *fast],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "2 dreamt, 2 already done" in proc.stderr and "layouts" not in proc.stderr
     job = json.loads((out / ".dreamreel-work" / "job.json").read_text())
@@ -99,11 +114,9 @@ def test_a_second_layout_is_reported(tmp_path: Path) -> None:
 
 
 def test_load_tensorflow_sets_the_thread_count_numerics_reports() -> None:
-    code = ("from pipeline.runtime import load_tensorflow, numerics; load_tensorflow(1); "
-            "print(numerics()['threads'])")
+    code = "from pipeline.runtime import load_tensorflow, numerics; load_tensorflow(1); print(numerics()['threads'])"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "1", proc.stderr
-
 
 
 # A command stopped by Ctrl-C while its closes run out (a timeout of 1 ms): prints its worker
@@ -144,8 +157,9 @@ def test_ctrl_c_leaves_nothing_running_and_nothing_for_the_exit_to_wait_for(tmp_
     script = tmp_path / "stopped.py"
     script.write_text(STOPPED_COMMAND)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    done = subprocess.run([sys.executable, str(script), str(tmp_path / "child")], capture_output=True, text=True,
-                          timeout=120, env=env)
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "child")], capture_output=True, text=True, timeout=120, env=env
+    )
     lines = done.stdout.split()
     assert done.returncode == 0 and len(lines) == 4, done.stdout + done.stderr
     pids = [int(x) for x in lines[:3]]

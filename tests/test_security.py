@@ -19,9 +19,11 @@ from tests.clips import make_clip
 from tests.test_video import FAST, run
 
 # Nine levels of nine: 394 bytes of YAML, 9**9 items once written out.
-LAUGHS = ("[&a [1,1,1,1,1,1,1,1,1], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a], &c [*b,*b,*b,*b,*b,*b,*b,*b,*b], "
-          "&d [*c,*c,*c,*c,*c,*c,*c,*c,*c], &e [*d,*d,*d,*d,*d,*d,*d,*d,*d], &f [*e,*e,*e,*e,*e,*e,*e,*e,*e], "
-          "&g [*f,*f,*f,*f,*f,*f,*f,*f,*f], &h [*g,*g,*g,*g,*g,*g,*g,*g,*g], &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]]")
+LAUGHS = (
+    "[&a [1,1,1,1,1,1,1,1,1], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a], &c [*b,*b,*b,*b,*b,*b,*b,*b,*b], "
+    "&d [*c,*c,*c,*c,*c,*c,*c,*c,*c], &e [*d,*d,*d,*d,*d,*d,*d,*d,*d], &f [*e,*e,*e,*e,*e,*e,*e,*e,*e], "
+    "&g [*f,*f,*f,*f,*f,*f,*f,*f,*f], &h [*g,*g,*g,*g,*g,*g,*g,*g,*g], &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]]"
+)
 
 
 def _limited() -> None:
@@ -73,6 +75,7 @@ def test_a_huge_file_that_is_no_image_is_refused_from_its_first_bytes(tmp_path: 
 @pytest.fixture()
 def server(tmp_path: Path) -> Iterator[str]:
     """An HTTP server on 127.0.0.1 serving tmp_path (it asks for no password; the URL gives one)."""
+
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *a, **k):
             super().__init__(*a, directory=str(tmp_path), **k)
@@ -89,14 +92,12 @@ def server(tmp_path: Path) -> Iterator[str]:
         httpd.shutdown()
 
 
-def test_a_password_in_an_input_url_is_kept_out_of_the_job_and_messages(server: str, tmp_path: Path,
-                                                                        capsys) -> None:
+def test_a_password_in_an_input_url_is_kept_out_of_the_job_and_messages(server: str, tmp_path: Path, capsys) -> None:
     pytest.importorskip("aiohttp")
     make_clip(tmp_path / "clip.mp4", seconds=0.2)
     url = server.replace("http://", "http://someone:s3cret@") + "/clip.mp4"
     work = tmp_path / "work"
-    code, err = run(["video", url, "-o", str(tmp_path / "d.mp4"), "--workdir", str(work), "--keep-work", *FAST],
-                    capsys)
+    code, err = run(["video", url, "-o", str(tmp_path / "d.mp4"), "--workdir", str(work), "--keep-work", *FAST], capsys)
     assert code == 0, err
     record = json.loads((work / "job.json").read_text())
     assert record["identity"]["input"]["path"] == server.replace("http://", "http://***@") + "/clip.mp4"
@@ -108,5 +109,7 @@ def test_a_password_in_an_input_url_is_kept_out_of_the_job_and_messages(server: 
 def test_redact_hides_credentials_in_any_url() -> None:
     from pipeline.store import redact
 
-    assert redact("s3://KEY:SECRET@bucket/a and http://u:p@h:1/x?y=1 and /plain/path") == \
-        "s3://***@bucket/a and http://***@h:1/x?y=1 and /plain/path"
+    assert (
+        redact("s3://KEY:SECRET@bucket/a and http://u:p@h:1/x?y=1 and /plain/path")
+        == "s3://***@bucket/a and http://***@h:1/x?y=1 and /plain/path"
+    )

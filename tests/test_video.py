@@ -15,8 +15,21 @@ from tests.clips import ffmpeg, make_clip, make_pan, read_frames, stream_duratio
 from tests.jobs import dreamt, dreamt_all, plan, scanned
 from tests.media import SHARED_MEDIA
 
-FAST = ["--model", "inception_v3", "--weights", "untrained", "--layers", "mixed2=1", "--set", "iterations=2",
-        "--set", "octaves=1", "--set", "video.followup_iterations=1", "-q"]
+FAST = [
+    "--model",
+    "inception_v3",
+    "--weights",
+    "untrained",
+    "--layers",
+    "mixed2=1",
+    "--set",
+    "iterations=2",
+    "--set",
+    "octaves=1",
+    "--set",
+    "video.followup_iterations=1",
+    "-q",
+]
 
 
 def decoded(path: Path, tmp: Path) -> media.Scan:
@@ -34,16 +47,23 @@ def cut_clip(tmp_path_factory) -> Path:
 
 
 def test_one_worker_never_splits_a_shot() -> None:
-    assert [(s.warm_from, s.first, s.end) for s in plan_segments(3000, [0, 100], 1, 0, 12)] == [(0, 0, 100),
-                                                                                              (100, 100, 3000)]
+    assert [(s.warm_from, s.first, s.end) for s in plan_segments(3000, [0, 100], 1, 0, 12)] == [
+        (0, 0, 100),
+        (100, 100, 3000),
+    ]
 
 
 def test_shots_split_only_where_workers_would_wait_and_overlap_where_split() -> None:
     segs = plan_segments(400, [0, 100], workers=4, chunk=0, overlap=12)
     # 2 shots for 4 workers: the longest piece is halved until there are 4 and none is longer than a
     # worker's share (100 frames)
-    assert [(s.warm_from, s.first, s.end) for s in segs] == [(0, 0, 100), (100, 100, 175), (163, 175, 250),
-                                                             (238, 250, 325), (313, 325, 400)]
+    assert [(s.warm_from, s.first, s.end) for s in segs] == [
+        (0, 0, 100),
+        (100, 100, 175),
+        (163, 175, 250),
+        (238, 250, 325),
+        (313, 325, 400),
+    ]
     # enough shots for the workers, and none longer than a share: nothing splits
     assert len(plan_segments(400, [0, 100, 200, 300], workers=4, chunk=0, overlap=12)) == 4
     starts = {0, 100}
@@ -55,7 +75,8 @@ def test_shots_split_only_where_workers_would_wait_and_overlap_where_split() -> 
 
 
 def test_a_segment_decoder_seeks_to_its_frame_in_a_clip_that_does_not_start_at_0(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A clip whose first frame is at 0.5 s (cut from a broadcast, or the trailer: a frame in): a
     segment's decoder gets to its first frame by a seek and reads on from there; it never decodes
     the clip again from its start. (ffmpeg's exact seek drops frames by their time from the stream's
@@ -73,8 +94,9 @@ def test_a_segment_decoder_seeks_to_its_frame_in_a_clip_that_does_not_start_at_0
         for i in (10, 30, 47):
             got = frames.decoded_frame(("late", i), lambda: str(clip), i, scan.pts[i], (96, 64))
             assert np.array_equal(got, every[i])
-        assert np.array_equal(frames.decoded_frame(("late", 10), lambda: str(clip), 11, scan.pts[11], (96, 64)),
-                              every[11])  # the same decoder reads on
+        assert np.array_equal(
+            frames.decoded_frame(("late", 10), lambda: str(clip), 11, scan.pts[11], (96, 64)), every[11]
+        )  # the same decoder reads on
     finally:
         for i in (10, 30, 47):
             dec = frames._decoders.pop(("late", i), None)
@@ -116,8 +138,9 @@ def test_cut_clip_keeps_frames_rate_and_audio(cut_clip: Path, tmp_path: Path, ca
     assert "2 shots" in err
 
 
-def test_one_local_worker_dreams_one_shot_after_the_other(cut_clip: Path, tmp_path: Path, capsys,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_local_worker_dreams_one_shot_after_the_other(
+    cut_clip: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """One local worker, two shots: the second shot's first frame waits for the first shot's last
     (a dependency in the graph), so the frames of the two never take turns (which kept two encoders
     filling their look-ahead at once, then draining at once while the dream waited). A chunk task
@@ -135,12 +158,14 @@ def test_one_local_worker_dreams_one_shot_after_the_other(cut_clip: Path, tmp_pa
 
     order: list[int] = []
     real_store = frames.store_frame
-    monkeypatch.setattr(frames, "store_frame",
-                        lambda job, seg, i, rgb: order.append(seg) or real_store(job, seg, i, rgb))
+    monkeypatch.setattr(
+        frames, "store_frame", lambda job, seg, i, rgb: order.append(seg) or real_store(job, seg, i, rgb)
+    )
     sent: list = []
     real_run = schedule.run_graph
-    monkeypatch.setattr(schedule, "run_graph", lambda client, tasks, *a, **k: sent.extend(tasks) or
-                        real_run(client, tasks, *a, **k))
+    monkeypatch.setattr(
+        schedule, "run_graph", lambda client, tasks, *a, **k: sent.extend(tasks) or real_run(client, tasks, *a, **k)
+    )
     code, err = run(["video", str(cut_clip), "-o", str(tmp_path / "out.mp4"), *FAST], capsys)
     assert code == 0, err
     frame_tasks = [t for t in sent if t.fn is frames.frame_task]
@@ -159,8 +184,21 @@ def test_first_frame_after_a_cut_holds_nothing_of_the_shot_before(cut_clip: Path
     runs = {}
     for mode in ("flow", "none"):
         work = tmp_path / f"work-{mode}"
-        code, err = run(["video", str(cut_clip), "-o", str(tmp_path / f"{mode}.mp4"), *FAST, "--coherence", mode,
-                         "--workdir", str(work), "--keep-frames"], capsys)
+        code, err = run(
+            [
+                "video",
+                str(cut_clip),
+                "-o",
+                str(tmp_path / f"{mode}.mp4"),
+                *FAST,
+                "--coherence",
+                mode,
+                "--workdir",
+                str(work),
+                "--keep-frames",
+            ],
+            capsys,
+        )
         assert code == 0, err
         runs[mode] = work
     cut = plan(runs["flow"])["shots"][1]
@@ -189,8 +227,12 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
     good = make_clip(tmp / "good.mp4", seconds=1.0)
     truncated = tmp / "truncated.mp4"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    return {"text": (text, "not a video"), "empty": (empty, "empty file"), "audio": (audio, "no video stream"),
-            "truncated": (truncated, "truncated")}
+    return {
+        "text": (text, "not a video"),
+        "empty": (empty, "empty file"),
+        "audio": (audio, "no video stream"),
+        "truncated": (truncated, "truncated"),
+    }
 
 
 @pytest.mark.parametrize("kind", ["text", "empty", "audio", "truncated"])
@@ -211,8 +253,9 @@ def test_bad_inputs_exit_2_one_line_nothing_written(kind: str, tmp_path: Path, c
 )
 def test_awkward_clips_are_dreamt_with_their_frame_count(kind: str, tmp_path: Path, capsys) -> None:
     if kind == "odd":
-        src = make_clip(tmp_path / "odd.mkv", vcodec="ffv1", pix_fmt="yuv444p", audio=False,
-                        extra=("-vf", "scale=97:63"))
+        src = make_clip(
+            tmp_path / "odd.mkv", vcodec="ffv1", pix_fmt="yuv444p", audio=False, extra=("-vf", "scale=97:63")
+        )
     elif kind == "rotated":
         plain = make_clip(tmp_path / "plain.mp4", size="96x64", audio=False)
         src = tmp_path / "rotated.mp4"
@@ -220,9 +263,12 @@ def test_awkward_clips_are_dreamt_with_their_frame_count(kind: str, tmp_path: Pa
     elif kind == "10bit":
         src = make_clip(tmp_path / "ten.mkv", vcodec="ffv1", pix_fmt="yuv420p10le", audio=False)
     elif kind == "vfr":
-        src = make_clip(tmp_path / "vfr.mkv", rate="25", audio=True,
-                        extra=("-vf", "setpts='N/25/TB+if(gte(N,10),0.3/TB,0)+if(gte(N,17),0.5/TB,0)'",
-                               "-fps_mode", "passthrough"))
+        src = make_clip(
+            tmp_path / "vfr.mkv",
+            rate="25",
+            audio=True,
+            extra=("-vf", "setpts='N/25/TB+if(gte(N,10),0.3/TB,0)+if(gte(N,17),0.5/TB,0)'", "-fps_mode", "passthrough"),
+        )
     else:
         src = make_clip(tmp_path / "one.mp4", seconds=0.04, rate="25", audio=False)
     out = tmp_path / f"out-{kind}.mp4"
@@ -274,14 +320,14 @@ def test_locked_work_folder_is_refused(cut_clip: Path, tmp_path: Path, capsys) -
     work = Store(tmp_path / "work")
     work.claim()  # as another dreamreel run does, before it locks the folder
     with work.locked():
-        code, err = run(["video", str(cut_clip), "-o", str(tmp_path / "o.mp4"), "--workdir", work.url, *FAST],
-                        capsys)
+        code, err = run(["video", str(cut_clip), "-o", str(tmp_path / "o.mp4"), "--workdir", work.url, *FAST], capsys)
     assert code == 2 and "in use" in err
     assert not (tmp_path / "o.mp4").exists()
 
 
-def test_disk_check_refuses_one_byte_short_and_passes_at_the_bound(cut_clip: Path, tmp_path: Path, capsys,
-                                                                   monkeypatch) -> None:
+def test_disk_check_refuses_one_byte_short_and_passes_at_the_bound(
+    cut_clip: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
     """The bound: the frames one segment holds at a time (a chunk, its overlap, the frame it continues
     from, raw) and every encoded chunk; one byte less free fails before any dreaming."""
     import shutil
@@ -294,8 +340,7 @@ def test_disk_check_refuses_one_byte_short_and_passes_at_the_bound(cut_clip: Pat
     for free, code in ((need - 1, 2), (need, 0)):  # a disk too small is bad input: exit 2
         monkeypatch.setattr(shutil, "disk_usage", lambda p, free=free: usage(10**12, 10**12 - free, free))
         out = tmp_path / f"o{code}.mp4"
-        got, err = run(["video", str(cut_clip), "-o", str(out), *FAST, "--workdir", str(tmp_path / f"w{code}")],
-                       capsys)
+        got, err = run(["video", str(cut_clip), "-o", str(out), *FAST, "--workdir", str(tmp_path / f"w{code}")], capsys)
         assert got == code, err
         assert ("not enough disk space" in err and "36 frames of 96x64" in err) == (code == 2)
         assert out.exists() == (code == 0)
@@ -307,8 +352,9 @@ def test_a_clip_without_duration_in_its_header_is_counted(tmp_path: Path, capsys
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25:duration=1.6", "-c:v", "libx264", "-f", "h264", str(raw))
     assert media.probe(raw).duration is None
     work = tmp_path / "work"
-    code, err = run(["video", str(raw), "-o", str(tmp_path / "o.mp4"), *FAST, "--workdir", str(work), "--keep-work"],
-                    capsys)
+    code, err = run(
+        ["video", str(raw), "-o", str(tmp_path / "o.mp4"), *FAST, "--workdir", str(work), "--keep-work"], capsys
+    )
     assert code == 0, err
     assert plan(work)["frames"] == 40 and "40 frames" in err
 
@@ -323,8 +369,21 @@ def test_flow_is_far_steadier_than_dreaming_each_frame_alone(tmp_path: Path, cap
     series = {}
     for mode in ("none", "flow"):
         work = tmp_path / f"work-{mode}"
-        code, err = run(["video", str(clip), "-o", str(tmp_path / f"{mode}.mp4"), *FAST, "--coherence", mode,
-                         "--workdir", str(work), "--keep-frames"], capsys)
+        code, err = run(
+            [
+                "video",
+                str(clip),
+                "-o",
+                str(tmp_path / f"{mode}.mp4"),
+                *FAST,
+                "--coherence",
+                mode,
+                "--workdir",
+                str(work),
+                "--keep-frames",
+            ],
+            capsys,
+        )
         assert code == 0 and "1 shot," in err, err
         out = [f.astype(np.float32) / 255 for f in dreamt_all(work)]
         series[mode] = [frame_instability(src[i - 1], out[i - 1], src[i], out[i]) for i in range(1, 12)]
@@ -353,13 +412,40 @@ def test_flow_at_a_working_size_is_as_steady(tmp_path: Path, capsys, monkeypatch
     clip = make_pan(tmp_path / "pan.mp4", frames=8)
     monkeypatch.setattr(coherence, "optical_flow", spy)
     work = tmp_path / "work"
-    code, err = run(["video", str(clip), "-o", str(tmp_path / "out.mp4"), *FAST, "--set", "video.flow_side=64",
-                     "--workdir", str(work), "--keep-frames"], capsys)
+    code, err = run(
+        [
+            "video",
+            str(clip),
+            "-o",
+            str(tmp_path / "out.mp4"),
+            *FAST,
+            "--set",
+            "video.flow_side=64",
+            "--workdir",
+            str(work),
+            "--keep-frames",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert sides == [64] * 7
     sides.clear()  # a dream at most 72 px: the flow no finer (100 capped to 72)
-    code, err = run(["video", str(clip), "-o", str(tmp_path / "capped.mp4"), *FAST, "--set", "video.flow_side=100",
-                     "--set", "max_side=72", "--frames", "3"], capsys)
+    code, err = run(
+        [
+            "video",
+            str(clip),
+            "-o",
+            str(tmp_path / "capped.mp4"),
+            *FAST,
+            "--set",
+            "video.flow_side=100",
+            "--set",
+            "max_side=72",
+            "--frames",
+            "3",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert sides == [72] * 2
     monkeypatch.undo()
@@ -381,8 +467,20 @@ def test_followup_octaves_reach_follow_up_frames_only(tmp_path: Path, capsys, mo
 
     monkeypatch.setattr(Engine, "dream_rgb", spy)
     clip = make_pan(tmp_path / "pan.mp4", frames=5)
-    code, err = run(["video", str(clip), "-o", str(tmp_path / "out.mp4"), *FAST, "--set", "octaves=2",
-                     "--set", "video.followup_octaves=1"], capsys)
+    code, err = run(
+        [
+            "video",
+            str(clip),
+            "-o",
+            str(tmp_path / "out.mp4"),
+            *FAST,
+            "--set",
+            "octaves=2",
+            "--set",
+            "video.followup_octaves=1",
+        ],
+        capsys,
+    )
     assert code == 0, err
     assert asked == [(2, None)] + [(1, 1)] * 4  # the shot's first frame in full, then the top octave
 
@@ -445,8 +543,14 @@ def test_lost_frame_timestamps_are_an_error_not_a_guessed_rate(tmp_path: Path, m
 
     clip = make_clip(tmp_path / "c.mp4", seconds=0.5, audio=False)
     # the report of frame 5 goes missing
-    monkeypatch.setattr(media, "_SHOWINFO", re.compile(r"n:\s*(\d*[0-46-9]|\d\d+)\s+pts:\s*(-?\d+)\s+pts_time:"
-                                                       r"(-?[\d.e+-]+)(?:.*?duration_time:([\d.]+))?"))
+    monkeypatch.setattr(
+        media,
+        "_SHOWINFO",
+        re.compile(
+            r"n:\s*(\d*[0-46-9]|\d\d+)\s+pts:\s*(-?\d+)\s+pts_time:"
+            r"(-?[\d.e+-]+)(?:.*?duration_time:([\d.]+))?"
+        ),
+    )
     with pytest.raises(PipelineError, match="no timestamp for frame 5"):
         scanned(clip)
 
@@ -485,8 +589,23 @@ def test_peak_store_use_stays_within_the_bound(tmp_path: Path, capsys) -> None:
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        code, err = run(["video", str(clip), "-o", str(tmp_path / "o.mp4"), *FAST, "--workdir", str(work),
-                         "--keep-work", "--set", "video.chunk_frames=24", "--set", "video.overlap_frames=6"], capsys)
+        code, err = run(
+            [
+                "video",
+                str(clip),
+                "-o",
+                str(tmp_path / "o.mp4"),
+                *FAST,
+                "--workdir",
+                str(work),
+                "--keep-work",
+                "--set",
+                "video.chunk_frames=24",
+                "--set",
+                "video.overlap_frames=6",
+            ],
+            capsys,
+        )
     finally:
         stop.set()
         watcher.join()
@@ -508,8 +627,7 @@ def test_longest_shot_starts_first_and_a_split_shots_pieces_keep_their_order() -
     assert [fresh for fresh, _ in shots] == [True, False, False, False, True, True]
 
 
-def test_next_frames_flow_is_made_while_this_frame_dreams_with_the_same_pixels(tmp_path: Path,
-                                                                               monkeypatch) -> None:
+def test_next_frames_flow_is_made_while_this_frame_dreams_with_the_same_pixels(tmp_path: Path, monkeypatch) -> None:
     """With flow coherence each follow-up frame finds its source frame decoded and its flow computed
     beside the frame before's dream (a helper thread), and the frames come out the same as without."""
     from dreamcore.config import DreamConfig, VideoConfig
@@ -523,9 +641,18 @@ def test_next_frames_flow_is_made_while_this_frame_dreams_with_the_same_pixels(t
         if name == "alone":
             monkeypatch.setattr(frames, "_start_ahead", lambda *a, **k: None)
         work = tmp_path / f"work-{name}"
-        stats = run_video(VideoRequest(input=str(clip), output=str(tmp_path / f"{name}.mp4"), config=cfg,
-                                       video=VideoConfig(), workdir=str(work), keep_work=True, keep_frames=True,
-                                       quiet=True))
+        stats = run_video(
+            VideoRequest(
+                input=str(clip),
+                output=str(tmp_path / f"{name}.mp4"),
+                config=cfg,
+                video=VideoConfig(),
+                workdir=str(work),
+                keep_work=True,
+                keep_frames=True,
+                quiet=True,
+            )
+        )
         aheads.append(stats["ahead"])
         outs.append(dreamt_all(work))
     assert aheads == [7, 0]
@@ -535,14 +662,20 @@ def test_next_frames_flow_is_made_while_this_frame_dreams_with_the_same_pixels(t
 def test_irregular_timing_keeps_every_frames_time_and_the_last_ones_duration(tmp_path: Path, capsys) -> None:
     """Frames at irregular times, over several chunks: each output frame at its source time, and the
     film as long as the source (its last frame lasting what it lasted there), not shifted at a join."""
-    src = make_clip(tmp_path / "vfr.mkv", rate="25", seconds=1.2, audio=False,
-                    extra=("-vf", "setpts='N/25/TB+if(gte(N,5),0.3/TB,0)+if(gte(N,13),0.4/TB,0)'",
-                           "-fps_mode", "passthrough"))
+    src = make_clip(
+        tmp_path / "vfr.mkv",
+        rate="25",
+        seconds=1.2,
+        audio=False,
+        extra=("-vf", "setpts='N/25/TB+if(gte(N,5),0.3/TB,0)+if(gte(N,13),0.4/TB,0)'", "-fps_mode", "passthrough"),
+    )
     s = decoded(src, tmp_path)
     assert not s.is_constant_rate() and s.frames == 30
     out = tmp_path / "out.mp4"
-    code, err = run(["video", str(src), "-o", str(out), *FAST, "--set", "video.chunk_frames=8",
-                     "--set", "video.overlap_frames=2"], capsys)
+    code, err = run(
+        ["video", str(src), "-o", str(out), *FAST, "--set", "video.chunk_frames=8", "--set", "video.overlap_frames=2"],
+        capsys,
+    )
     assert code == 0, err
     d = decoded(out, tmp_path)
     np.testing.assert_allclose(d.times, s.times, atol=0.002)
@@ -550,8 +683,9 @@ def test_irregular_timing_keeps_every_frames_time_and_the_last_ones_duration(tmp
     assert media.probe(out).duration == pytest.approx(source_end, abs=0.011)
 
 
-def test_a_job_that_fails_leaves_no_encoder_or_partial_chunk_behind(cut_clip: Path, tmp_path: Path, capsys,
-                                                                    monkeypatch) -> None:
+def test_a_job_that_fails_leaves_no_encoder_or_partial_chunk_behind(
+    cut_clip: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
     from tests.test_integrity import stop_at
 
     temp = tmp_path / "temp"

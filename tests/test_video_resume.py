@@ -32,9 +32,13 @@ def default_sigint() -> None:
 
 
 def start(clip: Path, out: Path, work: Path, keep: str = "--keep-work") -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "video", str(clip), "-o", str(out),
-                             "--workdir", str(work), keep, *ARGS],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipeline.cli", "video", str(clip), "-o", str(out), "--workdir", str(work), keep, *ARGS],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_sigint,
+    )
 
 
 def events(work: Path) -> list[str]:
@@ -60,8 +64,9 @@ def clip(tmp_path_factory) -> Path:
     return make_clip(tmp_path_factory.mktemp("resume") / "clip.mp4", cut_at=0.6, seconds=1.4)
 
 
-def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(clip: Path, tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     temp = tmp_path / "temp"  # the commands' temporary folder: a killed one leaves a partial chunk there
     temp.mkdir()
     monkeypatch.setenv("TMPDIR", str(temp))
@@ -141,11 +146,34 @@ def test_ctrl_c_to_the_process_group_stops_within_seconds_even_mid_frame(workers
     with one line and no worker's traceback, and leaves no process behind."""
     clip = make_clip(tmp_path / "big.mp4", size="320x240", seconds=0.5, audio=False)
     work = tmp_path / "work"
-    cmd = [sys.executable, "-m", "pipeline.cli", "video", str(clip), "-o", str(tmp_path / "o.mp4"), "--workdir",
-           str(work), "--model", "inception_v3", "--weights", "untrained", "--set", "iterations=40", "-q",
-           "--workers", str(workers)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=default_sigint)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "video",
+        str(clip),
+        "-o",
+        str(tmp_path / "o.mp4"),
+        "--workdir",
+        str(work),
+        "--model",
+        "inception_v3",
+        "--weights",
+        "untrained",
+        "--set",
+        "iterations=40",
+        "-q",
+        "--workers",
+        str(workers),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        preexec_fn=default_sigint,
+    )
     assert wait_for_events(work, 0, proc, timeout=300)
     time.sleep(0.5)  # well inside the next frame
     t0 = time.monotonic()
@@ -161,8 +189,9 @@ def test_ctrl_c_to_the_process_group_stops_within_seconds_even_mid_frame(workers
     assert not survivors
 
 
-def test_tasks_computed_again_after_a_lost_worker_dream_nothing_twice(clip: Path, tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tasks_computed_again_after_a_lost_worker_dream_nothing_twice(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A worker lost holding results: Dask computes each lost result again, and with it the lost
     result's whole lineage (every earlier task of its chain), in order, while the job has moved on
     (chunks encoded, their frames dropped). Every such task must succeed, dream nothing, and change
@@ -182,11 +211,11 @@ def test_tasks_computed_again_after_a_lost_worker_dream_nothing_twice(clip: Path
                 results[f"{task.key}-summary"] = task.summary(results[task.key])
             on_result(results[f"{task.key}-summary"] if task.summary else results[task.key])
             if n % 4 == 3 or n == len(tasks) - 1:
-                for t in tasks[:n + 1]:  # a chunk's own result lost: the chunk task alone, again
+                for t in tasks[: n + 1]:  # a chunk's own result lost: the chunk task alone, again
                     if t.fn.__name__ == "chunk_task":
                         again.append(t.fn(*schedule._bind(t.args, results), **schedule._bind(t.kwargs, results)))
                 redone: dict[str, object] = {}  # a frame's result lost: its lineage, again
-                for t in tasks[:n + 1]:
+                for t in tasks[: n + 1]:
                     redone[t.key] = t.fn(*schedule._bind(t.args, redone), **schedule._bind(t.kwargs, redone))
                     if t.summary:
                         redone[f"{t.key}-summary"] = t.summary(redone[t.key])
@@ -212,8 +241,17 @@ def test_a_worker_keeps_no_encoder_its_chunk_task_never_takes(tmp_path: Path) ->
     from pipeline import frames
     from pipeline.store import Store
 
-    job = frames.JobSpec(id="j", store=Store(str(tmp_path / "store")), token="t", input="", input_key="",
-                         size=(32, 16), config={}, video={}, rate="24")
+    job = frames.JobSpec(
+        id="j",
+        store=Store(str(tmp_path / "store")),
+        token="t",
+        input="",
+        input_key="",
+        size=(32, 16),
+        config={},
+        video={},
+        rate="24",
+    )
     rgb = np.zeros((16, 32, 3), np.uint8)
 
     def chunk(seg: int, first: int) -> dict:
@@ -229,8 +267,10 @@ def test_a_worker_keeps_no_encoder_its_chunk_task_never_takes(tmp_path: Path) ->
             for i in range(4):
                 frames.stream_frame(job, chunk(seg, 8 * seg), [1 / 24] * 4, 8 * seg + i, rgb)
         assert len(frames._streams) == frames.MAX_STREAMS
-        assert ("j", f"{8 * (2 * frames.MAX_STREAMS - 1):06d}-{8 * (2 * frames.MAX_STREAMS - 1) + 4:06d}") \
-            in frames._streams
+        assert (
+            "j",
+            f"{8 * (2 * frames.MAX_STREAMS - 1):06d}-{8 * (2 * frames.MAX_STREAMS - 1) + 4:06d}",
+        ) in frames._streams
     finally:
         for key in list(frames._streams):
             frames._streams.pop(key).abort()
@@ -251,8 +291,9 @@ def test_a_resumed_job_sweeps_what_a_kill_left_half_written(tmp_path: Path) -> N
     assert left == ["chunks/000000-000008.mp4", "frames/0001/000009.rgb"]
 
 
-def test_chunks_keep_the_encoder_thread_count_the_job_began_with(clip: Path, tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chunks_keep_the_encoder_thread_count_the_job_began_with(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """x264's pixels depend on its thread count, which it takes from the machine's cores: a job
     resumed on a machine with other cores (here: x264's count for it faked) must still encode with
     the count recorded when it began, and so give the same film."""

@@ -16,8 +16,21 @@ from tests.clips import make_clip, read_frames
 from tests.media import image_folder
 from tests.test_video import FAST, run
 
-ZOOM_FAST = ["--model", "inception_v3", "--weights", "untrained", "--layers", "mixed2=1", "--set", "iterations=1",
-             "--set", "octaves=1", "--max-side", "64", "-q"]
+ZOOM_FAST = [
+    "--model",
+    "inception_v3",
+    "--weights",
+    "untrained",
+    "--layers",
+    "mixed2=1",
+    "--set",
+    "iterations=1",
+    "--set",
+    "octaves=1",
+    "--max-side",
+    "64",
+    "-q",
+]
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +48,17 @@ def test_a_folder_holding_the_users_files_is_refused_and_kept_whole(clip: Path, 
     (keep / "a.txt").write_text("precious\n")
     (keep / "clip.mp4").write_bytes(clip.read_bytes())
     before = tree(keep)
-    code, err = run(["video", str(keep / "clip.mp4"), "-o", str(tmp_path / "d.mp4"), "--workdir", str(keep), *FAST],
-                    capsys)
+    code, err = run(
+        ["video", str(keep / "clip.mp4"), "-o", str(tmp_path / "d.mp4"), "--workdir", str(keep), *FAST], capsys
+    )
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "holds files dreamreel did not write" in err and "a.txt" in err
     assert tree(keep) == before and not (tmp_path / "d.mp4").exists()
     # --restart does not make it dreamreel's either
-    code, err = run(["video", str(keep / "clip.mp4"), "-o", str(tmp_path / "d.mp4"), "--workdir", str(keep),
-                     "--restart", *FAST], capsys)
+    code, err = run(
+        ["video", str(keep / "clip.mp4"), "-o", str(tmp_path / "d.mp4"), "--workdir", str(keep), "--restart", *FAST],
+        capsys,
+    )
     assert code == 2 and tree(keep) == before
 
 
@@ -60,8 +76,9 @@ def test_an_empty_folder_of_the_users_is_used_and_left_in_place(clip: Path, tmp_
     code, err = run(["video", str(clip), "-o", str(tmp_path / "d.mp4"), "--workdir", str(empty), *FAST], capsys)
     assert code == 0, err
     assert empty.is_dir() and list(empty.iterdir()) == []  # dreamreel's files gone, the folder kept
-    code, err = run(["video", str(clip), "-o", str(tmp_path / "e.mp4"), "--workdir", str(tmp_path / "new"), *FAST],
-                    capsys)
+    code, err = run(
+        ["video", str(clip), "-o", str(tmp_path / "e.mp4"), "--workdir", str(tmp_path / "new"), *FAST], capsys
+    )
     assert code == 0, err
     assert not (tmp_path / "new").exists()  # created by dreamreel: removed
 
@@ -83,8 +100,7 @@ def test_images_with_its_input_folder_as_work_folder_is_refused_then_restart_too
     photos = image_folder(tmp_path / "photos", 2, 32, 48)
     before = tree(photos)
     for extra in ([], ["--restart"]):
-        code = main(["images", str(photos), "-o", str(tmp_path / "out"), "--workdir", str(photos), *ZOOM_FAST,
-                     *extra])
+        code = main(["images", str(photos), "-o", str(tmp_path / "out"), "--workdir", str(photos), *ZOOM_FAST, *extra])
         err = capsys.readouterr().err
         assert code == 2 and "work folder may not be or hold the input folder" in err, err
         assert tree(photos) == before
@@ -131,11 +147,14 @@ def test_a_job_that_dreamt_nothing_is_replaced_by_another(clip: Path, tmp_path: 
     from pipeline.jobs import write_record
 
     write_record(store, {"version": 3, "identity": {"input": "another"}})
-    code, err = run(["video", str(clip), "-o", str(tmp_path / "d.mp4"), "--workdir", str(work), "--keep-work",
-                     *FAST], capsys)
+    code, err = run(
+        ["video", str(clip), "-o", str(tmp_path / "d.mp4"), "--workdir", str(work), "--keep-work", *FAST], capsys
+    )
     assert code == 0, err
-    code, err = run(["video", str(clip), "-o", str(tmp_path / "e.mp4"), "--workdir", str(work), *FAST,
-                     "--set", "iterations=3"], capsys)
+    code, err = run(
+        ["video", str(clip), "-o", str(tmp_path / "e.mp4"), "--workdir", str(work), *FAST, "--set", "iterations=3"],
+        capsys,
+    )
     assert code == 2 and "belongs to another job (changed: config.iterations)" in err
 
 
@@ -149,8 +168,7 @@ def test_times_that_are_not_finite_are_refused(bad: str, clip: Path, tmp_path: P
     assert not any(tmp_path.iterdir())
 
 
-def test_a_duration_too_short_for_ffmpeg_is_refused_not_taken_as_no_limit(clip: Path, tmp_path: Path,
-                                                                          capsys) -> None:
+def test_a_duration_too_short_for_ffmpeg_is_refused_not_taken_as_no_limit(clip: Path, tmp_path: Path, capsys) -> None:
     code, err = run(["video", str(clip), "-o", str(tmp_path / "d.mp4"), "--duration", "1e-9", *FAST], capsys)
     assert code == 2 and "at least 0.000001 s" in err
     code = main(["zoom", str(tmp_path / "x.png"), "-o", str(tmp_path / "z.mp4"), "--duration", "0.0000001"])
@@ -194,8 +212,7 @@ def test_zoom_and_image_never_replace_a_file_that_appeared(tmp_path: Path, capsy
     out = tmp_path / "z.mp4"
     with monkeypatch.context() as m:
         _appear_at_join(m, out)
-        code = main(["zoom", str(pic), "-o", str(out), "--frames", "3", "--workdir", str(tmp_path / "zw"),
-                     *ZOOM_FAST])
+        code = main(["zoom", str(pic), "-o", str(out), "--frames", "3", "--workdir", str(tmp_path / "zw"), *ZOOM_FAST])
     assert code == 2 and "appeared while the job ran" in capsys.readouterr().err
     assert out.read_bytes() == b"the user's own file"
 
@@ -215,8 +232,9 @@ def test_zoom_and_image_never_replace_a_file_that_appeared(tmp_path: Path, capsy
 
 
 @pytest.mark.parametrize("name", ["it's here", "new\nline"])
-def test_a_quote_or_a_newline_in_the_paths_does_not_break_the_join(name: str, clip: Path, tmp_path: Path,
-                                                                   capsys) -> None:
+def test_a_quote_or_a_newline_in_the_paths_does_not_break_the_join(
+    name: str, clip: Path, tmp_path: Path, capsys
+) -> None:
     folder = tmp_path / name
     folder.mkdir()
     out = folder / f"{name}.mp4"
@@ -226,8 +244,7 @@ def test_a_quote_or_a_newline_in_the_paths_does_not_break_the_join(name: str, cl
     assert sorted(p.name for p in folder.iterdir()) == [out.name]  # no list or temporary left beside OUT
 
 
-def test_a_full_disk_at_the_join_is_said_and_the_chunks_kept(clip: Path, tmp_path: Path, capsys,
-                                                             monkeypatch) -> None:
+def test_a_full_disk_at_the_join_is_said_and_the_chunks_kept(clip: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     import shutil
     from collections import namedtuple
 
@@ -247,11 +264,13 @@ def test_a_full_disk_at_the_join_is_said_and_the_chunks_kept(clip: Path, tmp_pat
 def test_ffmpegs_own_words_for_a_full_disk_win_over_its_statistics() -> None:
     from pipeline.media import _last_error, write_fault
 
-    stderr = ("[mp4 @ 0x1] Error writing trailer of out.mp4: No space left on device\n"
-              "[out#0/mp4 @ 0x2] Error closing file: No space left on device\n"
-              "frame=   24 fps=0.0 q=-1.0 Lsize=       0KiB time=00:00:01.00 bitrate=   0.0kbits/s\n"
-              "[libx264 @ 0x3] kb/s:1234.56\n"
-              "Qavg: 59212.957\n")
+    stderr = (
+        "[mp4 @ 0x1] Error writing trailer of out.mp4: No space left on device\n"
+        "[out#0/mp4 @ 0x2] Error closing file: No space left on device\n"
+        "frame=   24 fps=0.0 q=-1.0 Lsize=       0KiB time=00:00:01.00 bitrate=   0.0kbits/s\n"
+        "[libx264 @ 0x3] kb/s:1234.56\n"
+        "Qavg: 59212.957\n"
+    )
     assert _last_error(stderr) == "Error writing trailer of out.mp4: No space left on device"
     assert write_fault(stderr) == "disk full"
 
@@ -310,8 +329,7 @@ def test_a_frame_is_identical_after_its_bytes_are_checked(tmp_path: Path) -> Non
     assert bytes(store.read_sealed("frames/0000/000001.rgb")) == rgb.tobytes()
 
 
-def test_a_work_folder_that_fills_up_is_one_line_and_exit_2(clip: Path, tmp_path: Path, capsys,
-                                                           monkeypatch) -> None:
+def test_a_work_folder_that_fills_up_is_one_line_and_exit_2(clip: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     import errno
 
     from pipeline import store as store_mod

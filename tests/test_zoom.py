@@ -24,8 +24,19 @@ from tests.jobs import encoder_threads_spy, scanned
 from tests.media import synthetic_image
 from tests.test_video_resume import default_sigint, events, wait_for_events
 
-FAST = ["--model", "inception_v3", "--weights", "untrained", "--layers", "mixed2=1", "--set", "iterations=2",
-        "--set", "octaves=1", "-q"]
+FAST = [
+    "--model",
+    "inception_v3",
+    "--weights",
+    "untrained",
+    "--layers",
+    "mixed2=1",
+    "--set",
+    "iterations=2",
+    "--set",
+    "octaves=1",
+    "-q",
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +55,7 @@ def spot(h: int, w: int, x: float, y: float) -> np.ndarray:
 
 def centroid(img: np.ndarray) -> tuple[float, float]:
     g = img[..., 0].astype(np.float64)
-    yy, xx = np.mgrid[0:g.shape[0], 0:g.shape[1]]
+    yy, xx = np.mgrid[0 : g.shape[0], 0 : g.shape[1]]
     return float((g * xx).sum() / g.sum()), float((g * yy).sum() / g.sum())
 
 
@@ -87,16 +98,37 @@ def check_request_for(motion: Motion) -> None:
     from dreamcore.config import DreamConfig
     from pipeline.zoom import ZoomRequest
 
-    check_request(ZoomRequest(input="x", output="y.mp4", config=DreamConfig(), frames=10, fps=Fraction(24),
-                              motion=motion), 320, 180)
+    check_request(
+        ZoomRequest(input="x", output="y.mp4", config=DreamConfig(), frames=10, fps=Fraction(24), motion=motion),
+        320,
+        180,
+    )
 
 
 def test_zoom_makes_the_film_with_its_rate_count_and_audio(picture: Path, tmp_path: Path, capsys) -> None:
     tone = tmp_path / "tone.m4a"
     ffmpeg("-f", "lavfi", "-i", "sine=frequency=330:sample_rate=48000:duration=5", "-c:a", "aac", str(tone))
     out = tmp_path / "zoom.mp4"
-    code = main(["zoom", str(picture), "-o", str(out), "--frames", "14", "--fps", "30000/1001", "--zoom", "1.03",
-                 "--audio", str(tone), "--chunk-frames", "5", "--keep-work", *FAST])
+    code = main(
+        [
+            "zoom",
+            str(picture),
+            "-o",
+            str(out),
+            "--frames",
+            "14",
+            "--fps",
+            "30000/1001",
+            "--zoom",
+            "1.03",
+            "--audio",
+            str(tone),
+            "--chunk-frames",
+            "5",
+            "--keep-work",
+            *FAST,
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     scan = scanned(out)
     assert scan.frames == 14 and scan.frame_rate == Fraction(30000, 1001)
@@ -114,8 +146,9 @@ def test_zoom_makes_the_film_with_its_rate_count_and_audio(picture: Path, tmp_pa
     assert stream_durations(out)["video"] == pytest.approx(14 * 1001 / 30000, abs=0.05)
 
 
-def test_zoom_keeps_the_encoder_thread_count_it_began_with(picture: Path, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_zoom_keeps_the_encoder_thread_count_it_began_with(
+    picture: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """As for `video`: x264's pixels depend on its thread count, so a zoom resumed on another
     machine (x264's count for it faked) encodes with the count recorded when it began."""
     import json
@@ -149,16 +182,20 @@ def test_zoom_keeps_the_encoder_thread_count_it_began_with(picture: Path, tmp_pa
     assert out.read_bytes() == first
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--zoom", "0.98"], "edge would enter the frame"),
-    (["--zoom", "1.0", "--rotate", "3"], "at least --zoom"),
-    (["--frames", "0"], "--frames 0"),
-    (["--fps", "abc"], "--fps abc: not a rate"),
-    (["--pan", "1"], "--pan 1: expected DX,DY"),
-    (["--audio", "missing.wav"], "--audio missing.wav: no such file"),
-])
-def test_bad_zoom_arguments_exit_2_with_one_line(args: list[str], message: str, picture: Path, tmp_path: Path,
-                                                 capsys, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--zoom", "0.98"], "edge would enter the frame"),
+        (["--zoom", "1.0", "--rotate", "3"], "at least --zoom"),
+        (["--frames", "0"], "--frames 0"),
+        (["--fps", "abc"], "--fps abc: not a rate"),
+        (["--pan", "1"], "--pan 1: expected DX,DY"),
+        (["--audio", "missing.wav"], "--audio missing.wav: no such file"),
+    ],
+)
+def test_bad_zoom_arguments_exit_2_with_one_line(
+    args: list[str], message: str, picture: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     code = main(["zoom", str(picture), "-o", "z.mp4", *args, *FAST])
     err = capsys.readouterr().err.strip()
@@ -177,10 +214,33 @@ FRAMES = 24
 
 
 def start(picture: Path, out: Path, work: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "zoom", str(picture), "-o", str(out),
-                             "--workdir", str(work), "--keep-work", "--frames", str(FRAMES), "--chunk-frames", "5",
-                             *FAST, "--set", "iterations=8", "--steps", "8"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "zoom",
+            str(picture),
+            "-o",
+            str(out),
+            "--workdir",
+            str(work),
+            "--keep-work",
+            "--frames",
+            str(FRAMES),
+            "--chunk-frames",
+            "5",
+            *FAST,
+            "--set",
+            "iterations=8",
+            "--steps",
+            "8",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_sigint,
+    )
 
 
 def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path: Path) -> None:

@@ -26,13 +26,16 @@ def get(name: str, model_input: str = "auto") -> Backbone:
     """A built-in network by name, or the model in a file (``--model path/model.keras``)."""
     if name in REGISTRY:
         if model_input != "auto":
-            raise ConfigError(f"model_input: {shown(model_input)}: {name} converts its input itself; model_input "
-                              "is for model files (--model FILE)")
+            raise ConfigError(
+                f"model_input: {shown(model_input)}: {name} converts its input itself; model_input "
+                "is for model files (--model FILE)"
+            )
         return REGISTRY[name]
     if is_model_path(name):
         return KerasFile(name, model_input)
-    raise ConfigError(f"model: {shown(name)} is not allowed; allowed: auto, {', '.join(REGISTRY)} or a Keras model "
-                      "file (.keras, .h5)")
+    raise ConfigError(
+        f"model: {shown(name)} is not allowed; allowed: auto, {', '.join(REGISTRY)} or a Keras model file (.keras, .h5)"
+    )
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,9 @@ def resolve(model: str, weights: str | None, layers: Mapping[str, float], model_
         if isinstance(backbone, KerasFile):
             backbone.model()  # a file that does not load, or is no image model, is said first
             if weights not in (None, "file"):
-                raise ConfigError(f"weights: {shown(weights)}: a model file carries its own weights (leave --weights "
-                                  "out)")
+                raise ConfigError(
+                    f"weights: {shown(weights)}: a model file carries its own weights (leave --weights out)"
+                )
             note = backbone.input_range()[1]
             if note:
                 notes.append(note)

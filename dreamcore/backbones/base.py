@@ -96,8 +96,10 @@ class Backbone(ABC):
 
         layers = base_layers(layers)
         if CLASS in layers:
-            raise LayerError(f"{self.name} is built without its classifier top: class targets (--class) need a model "
-                             "file with one (--model FILE)")
+            raise LayerError(
+                f"{self.name} is built without its classifier top: class targets (--class) need a model "
+                "file with one (--model FILE)"
+            )
         cheap = set(self.dream_layers())
         unknown = [n for n in layers if n not in cheap]
         if unknown:
@@ -230,9 +232,13 @@ def _foldable(model: Any, keras: Any) -> dict[str, Any]:
         if axis not in (-1, 3):
             continue
         source = bn.input._keras_history.operation
-        if (type(source) is keras.layers.Conv2D and len(source._inbound_nodes) == 1
-                and len(source._outbound_nodes) == 1 and id(source.output) not in outputs
-                and source.get_config().get("activation") == "linear"):
+        if (
+            type(source) is keras.layers.Conv2D
+            and len(source._inbound_nodes) == 1
+            and len(source._outbound_nodes) == 1
+            and id(source.output) not in outputs
+            and source.get_config().get("activation") == "linear"
+        ):
             folds[source.name] = bn
     return folds
 
@@ -289,8 +295,9 @@ def min_input_side(model: Any, lo: int = 8, hi: int = 4096) -> int:
             shapes = [shapes]
         shapes = [s.as_list() if hasattr(s, "as_list") else s for s in shapes]
         # A 2-D output (a classifier's logits) needs only to be computable.
-        return all(len(s) == 2 or (s[1] is not None and s[1] > 2 * LOSS_BORDER and s[2] > 2 * LOSS_BORDER)
-                   for s in shapes)
+        return all(
+            len(s) == 2 or (s[1] is not None and s[1] > 2 * LOSS_BORDER and s[2] > 2 * LOSS_BORDER) for s in shapes
+        )
 
     if not ok(hi):
         return hi

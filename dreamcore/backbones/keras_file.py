@@ -33,8 +33,20 @@ from ..errors import ConfigError, LayerError, WeightsError, shown
 from .base import Backbone, FeatureNet, min_input_side
 
 _PREPROCESSING = ("Rescaling", "Normalization")
-_NOT_FEATURES = ("InputLayer", "Rescaling", "Normalization", "Resizing", "CenterCrop", "RandomFlip", "RandomRotation",
-                 "RandomZoom", "RandomTranslation", "RandomContrast", "Dropout", "SpatialDropout2D")
+_NOT_FEATURES = (
+    "InputLayer",
+    "Rescaling",
+    "Normalization",
+    "Resizing",
+    "CenterCrop",
+    "RandomFlip",
+    "RandomRotation",
+    "RandomZoom",
+    "RandomTranslation",
+    "RandomContrast",
+    "Dropout",
+    "SpatialDropout2D",
+)
 _BGR_MEAN = (103.939, 116.779, 123.68)
 # The loss a layer gives on the calibration image at weight 1: what the built-in vgg16_hed's default
 # layers give there with its hand-set loss scale (mean of the three; measured by
@@ -80,8 +92,10 @@ def load_model(path: str) -> Any:
         if not (p / "saved_model.pb").exists():
             raise WeightsError(f"{path}: a folder, not a Keras model file (.keras or .h5) or a SavedModel")
         if not (p / "keras_metadata.pb").exists():
-            raise WeightsError(f"{path}: a TensorFlow SavedModel without Keras layers (no keras_metadata.pb), so its "
-                               "inner layers cannot be reached; save the model with Keras (model.save('m.keras'))")
+            raise WeightsError(
+                f"{path}: a TensorFlow SavedModel without Keras layers (no keras_metadata.pb), so its "
+                "inner layers cannot be reached; save the model with Keras (model.save('m.keras'))"
+            )
     elif not p.name.lower().endswith(SUFFIXES):
         raise WeightsError(f"{path}: a model file must end in .keras or .h5 (or be a SavedModel folder)")
     key = (str(p.resolve()), model_version(path))
@@ -94,8 +108,10 @@ def load_model(path: str) -> Any:
         try:
             import tf_keras as keras
         except ImportError:
-            raise WeightsError(f"{path}: a Keras 2 SavedModel, which needs tf-keras to open (pip install "
-                               "'dreamreel[savedmodel]', or save it as .keras)") from None
+            raise WeightsError(
+                f"{path}: a Keras 2 SavedModel, which needs tf-keras to open (pip install "
+                "'dreamreel[savedmodel]', or save it as .keras)"
+            ) from None
     else:
         import keras
 
@@ -144,12 +160,14 @@ class KerasFile(Backbone):
     def model(self) -> Any:
         model = load_model(self.path)
         if len(model.inputs) != 1:
-            raise WeightsError(f"{self.path}: not an image model: it has {len(model.inputs)} inputs (one image "
-                               "input is needed)")
+            raise WeightsError(
+                f"{self.path}: not an image model: it has {len(model.inputs)} inputs (one image input is needed)"
+            )
         shape = _shape(model.inputs[0])
         if len(shape) != 4 or shape[-1] not in (1, 3):
-            raise WeightsError(f"{self.path}: not an image model: its input is {shape}, not (batch, height, width, "
-                               "3 or 1 channels)")
+            raise WeightsError(
+                f"{self.path}: not an image model: its input is {shape}, not (batch, height, width, 3 or 1 channels)"
+            )
         if (shape[1] is None) != (shape[2] is None):
             raise WeightsError(f"{self.path}: its input {shape} fixes one side only; give it both or neither")
         return model
@@ -165,8 +183,11 @@ class KerasFile(Backbone):
         return {layer.name: layer for layer in self.model().layers}
 
     def dream_layers(self) -> list[str]:
-        return [name for name, layer in self._layers().items()
-                if type(layer).__name__ not in _NOT_FEATURES and len(_output_shape(layer)) == 4]
+        return [
+            name
+            for name, layer in self._layers().items()
+            if type(layer).__name__ not in _NOT_FEATURES and len(_output_shape(layer)) == 4
+        ]
 
     def layer_names(self) -> list[str]:
         return list(self._layers())
@@ -188,9 +209,10 @@ class KerasFile(Backbone):
         convs = [n for n in names if "Conv" in type(layers[n]).__name__ or "Activation" in type(layers[n]).__name__]
         picked = (convs or names)[-3:]
         if not picked:
-            raise WeightsError(f"{self.path}: no layer with a 4-D output (batch, height, width, channels) to dream "
-                               "with")
-        return {n: w for n, w in zip(picked, (1.0, 1.5, 2.0)[-len(picked):], strict=True)}
+            raise WeightsError(
+                f"{self.path}: no layer with a 4-D output (batch, height, width, channels) to dream with"
+            )
+        return {n: w for n, w in zip(picked, (1.0, 1.5, 2.0)[-len(picked) :], strict=True)}
 
     def input_range(self) -> tuple[str, str | None]:
         """The range the model is fed, and a note for the user when it was assumed."""
@@ -199,8 +221,10 @@ class KerasFile(Backbone):
         first = [la for la in self.model().layers if type(la).__name__ != "InputLayer"][:1]
         if first and type(first[0]).__name__ in _PREPROCESSING:
             return "0..255", None
-        return "0..1", (f"{os.path.basename(self.path)} has no preprocessing layer: feeding it pixels in 0..1 "
-                        "(--set model_input=-1..1, 0..255 or caffe if it was trained on another range)")
+        return "0..1", (
+            f"{os.path.basename(self.path)} has no preprocessing layer: feeding it pixels in 0..1 "
+            "(--set model_input=-1..1, 0..255 or caffe if it was trained on another range)"
+        )
 
     def weights_ready(self, weights: str | None) -> bool:
         try:
@@ -222,19 +246,26 @@ class KerasFile(Backbone):
             if name == CLASS:
                 if self.classes() is None:
                     out = _shape(self.model().outputs[0])
-                    raise LayerError(f"class targets need a classifier top, and {os.path.basename(self.path)}'s "
-                                     f"output is {out}, not (batch, classes)")
+                    raise LayerError(
+                        f"class targets need a classifier top, and {os.path.basename(self.path)}'s "
+                        f"output is {out}, not (batch, classes)"
+                    )
                 continue
             if name not in shapes:
                 listed = self.dream_layers()
-                more = f", ... ({len(listed)} in all: `dreamreel layers --model {self.path}`)" if len(listed) > 24 \
-                    else ""
-                raise LayerError(f"unknown layer {shown(name)} for {os.path.basename(self.path)}; its dream layers: "
-                                 f"{', '.join(listed[:24])}{more}")
+                more = (
+                    f", ... ({len(listed)} in all: `dreamreel layers --model {self.path}`)" if len(listed) > 24 else ""
+                )
+                raise LayerError(
+                    f"unknown layer {shown(name)} for {os.path.basename(self.path)}; its dream layers: "
+                    f"{', '.join(listed[:24])}{more}"
+                )
             if len(shapes[name]) != 4:
-                raise LayerError(f"layer {shown(name)} of {os.path.basename(self.path)} is not a feature map: its "
-                                 f"output is {shapes[name]}; dream layers are 4-D (batch, height, width, channels) "
-                                 "(a classifier's logits: --class N)")
+                raise LayerError(
+                    f"layer {shown(name)} of {os.path.basename(self.path)} is not a feature map: its "
+                    f"output is {shapes[name]}; dream layers are 4-D (batch, height, width, channels) "
+                    "(a classifier's logits: --class N)"
+                )
 
     # --- the feature network ---------------------------------------------------------------------
 
@@ -323,7 +354,8 @@ def _logits(model: Any) -> Any:
         out = dense(last.input)
         dense.set_weights(last.get_weights())
         return out
-    if isinstance(last, (keras.layers.Activation, keras.layers.Softmax)) and \
-            (isinstance(last, keras.layers.Softmax) or act_name in ("softmax", "sigmoid")):
+    if isinstance(last, (keras.layers.Activation, keras.layers.Softmax)) and (
+        isinstance(last, keras.layers.Softmax) or act_name in ("softmax", "sigmoid")
+    ):
         return last.input
     return model.outputs[0]
