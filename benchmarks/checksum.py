@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     import numpy as np
     import xxhash
 
-    from pipeline.fsutil import write_atomic
+    from pipeline.io.fsutil import write_atomic
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.checksum", description=__doc__)
     p.add_argument("--rounds", type=int, default=5)

@@ -11,7 +11,7 @@ SAMPLE = REPO / "samples" / "fruits.jpg"
 
 
 def ffmpeg(*args: str) -> None:
-    from pipeline.media import ffmpeg_exe
+    from pipeline.io.media import ffmpeg_exe
 
     subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y", *args], check=True)
 

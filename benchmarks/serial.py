@@ -45,7 +45,7 @@ def make_clip(folder: Path, frames: int, size: tuple[int, int]) -> Path:
 
 def run(clip: Path, out: Path, coherence: str, workers: int | None) -> dict:
     from dreamcore.config import DreamConfig, VideoConfig
-    from pipeline.video import VideoRequest, run_video
+    from pipeline.video.job import VideoRequest, run_video
 
     req = VideoRequest(
         input=str(clip),
@@ -64,7 +64,7 @@ def run(clip: Path, out: Path, coherence: str, workers: int | None) -> dict:
 
 def timed_transcode(src: Path, out: Path) -> float:
     """Seconds of ``ffmpeg -i src -c:v libx264 -crf 18 out``."""
-    from pipeline.media import ffmpeg_exe
+    from pipeline.io.media import ffmpeg_exe
 
     t0 = time.perf_counter()
     subprocess.run(
@@ -125,7 +125,8 @@ def integrity(checks: str) -> Iterator[None]:
     syncs nothing. For measuring what they cost, never for a job anyone keeps."""
     import os
 
-    from pipeline import store, video
+    from pipeline.job import store
+    from pipeline.video import job as video
 
     if checks == "on":
         yield
@@ -167,7 +168,7 @@ def report(
 ) -> None:
     """One run of the pipeline beside a transcode measured just before it; ``count``: x264's
     threads (None: the job's own choice)."""
-    from pipeline import media
+    from pipeline.io import media
 
     transcode = timed_transcode(clip, folder / "transcode.mp4")
     print(f"ffmpeg -i clip -c:v libx264 -crf 18: {transcode:.2f} s ({transcode / frames * 1000:.0f} ms/frame)")

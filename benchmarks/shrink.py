@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     from dreamcore.ascent import octave_shapes
     from dreamcore.config import DreamConfig
     from dreamcore.engine import Engine
-    from pipeline.imagefile import read_image
+    from pipeline.io.imagefile import read_image
     from pipeline.runtime import load_tensorflow
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.shrink", description=__doc__)

@@ -52,7 +52,7 @@ def measure(size: tuple[int, int]) -> Costs:
     from dreamcore.coherence import optical_flow
     from dreamcore.config import DreamConfig, VideoConfig
     from dreamcore.engine import Engine
-    from pipeline import media
+    from pipeline.io import media
     from pipeline.runtime import load_tensorflow
 
     from .common import scaled_copy
@@ -115,7 +115,7 @@ def film(hours: float = 1.0, fps: int = 24, seed: int = 0) -> tuple[int, list[in
 
 
 def simulate(frames: int, shots: list[int], workers: int, costs: Costs, overlap: int = 12) -> dict:
-    from pipeline.plan import Segment, plan_chunks, plan_segments, start_order
+    from pipeline.video.plan import Segment, plan_chunks, plan_segments, start_order
 
     segments = plan_segments(frames, shots, workers, 0, overlap)
     chunks = plan_chunks(segments)

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from dreamcore.config import DreamConfig, VideoConfig
-from pipeline import media
-from pipeline.video import VideoRequest, run_video
+from pipeline.io import media
+from pipeline.video.job import VideoRequest, run_video
 from tests.jobs import frames_of, plan
 
 from .common import parse_size, scaled_copy
@@ -143,7 +143,7 @@ def bench_video(
 
 def raw_store_time(work: Path) -> float:
     """Seconds to store one of the job's frames raw, with its checksum, as a job without --keep-frames does."""
-    from pipeline.store import Store
+    from pipeline.job.store import Store
     from tests.jobs import output_frames
 
     frame = output_frames(work)[0]

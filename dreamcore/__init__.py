@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .config import DreamConfig
-from .errors import ConfigError, DreamError, LayerError, WeightsError
+from dreamcore.config import DreamConfig
+from dreamcore.errors import ConfigError, DreamError, LayerError, WeightsError
 
 if TYPE_CHECKING:
-    from .engine import Engine, dream_image
+    from dreamcore.engine import Engine, dream_image
 
 __all__ = ["ConfigError", "DreamConfig", "DreamError", "Engine", "LayerError", "WeightsError", "dream_image"]
 
@@ -22,7 +22,7 @@ __all__ = ["ConfigError", "DreamConfig", "DreamError", "Engine", "LayerError", "
 def __getattr__(name: str) -> Any:
     # The engine imports numpy at module level and TensorFlow on use: load it only when asked.
     if name in ("Engine", "dream_image"):
-        from . import engine
+        from dreamcore import engine
 
         return getattr(engine, name)
     raise AttributeError(name)

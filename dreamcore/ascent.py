@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from .backbones.base import FeatureNet
-from .config import Guide
-from .errors import DreamError
-from .objective import Target, check_guidable, dream_loss, guide_features
+from dreamcore.backbones.base import FeatureNet
+from dreamcore.config import Guide
+from dreamcore.errors import DreamError
+from dreamcore.objective import Target, check_guidable, dream_loss, guide_features
 
 # progress(octave, octaves, iteration, iterations, loss): octave and iteration count from 1.
 Progress = Callable[[int, int, int, int, float], None]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import COHERENCE as COHERENCE_MODES
+from dreamcore.config import COHERENCE as COHERENCE_MODES
 
 
 class CutDetector:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from .errors import ConfigError, shown
+from dreamcore.errors import ConfigError, shown
 
 MODELS = ("auto", "inception_v3", "vgg16_hed")
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from .ascent import AscentParams, Dreamer, Progress
-from .backbones import Resolution, resolve
-from .backbones.base import with_precision
-from .config import DreamConfig
+from dreamcore.ascent import AscentParams, Dreamer, Progress
+from dreamcore.backbones import Resolution, resolve
+from dreamcore.backbones.base import with_precision
+from dreamcore.config import DreamConfig
 
 # What the engine computes beyond its config, for job records: a change here changes pixels for the
 # same config. 1: networks as Keras builds them; 2: batch norms folded into their convolutions.
@@ -49,7 +49,7 @@ def _load(config: DreamConfig) -> tuple[Resolution, Dreamer]:
     """Resolve, and build once per process for each network (model, weights, the set of layers):
     the layers' weights are the dream's, so configs that weigh the same layers otherwise (a video's
     keyframes) share one network and one traced step."""
-    from .objective import check_channels, parse_targets
+    from dreamcore.objective import check_channels, parse_targets
 
     res = resolve_config(config)
     key = (

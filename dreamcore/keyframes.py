@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .config import SCHEMA, VIDEO_SCHEMA, DreamConfig, VideoConfig
-from .errors import ConfigError, shown
+from dreamcore.config import SCHEMA, VIDEO_SCHEMA, DreamConfig, VideoConfig
+from dreamcore.errors import ConfigError, shown
 
 # Numeric settings a frame may change. Not those that shape the job itself (the seed, the plan's
 # shots and chunks, the flow's size): they are one value for a whole job.

@@ -26,8 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .backbones.base import LOSS_BORDER
-from .errors import ConfigError, LayerError, shown
+from dreamcore.backbones.base import LOSS_BORDER
+from dreamcore.errors import ConfigError, LayerError, shown
 
 CLASS = "class"  # the layer name under which a backbone exposes its classifier's logits
 MAX_CHANNELS_LISTED = 4096

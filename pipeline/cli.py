@@ -16,8 +16,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from dreamcore.errors import DreamError
-
-from .errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PipelineError, one_line
+from pipeline.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PipelineError, one_line
 
 PROG = "dreamreel"
 
@@ -378,7 +377,7 @@ TIME_RESOLUTION = 1e-6
 
 
 def check_duration(flag: str, value: float | None) -> None:
-    from .errors import UsageError
+    from pipeline.errors import UsageError
 
     if value is not None and value < TIME_RESOLUTION:
         raise UsageError(f"{flag} {value:g}: give a positive time of at least 0.000001 s")
@@ -402,7 +401,7 @@ def _setup_logging() -> None:
 
 
 def _config_from_args(args: argparse.Namespace) -> Any:
-    from .settings import build_config
+    from pipeline.settings import build_config
 
     return with_guide(build_config(args.preset, args.config, args.sets, engine_flags(args)), args)
 
@@ -411,18 +410,18 @@ def with_guide(cfg: Any, args: argparse.Namespace) -> Any:
     """The config with --guide's image (commands other than video take an image only)."""
     if not args.guide:
         return cfg
-    from .guide import read_still
+    from pipeline.guide import read_still
 
     return cfg.replace(guide=read_still(args.guide))
 
 
 def engine_flags(args: argparse.Namespace) -> dict[str, Any]:
-    from .settings import parse_layers
+    from pipeline.settings import parse_layers
 
     layers = parse_layers(args.layers) if args.layers else None
     if args.class_ is not None:
         if args.class_ < 0:
-            from .errors import UsageError
+            from pipeline.errors import UsageError
 
             raise UsageError(f"--class {args.class_}: classes count from 0")
         layers = {**(layers or {}), f"class:{args.class_}": 1.0}
@@ -447,10 +446,9 @@ def _stopped(what: str, where: str) -> int:
 
 def cmd_image(args: argparse.Namespace) -> int:
     from dreamcore.engine import Engine, from_float_rgb, to_float_rgb
-
-    from .imagefile import check_output_path, read_image, write_image
-    from .runtime import load_tensorflow
-    from .settings import resolve_noted
+    from pipeline.io.imagefile import check_output_path, read_image, write_image
+    from pipeline.runtime import load_tensorflow
+    from pipeline.settings import resolve_noted
 
     cfg = _config_from_args(args)
     out = check_output_path(args.output, args.overwrite)
@@ -513,11 +511,11 @@ VIDEO_OUTPUT_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv")
 
 
 def cmd_video(args: argparse.Namespace) -> int:
-    from .errors import UsageError
-    from .media import check_video_output
-    from .settings import build_job_settings
-    from .store import check_output_url, is_url
-    from .video import VideoRequest, default_workdir, run_video
+    from pipeline.errors import UsageError
+    from pipeline.io.media import check_video_output
+    from pipeline.job.store import check_output_url, is_url
+    from pipeline.settings import build_job_settings
+    from pipeline.video.job import VideoRequest, default_workdir, run_video
 
     cfg, vcfg, keyframes = build_job_settings(
         args.preset, args.config, args.sets, engine_flags(args), {"coherence": args.coherence, "blend": args.blend}
@@ -547,8 +545,8 @@ def cmd_video(args: argparse.Namespace) -> int:
             args.overwrite,
         )
     if args.guide:
-        from .guide import open_guide
-        from .settings import check_guided_layers
+        from pipeline.guide import open_guide
+        from pipeline.settings import check_guided_layers
 
         open_guide(args.guide)  # a bad guide is said before any work
         check_guided_layers(cfg.layers)
@@ -596,8 +594,8 @@ def _replayed(stats: dict[str, Any]) -> str:
 def cmd_preview(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .errors import UsageError
-    from .settings import build_job_settings
+    from pipeline.errors import UsageError
+    from pipeline.settings import build_job_settings
 
     cfg, vcfg, keyframes = build_job_settings(
         args.preset, args.config, args.sets, engine_flags(args), {"coherence": args.coherence, "blend": args.blend}
@@ -627,9 +625,9 @@ def _preview_guide(cfg: Any, args: argparse.Namespace) -> tuple[Any, tuple[str, 
     a clip's preview frame by frame, as in `video`; an image preview takes its first frame (said)."""
     if not args.guide:
         return cfg, None
-    from .guide import first_frame, open_guide
-    from .preview import is_still_input
-    from .settings import check_guided_layers
+    from pipeline.guide import first_frame, open_guide
+    from pipeline.preview import is_still_input
+    from pipeline.settings import check_guided_layers
 
     check_guided_layers(cfg.layers)
     still, clip = open_guide(args.guide)
@@ -656,7 +654,7 @@ def _preview(
     frames: int | None,
     overwrite: bool,
 ) -> int:
-    from .preview import PreviewRequest, human, run_preview
+    from pipeline.preview import PreviewRequest, human, run_preview
 
     t0 = time.monotonic()
     clip, end = guide_clip or (None, "loop")
@@ -688,7 +686,7 @@ def _preview(
 def parse_fps(text: str) -> Any:
     from fractions import Fraction
 
-    from .errors import UsageError
+    from pipeline.errors import UsageError
 
     try:
         rate = Fraction(text)
@@ -700,9 +698,9 @@ def parse_fps(text: str) -> Any:
 
 
 def cmd_zoom(args: argparse.Namespace) -> int:
-    from .errors import UsageError
-    from .settings import build_job_settings
-    from .zoom import Motion, ZoomRequest, check_zoom_output, default_workdir, run_zoom
+    from pipeline.errors import UsageError
+    from pipeline.settings import build_job_settings
+    from pipeline.zoom import Motion, ZoomRequest, check_zoom_output, default_workdir, run_zoom
 
     cfg, _, keyframes = build_job_settings(args.preset or "zoom", args.config, args.sets, engine_flags(args))
     cfg = with_guide(cfg, args)
@@ -765,8 +763,8 @@ def cmd_zoom(args: argparse.Namespace) -> int:
 def cmd_images(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .batch import BatchRequest, run_batch, summary
-    from .errors import EXIT_PARTIAL, UsageError
+    from pipeline.errors import EXIT_PARTIAL, UsageError
+    from pipeline.images import BatchRequest, run_batch, summary
 
     cfg = _config_from_args(args)
     if args.workers is not None and args.workers < 1:
@@ -796,7 +794,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
     backbone = backbones.get(args.model)
     is_file = isinstance(backbone, backbones.KerasFile)
     if args.all or args.channels or is_file:
-        from .runtime import load_tensorflow
+        from pipeline.runtime import load_tensorflow
 
         load_tensorflow()
     names = backbone.layer_names() if args.all else backbone.dream_layers()
@@ -855,12 +853,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 @contextlib.contextmanager
 def _ctrl_c_remembered() -> Iterator[None]:
-    """Ctrl-C also sets a flag the scheduling loop checks (pipeline.schedule.on_sigint). Only where
+    """Ctrl-C also sets a flag the scheduling loop checks (pipeline.cluster.schedule.on_sigint). Only where
     SIGINT is at Python's default: a runner that ignores it (nohup, `cmd &`) keeps ignoring it."""
     import signal
     import threading
 
-    from .schedule import INTERRUPTED, on_sigint
+    from pipeline.cluster.schedule import INTERRUPTED, on_sigint
 
     INTERRUPTED.clear()
     if (

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError, UsageError
-from .store import Store
+from pipeline.errors import InputError, UsageError
+from pipeline.job.store import Store
 
 # A guide is kept (and stored) at most this long on its long side: the engine looks at it at most
 # 512 px long (dreamcore.ascent.GUIDE_SIDE), and some room stays for fixed-size models' tiles.
@@ -36,7 +36,7 @@ def shrink(pixels: np.ndarray) -> np.ndarray:
     """8-bit RGB at most KEEP_SIDE long (area-averaged)."""
     import cv2
 
-    from .imagefile import rgb8
+    from pipeline.io.imagefile import rgb8
 
     rgb = rgb8(pixels)
     h, w = rgb.shape[:2]
@@ -59,8 +59,7 @@ class GuideClip:
 def read_still(path: str) -> Any:
     """The guide image as a dreamcore Guide; a clip or a bad file is a one-line error."""
     from dreamcore.config import Guide
-
-    from .imagefile import read_image
+    from pipeline.io.imagefile import read_image
 
     p = Path(path)
     if not p.is_file():
@@ -75,7 +74,7 @@ def read_still(path: str) -> Any:
 
 
 def _is_clip(p: Path) -> bool:
-    from . import media
+    from pipeline.io import media
 
     try:
         return media.probe(p).width > 0
@@ -85,7 +84,7 @@ def _is_clip(p: Path) -> bool:
 
 def open_guide(path: str) -> tuple[Any | None, Path | None]:
     """(a still Guide, None) or (None, the clip's path): what ``--guide`` names, for `video`."""
-    from .imagefile import read_image
+    from pipeline.io.imagefile import read_image
 
     p = Path(path)
     if not p.is_file():
@@ -114,8 +113,7 @@ def frame_at(path: Path, times: list[float], index: int) -> Any:
 def _frame(path: Path, pts: float | None, missing: str) -> Any:
     """The frame at ``pts`` (None: the first) of the guide clip, as a Guide."""
     from dreamcore.config import Guide
-
-    from . import media
+    from pipeline.io import media
 
     pipe, got = media.frames_at(path, pts, media.probe(path).display_size)
     pipe.close()
@@ -126,7 +124,7 @@ def _frame(path: Path, pts: float | None, missing: str) -> Any:
 
 def clip_times(path: Path) -> list[float]:
     """The guide clip's frame times, from its start (one light decode pass)."""
-    from . import media
+    from pipeline.io import media
 
     info = media.probe(path)
     w, h = info.width, info.height
@@ -140,7 +138,7 @@ def clip_times(path: Path) -> list[float]:
 
 def store_still(store: Store, guide: Any) -> None:
     """The still guide into the job's store, where workers read it (written by every run)."""
-    from .frames import encode_png
+    from pipeline.video.tasks import encode_png
 
     store.write_sealed(GUIDE_PNG, encode_png(guide.pixels), durable=True)
 
@@ -148,7 +146,7 @@ def store_still(store: Store, guide: Any) -> None:
 def store_clip_times(store: Store, clip: Path) -> None:
     """The guide clip's frame times into the job's store, once: kept from the job's first run (a
     function of the clip alone); made again when missing or damaged."""
-    from .integrity import Damaged
+    from pipeline.job.integrity import Damaged
 
     try:
         if store.read_sealed(GUIDE_PTS) is not None:
@@ -169,9 +167,8 @@ _last: OrderedDict[tuple[str, int], tuple[int, Any]] = OrderedDict()  # (job, se
 def still(store: Store, digest: str) -> Any:
     """The job's still guide, read from its store once per worker."""
     from dreamcore.config import Guide
-
-    from .errors import PipelineError
-    from .frames import decode_png
+    from pipeline.errors import PipelineError
+    from pipeline.video.tasks import decode_png
 
     key = (store.url, digest)
     with _lock:
@@ -209,8 +206,7 @@ def clip_frame(job: Any, seg: int, t: float) -> Any:
     """The Guide for output time ``t`` of segment ``seg``: decoded on in order from this worker's
     decoder for the segment, the frame before kept (a slower guide repeats it)."""
     from dreamcore.config import Guide
-
-    from .frames import decoded_frame, local_copy
+    from pipeline.video.tasks import decoded_frame, local_copy
 
     clip: GuideClip = job.guide_clip
     with _lock:
@@ -218,7 +214,7 @@ def clip_frame(job: Any, seg: int, t: float) -> Any:
     if times is None:
         raw = job.store.read_sealed(GUIDE_PTS)
         if raw is None:
-            from .errors import PipelineError
+            from pipeline.errors import PipelineError
 
             raise PipelineError(
                 f"the guide's frame times are missing from the job store {job.store.url}: run the "

@@ -22,8 +22,7 @@ import numpy as np
 
 from dreamcore.config import DreamConfig, VideoConfig
 from dreamcore.keyframes import Schedule
-
-from .errors import PipelineError, UsageError
+from pipeline.errors import PipelineError, UsageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".ppm", ".pgm", ".jp2"}
 KEEP = 64  # frames the light pass keeps at most (every k-th, k doubling), out of which the picks come
@@ -58,7 +57,7 @@ def is_still_input(path: str) -> bool:
 
 
 def run_preview(req: PreviewRequest) -> tuple[Path, Estimate]:
-    from .imagefile import check_output_path
+    from pipeline.io.imagefile import check_output_path
 
     out = check_output_path(req.output, req.overwrite)
     src = Path(req.input)
@@ -67,7 +66,7 @@ def run_preview(req: PreviewRequest) -> tuple[Path, Estimate]:
     else:
         samples, estimate = _clip(req, src)
     sheet = contact_sheet(samples)
-    from .imagefile import write_image
+    from pipeline.io.imagefile import write_image
 
     write_image(out, sheet, overwrite=req.overwrite)  # never over a file that appeared while it dreamt
     return out, estimate
@@ -79,11 +78,10 @@ def run_preview(req: PreviewRequest) -> tuple[Path, Estimate]:
 def _clip(req: PreviewRequest, src: Path) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], Estimate]:
     from dreamcore.coherence import CutDetector, flow_size, optical_flow
     from dreamcore.engine import Engine
-
-    from . import media
-    from .plan import scan_size
-    from .runtime import load_tensorflow
-    from .settings import check_keyframed_layers, pinned
+    from pipeline.io import media
+    from pipeline.runtime import load_tensorflow
+    from pipeline.settings import check_keyframed_layers, pinned
+    from pipeline.video.plan import scan_size
 
     info = media.probe(src)
     cfg = pinned(req.config)
@@ -178,7 +176,7 @@ def _guide_frames(req: PreviewRequest, times: list[float]) -> list[Any]:
     the full job (the same rule: dreamreel video --guide CLIP --guide-end)."""
     if not req.guide_clip:
         return []
-    from .guide import clip_times, frame_at, guide_index
+    from pipeline.guide import clip_times, frame_at, guide_index
 
     clip = Path(req.guide_clip)
     gtimes = clip_times(clip)
@@ -193,15 +191,14 @@ def _guide_frames(req: PreviewRequest, times: list[float]) -> list[Any]:
 def _images(req: PreviewRequest, src: Path) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], Estimate]:
     from dreamcore.ascent import step_seconds
     from dreamcore.engine import Engine
-
-    from .imagefile import read_image, rgb8
-    from .runtime import load_tensorflow
-    from .settings import pinned
+    from pipeline.io.imagefile import read_image, rgb8
+    from pipeline.runtime import load_tensorflow
+    from pipeline.settings import pinned
 
     if req.keyframes:
         raise UsageError("keyframes change settings over time: preview a clip to see them")
     if src.is_dir():
-        from .batch import walk
+        from pipeline.images import walk
 
         files = [f for f in walk(src)[0] if f.suffix.lower() in IMAGE_SUFFIXES]
     else:

@@ -156,8 +156,7 @@ def resolve_noted(config: DreamConfig) -> Resolution:
     import logging
 
     from dreamcore.engine import resolve_config
-
-    from .runtime import bfloat16_hardware
+    from pipeline.runtime import bfloat16_hardware
 
     res = resolve_config(config)
     for note in res.notes:
@@ -193,7 +192,7 @@ def check_keyframed_layers(schedule: Schedule, cfg: DreamConfig) -> None:
 def identity_extras(config: DreamConfig) -> dict[str, Any]:
     """What a job's identity needs besides ``config.to_dict()``: a model file's fingerprint (another
     file at the same path is another network) and a still guide's digest."""
-    from .jobs import file_fingerprint
+    from pipeline.job.record import file_fingerprint
 
     out: dict[str, Any] = {}
     p = model_path(config.model)

@@ -30,12 +30,11 @@ import numpy as np
 
 from dreamcore.config import DreamConfig, VideoConfig
 from dreamcore.keyframes import Schedule
-
-from . import media
-from .errors import UsageError
-from .fsutil import temp_beside, temp_dir
-from .integrity import Damaged
-from .jobs import (
+from pipeline.errors import UsageError
+from pipeline.io import media
+from pipeline.io.fsutil import temp_beside, temp_dir
+from pipeline.job.integrity import Damaged
+from pipeline.job.record import (
     JOB_VERSION,
     checked_copies,
     claim_apart,
@@ -46,9 +45,9 @@ from .jobs import (
     until_whole,
     write_record,
 )
-from .settings import check_keyframed_layers, identity_extras, pinned
-from .store import Store, is_url, redact
-from .video import default_workdir
+from pipeline.job.store import Store, is_url, redact
+from pipeline.settings import check_keyframed_layers, identity_extras, pinned
+from pipeline.video.job import default_workdir
 
 CHUNK_FRAMES = 48
 
@@ -162,7 +161,7 @@ def check_request(req: ZoomRequest, width: int, height: int) -> None:
 
 
 def run_zoom(req: ZoomRequest) -> dict[str, Any]:
-    from .imagefile import read_image, rgb8
+    from pipeline.io.imagefile import read_image, rgb8
 
     rgb = rgb8(read_image(req.input).pixels)  # the film is 8-bit
     h, w = rgb.shape[:2]
@@ -235,7 +234,7 @@ def _stored(store: Store, index: int, size: tuple[int, int]) -> np.ndarray | Non
 def _last_good(store: Store, below: int, size: tuple[int, int]) -> tuple[int, np.ndarray | None]:
     """The last stored frame that is whole, before frame ``below`` (its index and pixels), damaged
     ones removed on the way; (-1, None) when there is none: the chain starts from the image."""
-    from .video import frame_indexes
+    from pipeline.video.job import frame_indexes
 
     stored = frame_indexes(store.names("frames"), "rgb")[::-1]
     for i in (i for i in stored if i < below):
@@ -255,8 +254,7 @@ def _dream_chain(req: ZoomRequest, store: Store, source: np.ndarray, encoder_thr
     from tqdm import tqdm
 
     from dreamcore.engine import Engine
-
-    from .runtime import load_tensorflow
+    from pipeline.runtime import load_tensorflow
 
     h, w = source.shape[:2]
     size = (w, h)
@@ -365,7 +363,7 @@ def _dream_chain(req: ZoomRequest, store: Store, source: np.ndarray, encoder_thr
 
 
 def _join(req: ZoomRequest, store: Store, audio: Path | None) -> None:
-    from .video import join_film
+    from pipeline.video.job import join_film
 
     bounds = chunk_bounds(req.frames, req.chunk_frames)
     fps = float(req.fps)

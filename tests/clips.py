@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.media import ffmpeg_exe
+from pipeline.io.media import ffmpeg_exe
 
 
 def ffmpeg(*args: str) -> None:

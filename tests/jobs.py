@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import media
-from pipeline.frames import crossfade, decode_png, frame_rel
+from pipeline.io import media
+from pipeline.video.tasks import crossfade, decode_png, frame_rel
 
 
 def stored_pixels(path: Path) -> np.ndarray:
     """A raw frame a job stored (checked: it carries a checksum), as a flat uint8 array."""
-    from pipeline.integrity import payload
+    from pipeline.job.integrity import payload
 
     return np.frombuffer(payload(path.read_bytes(), path.name, str(path)), np.uint8)
 
@@ -46,7 +46,7 @@ def frames_of(path: Path) -> list[np.ndarray]:
 def output_frames(work: Path) -> list[np.ndarray]:
     """The job's output frames before encoding: each segment's own, cross-faded where a shot was
     split, as the chunk tasks mixed them (from the frames a --keep-frames run kept)."""
-    from pipeline.plan import crossfade_weight
+    from pipeline.video.plan import crossfade_weight
 
     p = plan(work)
     segments = p["segments"]

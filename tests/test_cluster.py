@@ -17,7 +17,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.errors import PipelineError
-from pipeline.imagefile import read_image
+from pipeline.io.imagefile import read_image
 from tests.clips import make_clip, read_frames
 from tests.jobs import dreamt_all, plan
 from tests.media import REPO, image_folder, mean_change
@@ -219,7 +219,7 @@ def test_a_service_that_is_not_a_scheduler_is_one_line_in_bounded_time(
     one and reported a reply in another protocol as running out of memory."""
     import threading
 
-    from pipeline import schedule
+    from pipeline.cluster import schedule
 
     monkeypatch.setattr(schedule, "CONNECT_TIMEOUT_S", 2.0)
     server = socket.socket()
@@ -270,8 +270,8 @@ def test_workers_that_do_not_see_the_job_store_are_refused(cluster: Cluster, tmp
     """The check really runs on the cluster's workers: they must read the token this job wrote."""
     from distributed import Client
 
-    from pipeline.frames import StoreNotShared, check_store_shared
-    from pipeline.store import Store
+    from pipeline.job.store import Store
+    from pipeline.video.tasks import StoreNotShared, check_store_shared
 
     store = Store(tmp_path / "work")
     store.write_bytes("token", b"this-job")
@@ -334,8 +334,8 @@ def test_a_task_that_keeps_killing_workers_is_bounded_by_the_job_not_the_schedul
     job's own count still fails the task after MAX_DEATHS, and the other tasks complete."""
     from distributed import Client
 
-    from pipeline.schedule import MAX_DEATHS, DeathGuard, WorkerDeaths
-    from pipeline.store import Store
+    from pipeline.cluster.schedule import MAX_DEATHS, DeathGuard, WorkerDeaths
+    from pipeline.job.store import Store
     from tests.test_schedule import run_with_a_killer
 
     cluster = Cluster(tmp_path / "dask", {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "100"})
@@ -443,7 +443,7 @@ def test_a_workers_copies_of_job_files_are_shared_kept_while_used_and_removed_wh
 
     import fsspec
 
-    from pipeline import frames
+    from pipeline.video import tasks as frames
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(frames, "_inputs", {})

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import fsutil
 from pipeline.errors import InputError, UsageError
-from pipeline.imagefile import check_output_path, read_image, write_image
+from pipeline.io import fsutil
+from pipeline.io.imagefile import check_output_path, read_image, write_image
 from tests.media import REPO, png_header_only, run_cli_measuring_peak, synthetic_image
 
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.batch import output_for, walk
 from pipeline.cli import main
-from pipeline.imagefile import read_image
+from pipeline.images import output_for, walk
+from pipeline.io.imagefile import read_image
 from tests.media import image_folder, png_header_only, synthetic_image
 
 FAST = [

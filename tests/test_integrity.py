@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import integrity
 from pipeline.cli import main
+from pipeline.job import integrity
 from tests.clips import make_clip, read_frames
 from tests.test_video import FAST
 
@@ -39,7 +39,7 @@ _STOP = {"at": 0, "seen": 0}
 def _stopping_frame_task(*args, **kwargs):
     """frame_task, stopped (failed) at its ``_STOP["at"]``-th call. At module level, so that Dask's
     in-process worker calls this very function (a closure would be pickled into a copy per task)."""
-    from pipeline.frames import frame_task
+    from pipeline.video.tasks import frame_task
 
     _STOP["seen"] += 1
     if _STOP["seen"] == _STOP["at"]:
@@ -49,7 +49,7 @@ def _stopping_frame_task(*args, **kwargs):
 
 def stop_at(monkeypatch: pytest.MonkeyPatch, calls: int) -> None:
     """The job stops (fails) at its ``calls``-th frame task: some chunks encoded, frames in flight."""
-    from pipeline import video
+    from pipeline.video import job as video
 
     _STOP.update(at=calls, seen=0)
     monkeypatch.setattr(video, "frame_task", _stopping_frame_task)
@@ -160,7 +160,7 @@ def test_a_job_record_lost_with_its_copy_is_one_line_naming_it(stopped, tmp_path
 def test_a_short_film_is_never_reported_whole(tmp_path: Path) -> None:
     """The joined film is checked against the plan: frames missing, or frames at other times."""
     from pipeline.errors import PipelineError
-    from pipeline.video import check_film
+    from pipeline.video.job import check_film
     from tests.jobs import scanned
 
     clip = make_clip(tmp_path / "c.mp4", seconds=0.5, rate="24", audio=False)
@@ -228,8 +228,8 @@ def test_zoom_remakes_a_damaged_frame_and_chunk_from_the_last_good_state(tmp_pat
 
 def test_a_stored_frame_with_the_right_size_and_other_bytes_is_not_used(tmp_path: Path) -> None:
     """The old check (size only) took such a frame as it was; the checksum does not."""
-    from pipeline.frames import JobSpec, store_frame, stored_frame
-    from pipeline.store import Store
+    from pipeline.job.store import Store
+    from pipeline.video.tasks import JobSpec, store_frame, stored_frame
 
     store = Store(tmp_path)
     job = JobSpec(id="j", store=store, token="t", input="", input_key="", size=(4, 2), config={}, video={}, rate=None)
@@ -246,7 +246,7 @@ def test_a_stored_frame_with_the_right_size_and_other_bytes_is_not_used(tmp_path
 def test_a_join_that_stops_early_is_never_written_as_the_film(tmp_path: Path, capsys, monkeypatch) -> None:
     """ffmpeg's concat stops at a chunk it cannot read and still exits 0: the film it made is
     shorter than the plan, and the command says so instead of writing it."""
-    from pipeline import media
+    from pipeline.io import media
 
     clip = make_clip(tmp_path / "clip.mp4", cut_at=0.3, seconds=0.6)
     real = media.join
@@ -262,8 +262,8 @@ def test_a_join_that_stops_early_is_never_written_as_the_film(tmp_path: Path, ca
 
 
 def test_a_chain_dreams_again_only_what_it_must_and_keeps_only_what_a_chunk_takes() -> None:
-    from pipeline.plan import Segment
-    from pipeline.video import _chain, frame_indexes
+    from pipeline.video.job import _chain, frame_indexes
+    from pipeline.video.plan import Segment
 
     s = Segment(0, 0, 0, 30)
     # resumed: frames 10..14 stored, chunk [10, 20) still to encode: go on from 15
@@ -328,7 +328,7 @@ def test_two_joins_of_one_output_never_share_a_temporary_file(tmp_path: Path) ->
     import subprocess
     import sys
 
-    from pipeline.fsutil import temp_beside
+    from pipeline.io.fsutil import temp_beside
 
     final = tmp_path / "out.mp4"
     a, b = temp_beside(final), temp_beside(final)

@@ -141,7 +141,7 @@ def test_keyframed_settings_reach_every_frame_through_zoom(tmp_path: Path, capsy
     import cv2
 
     from pipeline.cli import main
-    from pipeline.store import Store
+    from pipeline.job.store import Store
     from pipeline.zoom import Motion, move
     from tests.media import synthetic_image
 

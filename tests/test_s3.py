@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from pipeline.cli import main
-from pipeline.imagefile import read_image
+from pipeline.io.imagefile import read_image
 from tests.clips import make_clip, read_frames
 from tests.media import REPO, image_folder
 from tests.test_cluster import free_port

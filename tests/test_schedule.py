@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
+from pipeline.cluster.schedule import MAX_DEATHS, DeathGuard, Task, WorkerDeaths, dask_client, run_chains
+from pipeline.job.store import Store
 from pipeline.runtime import usable_cores
-from pipeline.schedule import MAX_DEATHS, DeathGuard, Task, WorkerDeaths, dask_client, run_chains
-from pipeline.store import Store
 from tests.media import image_folder
 
 
@@ -94,7 +94,7 @@ def test_local_workers_use_the_thread_count_the_job_recorded(tmp_path: Path) -> 
 
 
 def test_a_second_layout_is_reported(tmp_path: Path) -> None:
-    from pipeline.jobs import LayoutLog
+    from pipeline.job.record import LayoutLog
 
     store = Store(tmp_path)
     job: dict = {}
@@ -124,7 +124,7 @@ def test_load_tensorflow_sets_the_thread_count_numerics_reports() -> None:
 STOPPED_COMMAND = """
 import subprocess, sys, time
 from pathlib import Path
-from pipeline import schedule
+from pipeline.cluster import schedule
 
 def hang(pid_file):
     child = subprocess.Popen(["sleep", "300"])
@@ -177,7 +177,7 @@ def test_tracebacks_of_what_a_stop_cancels_are_not_shown(caplog: pytest.LogCaptu
     must not print above the command's one line. Other times they still show."""
     import logging
 
-    from pipeline import schedule
+    from pipeline.cluster import schedule
 
     schedule._quiet_dask()
     app = logging.getLogger("tornado.application")

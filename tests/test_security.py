@@ -57,7 +57,7 @@ def test_a_huge_file_that_is_no_image_is_refused_from_its_first_bytes(tmp_path: 
     import tracemalloc
 
     from pipeline.errors import InputError
-    from pipeline.imagefile import read_image
+    from pipeline.io.imagefile import read_image
 
     big = tmp_path / "huge.bin"
     with open(big, "wb") as f:  # sparse: 1 GB that takes no disk
@@ -107,7 +107,7 @@ def test_a_password_in_an_input_url_is_kept_out_of_the_job_and_messages(server: 
 
 
 def test_redact_hides_credentials_in_any_url() -> None:
-    from pipeline.store import redact
+    from pipeline.job.store import redact
 
     assert (
         redact("s3://KEY:SECRET@bucket/a and http://u:p@h:1/x?y=1 and /plain/path")

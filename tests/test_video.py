@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import media
 from pipeline.cli import main
-from pipeline.plan import Chunk, Segment, crossfade_weight, plan_chunks, plan_segments
+from pipeline.io import media
+from pipeline.video.plan import Chunk, Segment, crossfade_weight, plan_chunks, plan_segments
 from tests.clips import ffmpeg, make_clip, make_pan, read_frames, stream_durations
 from tests.jobs import dreamt, dreamt_all, plan, scanned
 from tests.media import SHARED_MEDIA
@@ -81,7 +81,7 @@ def test_a_segment_decoder_seeks_to_its_frame_in_a_clip_that_does_not_start_at_0
     segment's decoder gets to its first frame by a seek and reads on from there; it never decodes
     the clip again from its start. (ffmpeg's exact seek drops frames by their time from the stream's
     start: it dropped the frame sought too, and every segment but the first read from frame 0.)"""
-    from pipeline import frames
+    from pipeline.video import tasks as frames
 
     clip = make_clip(tmp_path / "late.mp4", seconds=2, audio=False, extra=("-output_ts_offset", "0.5"))
     scan = media.scan(clip, (96, 64))
@@ -150,7 +150,8 @@ def test_one_local_worker_dreams_one_shot_after_the_other(
 
     import distributed
 
-    from pipeline import frames, schedule
+    from pipeline.cluster import schedule
+    from pipeline.video import tasks as frames
 
     seceded: list[str] = []
     real_secede = distributed.secede
@@ -315,7 +316,7 @@ def test_changed_config_on_same_workdir_is_refused_unless_restart(cut_clip: Path
 
 
 def test_locked_work_folder_is_refused(cut_clip: Path, tmp_path: Path, capsys) -> None:
-    from pipeline.store import Store
+    from pipeline.job.store import Store
 
     work = Store(tmp_path / "work")
     work.claim()  # as another dreamreel run does, before it locks the folder
@@ -333,7 +334,7 @@ def test_disk_check_refuses_one_byte_short_and_passes_at_the_bound(
     import shutil
     from collections import namedtuple
 
-    from pipeline.plan import CHUNK_BYTES_PER_PIXEL, CHUNK_FRAMES
+    from pipeline.video.plan import CHUNK_BYTES_PER_PIXEL, CHUNK_FRAMES
 
     need = int(1 * (CHUNK_FRAMES + 0 + 2) * 96 * 64 * 3 + 36 * 96 * 64 * CHUNK_BYTES_PER_PIXEL) + (16 << 20)
     usage = namedtuple("usage", "total used free")
@@ -564,7 +565,7 @@ def test_peak_store_use_stays_within_the_bound(tmp_path: Path, capsys) -> None:
     import threading
     import time
 
-    from pipeline.plan import CHUNK_FRAMES, store_bound
+    from pipeline.video.plan import CHUNK_FRAMES, store_bound
 
     clip = make_clip(tmp_path / "long.mp4", seconds=6, rate="25", audio=False)
     work = tmp_path / "work"
@@ -617,7 +618,7 @@ def test_peak_store_use_stays_within_the_bound(tmp_path: Path, capsys) -> None:
 
 
 def test_longest_shot_starts_first_and_a_split_shots_pieces_keep_their_order() -> None:
-    from pipeline.plan import start_order
+    from pipeline.video.plan import start_order
 
     segs = plan_segments(400, [0, 50, 300], workers=4, chunk=0, overlap=12)
     shots = [(s.warm_from == s.first, s.first) for s in start_order(segs)]
@@ -631,8 +632,8 @@ def test_next_frames_flow_is_made_while_this_frame_dreams_with_the_same_pixels(t
     """With flow coherence each follow-up frame finds its source frame decoded and its flow computed
     beside the frame before's dream (a helper thread), and the frames come out the same as without."""
     from dreamcore.config import DreamConfig, VideoConfig
-    from pipeline import frames
-    from pipeline.video import VideoRequest, run_video
+    from pipeline.video import tasks as frames
+    from pipeline.video.job import VideoRequest, run_video
 
     clip = make_pan(tmp_path / "pan.mp4", frames=8)
     cfg = DreamConfig(model="inception_v3", weights="untrained", layers={"mixed2": 1.0}, iterations=2, octaves=1)

@@ -197,8 +197,8 @@ def test_tasks_computed_again_after_a_lost_worker_dream_nothing_twice(
     (chunks encoded, their frames dropped). Every such task must succeed, dream nothing, and change
     nothing: here, after every few tasks, each chunk task so far runs again alone, then the whole
     graph so far runs again in order."""
-    from pipeline import schedule
     from pipeline.cli import main
+    from pipeline.cluster import schedule
 
     assert main(["video", str(clip), "-o", str(tmp_path / "plain.mp4"), *ARGS]) == 0
     again: list[dict] = []
@@ -238,8 +238,8 @@ def test_a_worker_keeps_no_encoder_its_chunk_task_never_takes(tmp_path: Path) ->
     """A chain that moved to another worker leaves this worker's encoder for its chunk unfinished
     (or finished, with the chunk task run elsewhere): the next chunk of that segment drops an
     unfinished one, and no worker holds more than MAX_STREAMS, whatever the job's length."""
-    from pipeline import frames
-    from pipeline.store import Store
+    from pipeline.job.store import Store
+    from pipeline.video import tasks as frames
 
     job = frames.JobSpec(
         id="j",
@@ -279,7 +279,7 @@ def test_a_worker_keeps_no_encoder_its_chunk_task_never_takes(tmp_path: Path) ->
 def test_a_resumed_job_sweeps_what_a_kill_left_half_written(tmp_path: Path) -> None:
     """A SIGKILL during a chunk's copy into the store (or a frame's write) leaves a hidden temporary
     file; the next run removes those, and only those."""
-    from pipeline.store import Store
+    from pipeline.job.store import Store
 
     store = Store(tmp_path / "work")
     store.write_bytes("chunks/000000-000008.mp4", b"whole")
@@ -297,8 +297,8 @@ def test_chunks_keep_the_encoder_thread_count_the_job_began_with(
     """x264's pixels depend on its thread count, which it takes from the machine's cores: a job
     resumed on a machine with other cores (here: x264's count for it faked) must still encode with
     the count recorded when it began, and so give the same film."""
-    from pipeline import media
     from pipeline.cli import main
+    from pipeline.io import media
 
     made = encoder_threads_spy(monkeypatch)
     work, out = tmp_path / "work", tmp_path / "out.mp4"

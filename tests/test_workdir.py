@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pipeline.cli import main
-from pipeline.store import MARKER, ForeignFolder, Store
+from pipeline.job.store import MARKER, ForeignFolder, Store
 from tests.clips import make_clip, read_frames
 from tests.media import image_folder
 from tests.test_video import FAST, run
@@ -144,7 +144,7 @@ def test_a_job_that_dreamt_nothing_is_replaced_by_another(clip: Path, tmp_path: 
     work = tmp_path / "work"
     store = Store(work)
     store.claim()
-    from pipeline.jobs import write_record
+    from pipeline.job.record import write_record
 
     write_record(store, {"version": 3, "identity": {"input": "another"}})
     code, err = run(
@@ -177,7 +177,7 @@ def test_a_duration_too_short_for_ffmpeg_is_refused_not_taken_as_no_limit(clip: 
 
 def _appear_at_join(monkeypatch, target: Path) -> None:
     """OUT appears while the job runs (another run with another work folder, the user's own file)."""
-    from pipeline import media
+    from pipeline.io import media
 
     real = media.join
 
@@ -216,7 +216,7 @@ def test_zoom_and_image_never_replace_a_file_that_appeared(tmp_path: Path, capsy
     assert code == 2 and "appeared while the job ran" in capsys.readouterr().err
     assert out.read_bytes() == b"the user's own file"
 
-    from pipeline import imagefile
+    from pipeline.io import imagefile
 
     real = imagefile.encode_image
 
@@ -262,7 +262,7 @@ def test_a_full_disk_at_the_join_is_said_and_the_chunks_kept(clip: Path, tmp_pat
 
 
 def test_ffmpegs_own_words_for_a_full_disk_win_over_its_statistics() -> None:
-    from pipeline.media import _last_error, write_fault
+    from pipeline.io.media import _last_error, write_fault
 
     stderr = (
         "[mp4 @ 0x1] Error writing trailer of out.mp4: No space left on device\n"
@@ -278,7 +278,7 @@ def test_ffmpegs_own_words_for_a_full_disk_win_over_its_statistics() -> None:
 def test_images_stops_at_a_full_output_disk(tmp_path: Path, capsys, monkeypatch) -> None:
     import errno
 
-    from pipeline import fsutil
+    from pipeline.io import fsutil
 
     photos = image_folder(tmp_path / "photos", 4, 32, 48)
     real = fsutil.write_atomic
@@ -313,7 +313,7 @@ def test_a_job_record_that_is_not_one_is_a_one_line_error(clip: Path, tmp_path: 
 
 
 def test_a_job_record_is_never_written_with_nan(tmp_path: Path) -> None:
-    from pipeline.jobs import write_record
+    from pipeline.job.record import write_record
 
     store = Store(tmp_path)
     with pytest.raises(ValueError):
@@ -332,7 +332,7 @@ def test_a_frame_is_identical_after_its_bytes_are_checked(tmp_path: Path) -> Non
 def test_a_work_folder_that_fills_up_is_one_line_and_exit_2(clip: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     import errno
 
-    from pipeline import store as store_mod
+    from pipeline.job import store as store_mod
 
     real = store_mod.write_atomic
 

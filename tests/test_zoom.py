@@ -153,7 +153,8 @@ def test_zoom_keeps_the_encoder_thread_count_it_began_with(
     machine (x264's count for it faked) encodes with the count recorded when it began."""
     import json
 
-    from pipeline import media, zoom
+    from pipeline import zoom
+    from pipeline.io import media
 
     made = encoder_threads_spy(monkeypatch)
     monkeypatch.setattr(media, "encoder_threads", lambda: 5)

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..config import is_model_path
-from ..errors import ConfigError, LayerError, shown
-from .base import Backbone, FeatureNet
-from .inception import InceptionV3
-from .keras_file import KerasFile
-from .vgg16_hed import VGG16HED
+from dreamcore.backbones.base import Backbone, FeatureNet
+from dreamcore.backbones.inception import InceptionV3
+from dreamcore.backbones.keras_file import KerasFile
+from dreamcore.backbones.vgg16_hed import VGG16HED
+from dreamcore.config import is_model_path
+from dreamcore.errors import ConfigError, LayerError, shown
 
 REGISTRY: dict[str, Backbone] = {b.name: b for b in (InceptionV3(), VGG16HED())}
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import LayerError, shown
+from dreamcore.errors import LayerError, shown
 
 # The border the objective crops off each activation (as the keras.io example does); a layer
 # must be larger than twice this for the cropped loss to see anything.
@@ -92,7 +92,7 @@ class Backbone(ABC):
     def check_layers(self, layers: Sequence[str]) -> None:
         """Raise LayerError naming the first unknown layer and listing the valid ones. ``layers`` are
         the keys of a config's ``layers`` (``mixed4``, ``mixed4:97``, ``class:N``: dreamcore.objective)."""
-        from ..objective import CLASS, base_layers
+        from dreamcore.objective import CLASS, base_layers
 
         layers = base_layers(layers)
         if CLASS in layers:

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import WeightsError
-from .base import Backbone, FeatureNet, min_input_side, seeded_init, stable_layer_names
+from dreamcore.backbones.base import Backbone, FeatureNet, min_input_side, seeded_init, stable_layer_names
+from dreamcore.errors import WeightsError
 
 log = logging.getLogger("dreamcore")
 

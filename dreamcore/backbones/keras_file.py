@@ -27,10 +27,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import INPUT_RANGES
-from ..config import MODEL_SUFFIXES as SUFFIXES
-from ..errors import ConfigError, LayerError, WeightsError, shown
-from .base import Backbone, FeatureNet, min_input_side
+from dreamcore.backbones.base import Backbone, FeatureNet, min_input_side
+from dreamcore.config import INPUT_RANGES
+from dreamcore.config import MODEL_SUFFIXES as SUFFIXES
+from dreamcore.errors import ConfigError, LayerError, WeightsError, shown
 
 _PREPROCESSING = ("Rescaling", "Normalization")
 _NOT_FEATURES = (
@@ -234,12 +234,12 @@ class KerasFile(Backbone):
         return True
 
     def check_layers(self, layers: Sequence[str]) -> None:
-        from ..objective import base_layers
+        from dreamcore.objective import base_layers
 
         self._check_outputs(base_layers(layers))
 
     def _check_outputs(self, names: Sequence[str]) -> None:
-        from ..objective import CLASS
+        from dreamcore.objective import CLASS
 
         shapes = self.output_shapes()
         for name in names:
@@ -272,7 +272,7 @@ class KerasFile(Backbone):
     def build(self, weights: str | None, layers: Sequence[str]) -> FeatureNet:
         import tensorflow as tf
 
-        from ..objective import CLASS, dream_loss
+        from dreamcore.objective import CLASS, dream_loss
 
         if weights not in (None, "file"):
             raise WeightsError(f"weights: {shown(weights)}: a model file carries its own weights (leave --weights out)")

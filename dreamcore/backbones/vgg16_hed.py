@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import WeightsError
-from .base import Backbone, FeatureNet, min_input_side, seeded_init
-from .inception import UNTRAINED_SEED, _check_file
+from dreamcore.backbones.base import Backbone, FeatureNet, min_input_side, seeded_init
+from dreamcore.backbones.inception import UNTRAINED_SEED, _check_file
+from dreamcore.errors import WeightsError
 
 _BLOCKS = {1: 2, 2: 2, 3: 3, 4: 3, 5: 3}  # convolutions per block
 # Caffe's BGR channel means, which HED was trained with.

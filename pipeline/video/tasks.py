@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import EXIT_USAGE, PipelineError
-from .fsutil import make_temp_dir, temp_dir
-from .integrity import Damaged
-from .store import Store, StoreUnavailable, redact
+from pipeline.errors import EXIT_USAGE, PipelineError
+from pipeline.io.fsutil import make_temp_dir, temp_dir
+from pipeline.job.integrity import Damaged
+from pipeline.job.store import Store, StoreUnavailable, redact
 
 log = logging.getLogger("dreamcore")
 
@@ -125,7 +125,7 @@ def _reads_token(store: Store, token: str) -> str | None:
 def check_store_shared(client: Any, store: Store, token: str) -> None:
     """Every worker of the cluster now sees the job's store (the command wrote ``token`` there):
     checked before any work; workers that join later check in their first task."""
-    from .schedule import SchedulerError
+    from pipeline.cluster.schedule import SchedulerError
 
     answers = client.run(_reads_token, store, token)
     if not answers:
@@ -150,7 +150,7 @@ def local_copy(location: str, key: str, what: str = "input") -> str:
     fingerprint), so jobs on the same file share it. Every use marks the copy used; copies unused
     for :data:`COPY_DAYS` are removed when a new one is made, so a long-lived worker's disk does not
     keep every file it was ever given."""
-    from .store import is_url
+    from pipeline.job.store import is_url
 
     if not is_url(location):
         if not os.path.exists(location):
@@ -186,7 +186,7 @@ def local_copy(location: str, key: str, what: str = "input") -> str:
 
 def ends_digest(path: str | Path) -> str:
     """The hash of a file's first and last MiB (jobs.file_fingerprint's ``sha256_ends``)."""
-    from .jobs import file_fingerprint
+    from pipeline.job.record import file_fingerprint
 
     return str(file_fingerprint(Path(path))["sha256_ends"])
 
@@ -218,7 +218,7 @@ def _remove_unused(cache: Path) -> None:
 def file_for_workers(client: Any, store: Store, src: Path, folder: str) -> str:
     """Where the cluster's workers read a local file: its path when every worker sees the same
     file there; else a copy in the store (``folder/NAME``), uploaded once."""
-    from .schedule import SchedulerError, sees_file
+    from pipeline.cluster.schedule import SchedulerError, sees_file
 
     st = src.stat()
     answers = client.run(sees_file, str(src.resolve()), st.st_size, st.st_mtime_ns)
@@ -235,7 +235,7 @@ def file_for_workers(client: Any, store: Store, src: Path, folder: str) -> str:
 
 def stored_ends_digest(store: Store, rel: str, size: int) -> str:
     """:func:`ends_digest` of a file in the store, from its first and last MiB only."""
-    from .jobs import ends_hash
+    from pipeline.job.record import ends_hash
 
     return ends_hash(size, lambda start, end: store.fs.cat_file(store.path(rel), start=start, end=end))
 
@@ -243,8 +243,8 @@ def stored_ends_digest(store: Store, rel: str, size: int) -> str:
 def config_for_workers(client: Any, store: Store, config: dict[str, Any]) -> dict[str, Any]:
     """The job's config as the cluster's workers load it: a model file they do not see is uploaded to
     the store once (``model/FINGERPRINT/NAME``) and named there; each worker copies it locally."""
-    from .jobs import file_fingerprint
-    from .settings import model_path
+    from pipeline.job.record import file_fingerprint
+    from pipeline.settings import model_path
 
     path = model_path(config.get("model", "auto"))
     if path is None or not path.is_file():  # a built-in, or a SavedModel folder (not uploaded)
@@ -258,7 +258,7 @@ class _Decoder:
     seek to the segment's first frame (media.frames_at)."""
 
     def __init__(self, src: str, pts: float, index: int, size: tuple[int, int]):
-        from . import media
+        from pipeline.io import media
 
         self.pipe, self.pending = media.frames_at(src, pts, size)
         self.next = index
@@ -366,7 +366,7 @@ def crossfade(frame: np.ndarray, other: np.ndarray, k: float) -> np.ndarray:
 
 def stored_frame(job: JobSpec, seg: int, index: int) -> np.ndarray | None:
     """A dreamt frame from the store, checked (None when it is not there); a damaged one raises
-    :class:`~pipeline.integrity.Damaged`."""
+    :class:`~pipeline.job.integrity.Damaged`."""
     ext = frame_ext(job)
     rel = frame_rel(seg, index, ext)
     data = job.store.read_sealed(rel)
@@ -381,7 +381,7 @@ def stored_frame(job: JobSpec, seg: int, index: int) -> np.ndarray | None:
 
 
 def needed_frame(job: JobSpec, seg: int, index: int) -> np.ndarray:
-    """A stored frame that work depends on: missing is :class:`~pipeline.integrity.Damaged` too, so
+    """A stored frame that work depends on: missing is :class:`~pipeline.job.integrity.Damaged` too, so
     the command makes it again from the last good state (video._graph)."""
     frame = stored_frame(job, seg, index)
     if frame is None:
@@ -411,7 +411,7 @@ class _Stream:
     encodes from the stored frames instead: the same frames, the same encoder, the same bytes."""
 
     def __init__(self, job: JobSpec, chunk: dict[str, Any], durations: list[float]):
-        from . import media
+        from pipeline.io import media
 
         self.dir = make_temp_dir("dreamreel-stream")
         self.out = self.dir / f"{chunk['first']:06d}-{chunk['end']:06d}.mp4"
@@ -482,8 +482,7 @@ def engine(cfg: Any) -> Any:
 
     from dreamcore.engine import Engine
     from dreamcore.errors import WeightsError
-
-    from .store import is_url
+    from pipeline.job.store import is_url
 
     if is_url(cfg.model):  # a model file uploaded to the job store: a local copy, once per machine
         key = "model-" + cfg.model.rstrip("/").split("/")[-2]
@@ -566,13 +565,12 @@ def frame_task(
     with no pixels. (A frame is dropped only once the frame after it is stored or encoded too, so no
     task needs those pixels; one that does reads the stored frame.) A stored frame that is damaged
     is dreamt again here when the previous dream is at hand; otherwise the task fails with
-    :class:`~pipeline.integrity.Damaged` and the command plans again from the last good state."""
+    :class:`~pipeline.job.integrity.Damaged` and the command plans again from the last good state."""
     from dreamcore.ascent import step_count, step_seconds
     from dreamcore.coherence import flow_size, optical_flow, start_frame
     from dreamcore.config import DreamConfig, VideoConfig
-
-    from .runtime import load_tensorflow, numerics
-    from .schedule import check_stop
+    from pipeline.cluster.schedule import check_stop
+    from pipeline.runtime import load_tensorflow, numerics
 
     t0 = time.perf_counter()
     check_job(job)
@@ -611,7 +609,7 @@ def frame_task(
 
         cfg, vcfg = Schedule.from_dict(job.keyframes).apply(cfg, vcfg, index, pts - job.t0, job.fps)
     if job.guide is not None or job.guide_clip is not None:
-        from . import guide
+        from pipeline import guide
 
         steer = guide.still(job.store, job.guide) if job.guide is not None else guide.clip_frame(job, seg, pts - job.t0)
         cfg = cfg.replace(guide=steer)
@@ -672,8 +670,8 @@ def chunk_task(
     ones. Then drop the stored frames no chain needs any more: this chunk's, but for its last one
     while its segment goes on (the next frame continues from it); the next segment's warm frames
     once blended, but for their last (that chain may still continue from it; one frame a split)."""
-    from . import media
-    from .plan import Chunk, crossfade_weight
+    from pipeline.io import media
+    from pipeline.video.plan import Chunk, crossfade_weight
 
     t0 = time.perf_counter()
     check_job(job)

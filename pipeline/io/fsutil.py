@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, UsageError
+from pipeline.errors import InputError, UsageError
 
 
 def write_atomic(
@@ -28,7 +28,7 @@ def write_atomic(
     ``durable``: the file and then its folder are fsynced, so a power cut cannot leave a torn file
     under the final name, nor lose the rename. ``durable=False`` skips both: the rename still makes a
     killed process's file whole (its writes reach the disk), only a power cut can tear it; for
-    data that is checksummed and can be made again (pipeline.integrity). ``overwrite=False``: a
+    data that is checksummed and can be made again (pipeline.job.integrity). ``overwrite=False``: a
     file that appeared at ``path`` meanwhile is kept, and FileExistsError raised (:func:`publish`).
     """
     path = Path(path)

@@ -29,9 +29,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import PipelineError, Unwritable, UsageError, redact, write_fault
-from .fsutil import copy_atomic, write_atomic
-from .integrity import Damaged, check_file, payload, seal_file, trailer
+from pipeline.errors import PipelineError, Unwritable, UsageError, redact, write_fault
+from pipeline.io.fsutil import copy_atomic, write_atomic
+from pipeline.job.integrity import Damaged, check_file, payload, seal_file, trailer
 
 
 class StoreBusy(UsageError):
@@ -145,12 +145,12 @@ class Store:
         return StoreUnavailable(f"{redact(self.path(rel))}: cannot {what} ({redact(str(exc))})")
 
     def write_sealed(self, rel: str, data: bytes | memoryview, durable: bool = False) -> None:
-        """Write ``data`` with its checksum (pipeline.integrity), read back by :meth:`read_sealed`."""
+        """Write ``data`` with its checksum (pipeline.job.integrity), read back by :meth:`read_sealed`."""
         self.write_bytes(rel, [data, trailer([data])], durable)
 
     def read_sealed(self, rel: str) -> memoryview | None:
         """What :meth:`write_sealed` wrote, checked (None when there is none); a damaged file raises
-        :class:`~pipeline.integrity.Damaged`."""
+        :class:`~pipeline.job.integrity.Damaged`."""
         data = self.read_bytes(rel)
         return None if data is None else payload(data, rel, redact(self.path(rel)))
 
@@ -195,7 +195,7 @@ class Store:
 
     def get_sealed(self, rel: str, local: Path) -> Path:
         """:meth:`get_file` of a file stored with ``sealed=True``, its checksum checked
-        (:class:`~pipeline.integrity.Damaged` when it does not match)."""
+        (:class:`~pipeline.job.integrity.Damaged` when it does not match)."""
         path = self.get_file(rel, local)
         check_file(path, rel, redact(self.path(rel)))
         return path

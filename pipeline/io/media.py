@@ -21,8 +21,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError, PipelineError, UsageError, printed_write_fault
-from .fsutil import check_input_file, check_output_file
+from pipeline.errors import InputError, PipelineError, UsageError, printed_write_fault
+from pipeline.io.fsutil import check_input_file, check_output_file
 
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv"}
 # H.264 settings of every chunk (and so of the output): visually lossless for dreams, any player.
@@ -441,7 +441,7 @@ def encoder_threads() -> int:
     any machine: a job resumed or spread on machines with other core counts gives the same film.
     (2 or 4 threads against 3 on 2 cores, beside the dream: no difference above the noise,
     `python -m benchmarks.serial --modes none --encoder-threads 3,2,4 --rounds 3`.)"""
-    from .runtime import usable_cores
+    from pipeline.runtime import usable_cores
 
     return max(1, usable_cores() * 3 // 2)
 

@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from dreamcore.config import DreamConfig
-
-from .errors import Unwritable, UsageError, one_line, write_fault
-from .fsutil import temp_dir
-from .imagefile import WRITE_EXTENSIONS
-from .integrity import Damaged
-from .jobs import JOB_VERSION, LayoutLog, undone_unless_dreamt, write_record
-from .store import Store, is_url
+from pipeline.errors import Unwritable, UsageError, one_line, write_fault
+from pipeline.io.fsutil import temp_dir
+from pipeline.io.imagefile import WRITE_EXTENSIONS
+from pipeline.job.integrity import Damaged
+from pipeline.job.record import JOB_VERSION, LayoutLog, undone_unless_dreamt, write_record
+from pipeline.job.store import Store, is_url
 
 log = logging.getLogger("dreamcore")
 
@@ -162,11 +161,10 @@ def image_task(spec: BatchSpec, src: str, dst: str, rel: str, staged: bool = Fal
     exception. A worker that cannot see the job fails the job."""
 
     from dreamcore.engine import from_float_rgb, to_float_rgb
-
-    from .errors import InputError
-    from .frames import check_job, engine
-    from .imagefile import encode_image, read_image
-    from .runtime import load_tensorflow, numerics
+    from pipeline.errors import InputError
+    from pipeline.io.imagefile import encode_image, read_image
+    from pipeline.runtime import load_tensorflow, numerics
+    from pipeline.video.tasks import check_job, engine
 
     t0 = time.perf_counter()
     check_job(spec)
@@ -178,7 +176,7 @@ def image_task(spec: BatchSpec, src: str, dst: str, rel: str, staged: bool = Fal
     load_tensorflow()
     cfg = DreamConfig.from_mapping(spec.config)
     if spec.guide is not None:
-        from .guide import still
+        from pipeline.guide import still
 
         cfg = cfg.replace(guide=still(spec.store, spec.guide))
     dreamer = engine(cfg)  # the network is built once per worker process, then cached
@@ -224,7 +222,7 @@ def _put(data: bytes, location: str, store: Store | None) -> None:
     if store is not None:
         store.write_sealed(location, data, durable=True)
         return
-    from .fsutil import write_atomic
+    from pipeline.io.fsutil import write_atomic
 
     target = Path(location)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -272,9 +270,9 @@ def run_batch(req: BatchRequest) -> BatchReport:
 
     from tqdm import tqdm
 
-    from .jobs import job_id, open_job
-    from .schedule import DeathGuard, Task, announce_dashboard, dask_client, job_threads, run_chains
-    from .settings import identity_extras, pinned
+    from pipeline.cluster.schedule import DeathGuard, Task, announce_dashboard, dask_client, job_threads, run_chains
+    from pipeline.job.record import job_id, open_job
+    from pipeline.settings import identity_extras, pinned
 
     check_dirs(req.in_dir, req.out_dir)
     cfg = pinned(req.config)
@@ -313,7 +311,7 @@ def run_batch(req: BatchRequest) -> BatchReport:
                 write_record(store, job)
             store.write_bytes("token", job["token"].encode())
             if cfg.guide is not None:
-                from .guide import store_still
+                from pipeline.guide import store_still
 
                 store_still(store, cfg.guide)
             layouts = LayoutLog(lambda j: write_record(store, j), job)
@@ -375,8 +373,7 @@ def run_batch(req: BatchRequest) -> BatchReport:
 
             def on_error(task: Task, exc: BaseException) -> None:
                 from dreamcore.errors import DreamError
-
-                from .store import StoreUnavailable
+                from pipeline.job.store import StoreUnavailable
 
                 if isinstance(exc, (StoreUnavailable, DreamError, Unwritable)):
                     raise exc  # the job's problem (a worker without the store or the network, a full disk)
@@ -397,7 +394,7 @@ def run_batch(req: BatchRequest) -> BatchReport:
                         if req.scheduler:
                             from dataclasses import replace
 
-                            from .frames import config_for_workers
+                            from pipeline.video.tasks import config_for_workers
 
                             spec = replace(spec, config=config_for_workers(client, store, spec.config))
                         run = uuid.uuid4().hex[:6]
@@ -449,8 +446,8 @@ def _locations(
     at the same paths are used as they are; otherwise inputs are uploaded into the store once and
     dreams written there (a name in the store), then brought home by this command as each one
     finishes."""
-    from .frames import check_store_shared, ends_digest, stored_ends_digest
-    from .schedule import sees_file
+    from pipeline.cluster.schedule import sees_file
+    from pipeline.video.tasks import check_store_shared, ends_digest, stored_ends_digest
 
     def visible(path: Path) -> bool:
         st = path.stat()
@@ -487,7 +484,7 @@ def _bring_home(store: Store, out_dir: Path, wanted: dict[str, Path], listed: se
     whole and never over a file there, nor through a link out of OUT_DIR. Whatever else lies under
     ``out/`` is never written anywhere. Returns why a dream could not be brought home (it is made
     again next time)."""
-    from .fsutil import write_atomic
+    from pipeline.io.fsutil import write_atomic
 
     faults = []
     root = out_dir.resolve()

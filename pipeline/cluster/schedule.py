@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import PipelineError
+from pipeline.errors import PipelineError
 
 # A task that took this many workers down with it fails (the item, or the job).
 MAX_DEATHS = 3
@@ -112,7 +112,7 @@ class DeathGuard:
     store, one per start in this run (a run is one invocation of the command; an earlier run's
     marks are from kills of the command, not deaths of workers)."""
 
-    store: Any  # pipeline.store.Store
+    store: Any  # pipeline.job.store.Store
     prefix: str = "attempts"
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     limit: int = MAX_DEATHS
@@ -140,7 +140,7 @@ def _guarded(guard: DeathGuard, key: str, fn: Callable[..., Any], *args: Any, **
 def job_threads(workers: int | None, scheduler: str | None) -> int | None:
     """TensorFlow's intra-op threads per worker for a new local job: $DREAMREEL_TF_THREADS, else every
     core shared among the workers. On a cluster the workers decide (None): each reports its layout."""
-    from .runtime import env_threads, usable_cores
+    from pipeline.runtime import env_threads, usable_cores
 
     if scheduler:
         return None
@@ -185,7 +185,7 @@ def dask_client(workers: int | None = None, scheduler: str | None = None, thread
     import dask
     from distributed import Client, LocalCluster
 
-    from .runtime import THREADS_ENV
+    from pipeline.runtime import THREADS_ENV
 
     _quiet_dask()
     cluster = None
@@ -379,7 +379,7 @@ def _sigint_ignored() -> Iterator[None]:
 def _threads_here(threads: int | None) -> bool:
     if threads is None:
         return True
-    from .runtime import load_tensorflow, numerics
+    from pipeline.runtime import load_tensorflow, numerics
 
     load_tensorflow(threads)
     return numerics()["threads"] == threads

@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from dreamcore.config import VideoConfig
-
-from . import media
+from pipeline.io import media
 
 SCAN_WIDTH = 256
 # Frames per encoded chunk: what a chain may hold in the store before it is encoded (2 s at 24 fps).

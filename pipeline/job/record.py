@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import PipelineError, UsageError
-from .integrity import Damaged
-from .store import Store, is_url, redact
+from pipeline.errors import PipelineError, UsageError
+from pipeline.job.integrity import Damaged
+from pipeline.job.store import Store, is_url, redact
 
 log = logging.getLogger("dreamcore")
 
@@ -71,7 +71,7 @@ def describe_changes(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str
 
 
 def _checksum(job: Mapping[str, Any]) -> str:
-    from .integrity import digest
+    from pipeline.job.integrity import digest
 
     body = {k: v for k, v in job.items() if k != "checksum"}
     return digest([json.dumps(body, sort_keys=True, allow_nan=False).encode()]).hex()
@@ -133,7 +133,7 @@ def _shape_fault(job: Mapping[str, Any]) -> str | None:
 
 def read_record(store: Store) -> dict[str, Any] | None:
     """The job's record (None when the store holds none). A damaged or missing record is restored
-    from its copy, saying so; both damaged is :class:`~pipeline.integrity.Damaged`."""
+    from its copy, saying so; both damaged is :class:`~pipeline.job.integrity.Damaged`."""
     job, why, raw = _load(store, JOB_FILE)
     if job is not None:
         if "checksum" in job and store.read_bytes(JOB_COPY) != raw:
@@ -214,7 +214,7 @@ class LayoutLog:
         job.setdefault("layouts", {})
 
     def saw(self, layout: Mapping[str, Any]) -> None:
-        from .runtime import layout_id
+        from pipeline.runtime import layout_id
 
         key = layout_id(dict(layout))
         if key not in self.job["layouts"]:
@@ -222,7 +222,7 @@ class LayoutLog:
             self.save(self.job)
 
     def warning(self) -> str | None:
-        from .runtime import describe_layout
+        from pipeline.runtime import describe_layout
 
         layouts = list(self.job["layouts"].values())
         if len(layouts) <= 1:

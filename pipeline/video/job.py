@@ -8,7 +8,7 @@ live in its store (store.py), a local folder or a URL: the only place workers an
 
 Resume: the store says what is done. Every chain continues from its last stored frame (or begins
 again where nothing of it is stored: the same pixels), and every chunk not yet encoded is encoded.
-Everything stored is checked when read (pipeline.integrity): a damaged or missing frame or chunk
+Everything stored is checked when read (pipeline.job.integrity): a damaged or missing frame or chunk
 is made again from the last good state, which may mean dreaming part of a segment again without
 keeping it, only to carry its chain (``replay``); the joined film is checked against the plan,
 frame count and times, before it is put in place.
@@ -32,24 +32,12 @@ import numpy as np
 
 from dreamcore.config import DreamConfig, VideoConfig
 from dreamcore.keyframes import Schedule
-
-from . import guide as guide_mod
-from . import media
-from .errors import PipelineError, Unwritable, UsageError
-from .frames import (
-    JobSpec,
-    abort_local,
-    check_store_shared,
-    chunk_rel,
-    chunk_task,
-    config_for_workers,
-    file_for_workers,
-    frame_ext,
-    frame_task,
-    release_job,
-)
-from .fsutil import publish, sync_file, temp_beside, temp_dir
-from .jobs import (
+from pipeline import guide as guide_mod
+from pipeline.cluster.schedule import Ref, Task, announce_dashboard
+from pipeline.errors import PipelineError, Unwritable, UsageError
+from pipeline.io import media
+from pipeline.io.fsutil import publish, sync_file, temp_beside, temp_dir
+from pipeline.job.record import (
     JOB_VERSION,
     LayoutLog,
     checked_copies,
@@ -62,10 +50,21 @@ from .jobs import (
     until_whole,
     write_record,
 )
-from .plan import Chunk, Segment
-from .schedule import Ref, Task, announce_dashboard
-from .settings import check_keyframed_layers, identity_extras, pinned
-from .store import Store, is_url, redact
+from pipeline.job.store import Store, is_url, redact
+from pipeline.settings import check_keyframed_layers, identity_extras, pinned
+from pipeline.video.plan import Chunk, Segment
+from pipeline.video.tasks import (
+    JobSpec,
+    abort_local,
+    check_store_shared,
+    chunk_rel,
+    chunk_task,
+    config_for_workers,
+    file_for_workers,
+    frame_ext,
+    frame_task,
+    release_job,
+)
 
 log = logging.getLogger("dreamcore")
 
@@ -155,7 +154,7 @@ def run_video(req: VideoRequest) -> dict[str, Any]:
             with undone_unless_dreamt(store, job is None) as begun:
                 store.sweep_partials()  # a kill mid-write (a chunk's copy, a frame) left a temporary file
                 if job is None:
-                    from .schedule import job_threads
+                    from pipeline.cluster.schedule import job_threads
 
                     job = {
                         "version": JOB_VERSION,
@@ -207,7 +206,7 @@ def nominal_fps(plan: dict[str, Any]) -> float:
 def check_keyframe_times(req: VideoRequest, plan: dict[str, Any]) -> None:
     if not req.keyframes:
         return
-    from .plan import durations
+    from pipeline.video.plan import durations
 
     duration = plan["pts"][-1] - plan["pts"][0] + durations(plan)[-1]
     req.keyframes.check(req.config, req.video, plan["frames"], duration, nominal_fps(plan))
@@ -220,7 +219,7 @@ def _probe_dict(info: media.SourceInfo) -> dict[str, Any]:
 
 
 def _plan(req: VideoRequest, src: Path, info: media.SourceInfo, workers: int) -> dict[str, Any]:
-    from . import plan as p
+    from pipeline.video import plan as p
 
     result, shots = p.scan(src, info, req.video, req.start, req.duration, req.frames)
     segments = p.plan_segments(result.frames, shots, workers, req.video.chunk_frames, req.video.overlap_frames)
@@ -230,7 +229,7 @@ def _plan(req: VideoRequest, src: Path, info: media.SourceInfo, workers: int) ->
 def check_store_space(
     store: Store, plan: dict[str, Any], size: tuple[int, int], workers: int, keep_frames: bool
 ) -> None:
-    from .plan import store_bound
+    from pipeline.video.plan import store_bound
 
     if not store.local:
         return  # an object store: no disk of ours fills up
@@ -263,7 +262,7 @@ def _dream(
 ) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from .schedule import DeathGuard, dask_client, run_graph
+    from pipeline.cluster.schedule import DeathGuard, dask_client, run_graph
 
     layouts = LayoutLog(lambda j: write_record(store, j), job)
     parts = ("task", "decode", "flow", "dream", "steps", "store")
@@ -419,7 +418,7 @@ def _graph(
     whenever its chain's next frame was not ready yet, so two chains took turns, frame by frame:
     two x264 encoders filling their look-ahead at once and draining at once, the dream starved
     while they drain (`python -m benchmarks.serial --frames 240`, 4 shots)."""
-    from .plan import durations, start_order
+    from pipeline.video.plan import durations, start_order
 
     segments = [Segment(**s) for s in plan["segments"]]
     chunks = [Chunk(**c) for c in plan["chunks"]]
@@ -585,11 +584,11 @@ def _chain(s: Segment, wanted: set[int], stored: set[int]) -> tuple[list[int], l
 def _assemble(req: VideoRequest, store: Store, job: dict[str, Any], audio_from: Path | None) -> str:
     """Join the chunks and the audio into the output, checked against the plan (frame count and
     times) before it is renamed into place. A damaged or missing chunk raises
-    :class:`~pipeline.integrity.Damaged` (the job encodes it again); an OUT that appeared while the
+    :class:`~pipeline.job.integrity.Damaged` (the job encodes it again); an OUT that appeared while the
     job ran is kept unless ``--overwrite``."""
     from fractions import Fraction
 
-    from .plan import durations
+    from pipeline.video.plan import durations
 
     plan = job["plan"]
     chunks = sorted((Chunk(**c) for c in plan["chunks"]), key=lambda c: c.first)

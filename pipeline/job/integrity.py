@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import PipelineError
+from pipeline.errors import PipelineError
 
 _TRAILER = struct.Struct(">I4s4s16s")
 SIZE = _TRAILER.size  # 28

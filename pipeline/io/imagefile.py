@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError, Unwritable, UsageError, write_fault
-from .fsutil import check_input_file, check_output_file, write_atomic
+from pipeline.errors import InputError, Unwritable, UsageError, write_fault
+from pipeline.io.fsutil import check_input_file, check_output_file, write_atomic
 
 # A ceiling on what is decoded: 100 megapixels (e.g. 12000 x 8000) is a 1.2 GB float image, and
 # more than that is a decompression bomb or a mistake, not a dream anyone waits for on a CPU.
