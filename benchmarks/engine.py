@@ -58,8 +58,9 @@ def bench_engine(image: Path, sizes: tuple[tuple[int, int], ...] = ((512, 512), 
     import cv2
 
     from dreamcore.ascent import step_count
-    from dreamcore.config import DreamConfig, load_preset
+    from dreamcore.config import DreamConfig
     from dreamcore.engine import Engine
+    from dreamcore.preset import load_preset
 
     lines = [f"fp32 matmul ceiling: {matmul_ceiling():.1f} GFLOP/s"]
     net = {"model": "inception_v3", "weights": "untrained", "max_loss": None}

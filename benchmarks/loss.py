@@ -46,7 +46,7 @@ def model_files(folder: Path) -> dict[str, tuple[str, str | None, dict[str, floa
     """label -> (model, weights, layers) for the model-file rows, saved into ``folder``."""
     import keras
 
-    from dreamcore.backbones.base import seeded_init
+    from dreamcore.backbones.keras_ops import seeded_init
     from dreamcore.config import DreamConfig
     from dreamcore.engine import Engine
     from tests.models import trained_cnn

@@ -206,7 +206,7 @@ def _run_trial(spec: dict[str, Any], out: Path) -> dict[str, Any]:
 
     from dreamcore.ascent import Dreamer
     from dreamcore.backbones import REGISTRY
-    from dreamcore.backbones.base import cloned, seeded_init, stable_layer_names, with_precision
+    from dreamcore.backbones.keras_ops import cloned, seeded_init, stable_layer_names, with_precision
 
     out.mkdir(parents=True, exist_ok=True)
     inception = REGISTRY["inception_v3"]

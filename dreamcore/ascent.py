@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from dreamcore.backbones.base import FeatureNet
-from dreamcore.config import Guide
 from dreamcore.errors import DreamError
+from dreamcore.guide import Guide
 from dreamcore.objective import Target, check_guidable, dream_loss, guide_features
 
 # progress(octave, octaves, iteration, iterations, loss): octave and iteration count from 1.
@@ -45,11 +45,16 @@ def step_seconds() -> float:
 
 @dataclass(frozen=True)
 class AscentParams:
+    """How an image is dreamt: the steps of each octave, and the octaves (the config's values)."""
+
     step: float
     iterations: int
     max_loss: float | None
     jitter: int
     tile: int
+    octaves: int = 1
+    octave_scale: float = 1.4
+    max_side: int | None = None
 
 
 def octave_shapes(
@@ -300,21 +305,19 @@ class Dreamer:
         self,
         image: np.ndarray,
         params: AscentParams,
-        octaves: int,
-        octave_scale: float,
-        max_side: int | None,
         seed: int | Sequence[int] | None,
         progress: Progress | None = None,
         *,
-        unit: float = 1.0,
-        offset: float = 0.0,
+        pixels: tuple[float, float] = (1.0, 0.0),
         uint8: bool = False,
         layer_weights: Sequence[float] | None = None,
         guide: Guide | None = None,
     ) -> np.ndarray:
         """Dream an image (H, W, 3) whose pixel value v stands for the canonical ``v * unit + offset``
-        in [-1, 1] (defaults: the image is canonical already; a uint8 frame is ``2 / 255, -1``).
-        Returns the canonical dream, clipped to [-1, 1], or with ``uint8`` the dream as 8-bit RGB.
+        in [-1, 1], ``pixels`` being ``(unit, offset)`` (default: the image is canonical already; a
+        uint8 frame is ``(2 / 255, -1)``), with ``params``' octaves (``octaves``, ``octave_scale``,
+        ``max_side``). Returns the canonical dream, clipped to [-1, 1], or with ``uint8`` the dream
+        as 8-bit RGB.
 
         Octaves run small to large; after each, the detail that shrinking lost is added back
         (the keras.io example's scheme). When the largest octave is smaller than the image
@@ -329,7 +332,8 @@ class Dreamer:
         upscaled residual added to the image, scaled, rounded and clipped to 8 bits).
         """
         h, w = image.shape[:2]
-        shapes = octave_shapes(h, w, octaves, octave_scale, self.net.min_side, max_side)
+        unit, offset = pixels
+        shapes = octave_shapes(h, w, params.octaves, params.octave_scale, self.net.min_side, params.max_side)
         rng = np.random.default_rng(seed)
         weights = None if layer_weights is None else np.asarray(layer_weights, np.float32)
 

@@ -107,7 +107,8 @@ def flow_size(flow_side: int, max_side: int | None) -> int | None:
 def _flow(prev_g: np.ndarray, cur_g: np.ndarray) -> Flow:
     import cv2
 
-    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    # The module-level factory (tests spy on it): cv2 has it, its stubs list only DISOpticalFlow.create.
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)  # type: ignore[attr-defined]  # see above
     backward = dis.calc(cur_g, prev_g, None)
     forward = dis.calc(prev_g, cur_g, None)
     # The forward flow, read where each current pixel came from, should cancel the backward flow.

@@ -3,19 +3,21 @@
 One schema serves the YAML presets, ``--config FILE`` and ``--set key=value``: every source is a
 plain mapping that :func:`merge` layers in precedence order and :meth:`DreamConfig.from_mapping`
 checks once. An error names the source, the field, the value and what is allowed; unknown keys are
-errors, never silently ignored.
+errors, never silently ignored. The command line's flags for config keys take their types from the
+same fields (:meth:`Field.from_text`). Reading presets and YAML: ``dreamcore.preset``; the guide
+image: ``dreamcore.guide``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 from dreamcore.errors import ConfigError, shown
+from dreamcore.guide import Guide
 
 MODELS = ("auto", "inception_v3", "vgg16_hed")
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -33,54 +35,126 @@ def _model_ok(v: str) -> bool:
     return v in MODELS or is_model_path(v)
 
 
-class Guide:
-    """A guide image for guided dreaming: 8-bit RGB pixels (read-only) and the digest that names
-    them (two guides with the same pixels are equal)."""
+class _Refused(ValueError):
+    """A value a field does not take; the message says why (or is empty)."""
 
-    def __init__(self, pixels: Any):
-        import hashlib
 
-        import numpy as np
+def _as_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise _Refused("not an integer")
+    return value
 
-        a = np.asarray(pixels)
-        if a.ndim == 2:
-            a = a[..., None]
-        if a.ndim != 3 or a.shape[2] not in (1, 3, 4) or min(a.shape[:2]) < 1:
-            raise ConfigError(f"guide: expected an image of shape (H, W), (H, W, 3) or (H, W, 4), got {a.shape}")
-        if a.dtype == np.uint16:
-            a = (a.astype(np.float32) / 257.0).round()
-        elif np.issubdtype(a.dtype, np.floating):
-            a = np.clip(a, 0.0, 1.0) * 255.0
-        elif a.dtype != np.uint8:
-            raise ConfigError(f"guide: expected uint8, uint16 or float pixels, got {a.dtype}")
-        a = np.round(a).astype(np.uint8) if a.dtype != np.uint8 else a
-        rgb = np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a[..., :3]
-        self.pixels = np.ascontiguousarray(rgb)
-        self.pixels.setflags(write=False)
-        h = hashlib.sha1(repr(self.pixels.shape).encode())
-        h.update(self.pixels.tobytes())
-        self.digest = h.hexdigest()
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Guide) and other.digest == self.digest
+def _as_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Refused("not a number")
+    value = float(value)
+    if not math.isfinite(value):
+        raise _Refused("not finite")
+    return value
 
-    def __hash__(self) -> int:
-        return hash(self.digest)
 
-    def __repr__(self) -> str:
-        return f"Guide({self.pixels.shape[1]}x{self.pixels.shape[0]}, {self.digest[:12]})"
+def _as_str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise _Refused("not a string")
+    return value
+
+
+def _as_layers(value: Any) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        raise _Refused("not a mapping")
+    try:
+        return {str(k): float(w) for k, w in value.items()}
+    except (TypeError, ValueError):
+        raise _Refused("every weight must be a number") from None
+
+
+_KINDS: dict[str, Callable[[Any], Any]] = {"int": _as_int, "float": _as_float, "str": _as_str, "layers": _as_layers}
+# How a kind is read from command-line text (a flag's value), and what a text that does not read is.
+_READ: dict[str, tuple[Callable[[str], Any], str]] = {
+    "int": (int, "not an integer"),
+    "float": (float, "not a number"),
+    "str": (str, ""),
+}
+
+
+def _anything(value: Any) -> bool:
+    return True
 
 
 @dataclass(frozen=True)
-class _Field:
+class Field:
+    """One key of the schema: its kind, what its values may be (in words, written once here), and
+    the check. Config errors say ``allowed``; the command line builds the type of a flag that sets
+    the key from the same field (:meth:`from_text`), so both refuse the same values in the same words."""
+
     kind: str  # "int" | "float" | "str" | "layers"
-    nullable: bool
-    allowed: str  # human text for error messages
-    check: Callable[[Any], bool] = lambda v: True
+    values: str  # what a value other than null may be, in words
+    check: Callable[[Any], bool] = _anything
+    null: str | None = None  # what null means, where the key may be null
+
+    @property
+    def nullable(self) -> bool:
+        return self.null is not None
+
+    @property
+    def allowed(self) -> str:
+        """Every value the key takes, in words (for messages)."""
+        return f"null ({self.null}) or {self.values}" if self.null is not None else self.values
+
+    def coerce(self, value: Any) -> Any:
+        """The value as a config keeps it (an integral float as an int, a number as a float);
+        ValueError when it is not allowed."""
+        if value is None:
+            if self.nullable:
+                return None
+            raise _Refused("it may not be null")
+        value = _KINDS[self.kind](value)
+        if not self.check(value):
+            raise _Refused()
+        return value
+
+    def from_text(self, text: str) -> Any:
+        """A value written as text, as a command-line flag gives it: read as this key's kind (never
+        null) and checked like any other. ConfigError saying what is allowed (``values``)."""
+        read, unreadable = _READ[self.kind]
+        try:
+            value = read(text)
+        except ValueError:
+            raise ConfigError(f"{shown(text)} is not allowed ({unreadable}); allowed: {self.values}") from None
+        try:
+            return self.coerce(value)
+        except _Refused as exc:
+            why = f" ({exc})" if str(exc) else ""
+            raise ConfigError(f"{shown(value)} is not allowed{why}; allowed: {self.values}") from None
 
 
 def _in(lo: float, hi: float) -> Callable[[Any], bool]:
     return lambda v: lo <= v <= hi
+
+
+def _words(items: Sequence[str]) -> str:
+    """``a, b or c``."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
+
+
+def _one_of(choices: Sequence[str], notes: Mapping[str, str] | None = None) -> Field:
+    """A key that takes one of ``choices`` (a note in brackets after those ``notes`` explain)."""
+    notes = notes or {}
+    return Field("str", _words([f"{c} ({notes[c]})" if c in notes else c for c in choices]), lambda v: v in choices)
+
+
+def _ranged(
+    kind: str, lo: float, hi: float, note: str = "", *, zero: str = "", null: str | None = None, hi_text: str = ""
+) -> Field:
+    """A number from ``lo`` to ``hi`` (``kind`` "int" or "float"); with ``zero`` (what 0 means), 0 too."""
+    noun = "an integer" if kind == "int" else "a number"
+    text = f"{noun} from {lo:g} to {hi_text or format(hi, 'g')}" + (f" ({note})" if note else "")
+    if zero:
+        return Field(kind, f"0 ({zero}) or {text}", lambda v: v == 0 or lo <= v <= hi, null)
+    return Field(kind, text, _in(lo, hi), null)
 
 
 # The engine weighs layers in float32: a weight is checked as it will be used there.
@@ -99,45 +173,43 @@ def _valid_layers(v: Mapping[str, float]) -> bool:
     )
 
 
+MAX_OCTAVES = 12
+MAX_ITERATIONS = 10000
+
 # The schema. Ranges are generous but finite: each bound stops a typo from turning into an
 # hours-long or out-of-memory run.
-SCHEMA: dict[str, _Field] = {
-    "model": _Field(
+SCHEMA: dict[str, Field] = {
+    "model": Field(
         "str",
-        False,
         "one of " + ", ".join(MODELS) + ", or a Keras model file (.keras, .h5) or "
         "SavedModel folder (a path with a /, e.g. ./my_model)",
         _model_ok,
     ),
-    "model_input": _Field(
+    "model_input": Field(
         "str",
-        False,
         "the pixel range a model file takes: "
         + ", ".join(INPUT_RANGES)
         + " (auto: 0..255 when its first layer is Rescaling or Normalization, else 0..1)",
         lambda v: v in INPUT_RANGES,
     ),
-    "weights": _Field(
-        "str", True, "null (the network's trained weights), imagenet, hed, untrained or a file path", lambda v: bool(v)
+    "weights": Field(
+        "str", "imagenet, hed, untrained or a file path", lambda v: bool(v), null="the network's trained weights"
     ),
-    "layers": _Field(
+    "layers": Field(
         "layers",
-        False,
         "a non-empty mapping of layer name to a weight within float32's range (about 3.4e38), not all zero in float32",
         _valid_layers,
     ),
-    "step": _Field("float", False, "a number from 0 to 1 (0: no dream, e.g. a keyframe fading it in)", _in(0, 1)),
-    "octaves": _Field("int", False, "an integer from 1 to 12", _in(1, 12)),
-    "octave_scale": _Field("float", False, "a number from 1.05 to 4", _in(1.05, 4)),
-    "iterations": _Field("int", False, "an integer from 1 to 10000", _in(1, 10000)),
-    "max_loss": _Field("float", True, "null (no limit) or a number > 0", lambda v: v > 0),
-    "jitter": _Field("int", False, "an integer from 0 to 2048 (pixels)", _in(0, 2048)),
-    "tile": _Field(
-        "int", False, "0 (never tile) or an integer from 128 to 8192 (pixels)", lambda v: v == 0 or 128 <= v <= 8192
-    ),
-    "max_side": _Field("int", True, "null (full size) or an integer from 64 to 65536 (pixels)", _in(64, 65536)),
-    "seed": _Field("int", True, "null (random) or an integer from 0 to 2**32-1", _in(0, 2**32 - 1)),
-    "precision": _Field("str", False, "float32 (exact) or bfloat16 (faster, other pixels)", lambda v: v in PRECISIONS),
+    "step": _ranged("float", 0, 1, "0: no dream, e.g. a keyframe fading it in"),
+    "octaves": _ranged("int", 1, MAX_OCTAVES),
+    "octave_scale": _ranged("float", 1.05, 4),
+    "iterations": _ranged("int", 1, MAX_ITERATIONS),
+    "max_loss": Field("float", "a number > 0", lambda v: v > 0, null="no limit"),
+    "jitter": _ranged("int", 0, 2048, "pixels"),
+    "tile": _ranged("int", 128, 8192, "pixels", zero="never tile"),
+    "max_side": _ranged("int", 64, 65536, "pixels", null="full size"),
+    "seed": _ranged("int", 0, 2**32 - 1, null="random", hi_text="2**32-1"),
+    "precision": _one_of(PRECISIONS, {"float32": "exact", "bfloat16": "faster, other pixels"}),
 }
 
 
@@ -194,48 +266,17 @@ class DreamConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _coerce(source: str, name: str, value: Any, schema: Mapping[str, _Field] = SCHEMA) -> Any:
+def _coerce(source: str, name: str, value: Any, schema: Mapping[str, Field] = SCHEMA) -> Any:
     spec = schema[name]
-
-    def bad(why: str = "") -> ConfigError:
-        extra = f" ({why})" if why else ""
-        return ConfigError(f"{source}: {name}: {shown(value)} is not allowed{extra}; allowed: {spec.allowed}")
-
-    if value is None:
-        if spec.nullable:
-            return None
-        raise bad("it may not be null")
-    if spec.kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            else:
-                raise bad("not an integer")
-    elif spec.kind == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad("not a number")
-        value = float(value)
-        if not math.isfinite(value):
-            raise bad("not finite")
-    elif spec.kind == "str":
-        if not isinstance(value, str):
-            raise bad("not a string")
-    elif spec.kind == "layers":
-        if not isinstance(value, Mapping):
-            raise bad("not a mapping")
-        try:
-            value = {str(k): float(w) for k, w in value.items()}
-        except (TypeError, ValueError):
-            raise bad("every weight must be a number") from None
-        if any(isinstance(w, bool) for w in value.values()):
-            raise bad("weights must be numbers")
-    if not spec.check(value):
-        raise bad()
-    return value
+    try:
+        return spec.coerce(value)
+    except _Refused as exc:
+        why = f" ({exc})" if str(exc) else ""
+        raise ConfigError(f"{source}: {name}: {shown(value)} is not allowed{why}; allowed: {spec.allowed}") from None
 
 
 def _checked(
-    data: Mapping[str, Any], schema: Mapping[str, _Field], source: str, known_elsewhere: tuple[str, ...] = ()
+    data: Mapping[str, Any], schema: Mapping[str, Field], source: str, known_elsewhere: tuple[str, ...] = ()
 ) -> dict[str, Any]:
     unknown = sorted(set(data) - set(schema) - set(known_elsewhere))
     if unknown:
@@ -267,43 +308,33 @@ def merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
 COHERENCE = ("flow", "blend", "none")
 SCENE_DETECTORS = ("adaptive", "content")
 
-VIDEO_SCHEMA: dict[str, _Field] = {
-    "coherence": _Field("str", False, "flow, blend or none", lambda v: v in COHERENCE),
-    "blend": _Field("float", False, "a number from 0 to 1 (share of the previous dreamt frame)", _in(0, 1)),
-    "carry": _Field("float", False, "a number from 0 to 1 (share of the warped dream kept by flow)", _in(0, 1)),
-    "followup_iterations": _Field("int", False, "an integer from 1 to 10000", _in(1, 10000)),
-    "followup_octaves": _Field(
+VIDEO_SCHEMA: dict[str, Field] = {
+    "coherence": _one_of(COHERENCE),
+    "blend": _ranged("float", 0, 1, "share of the previous dreamt frame"),
+    "carry": _ranged("float", 0, 1, "share of the warped dream kept by flow"),
+    "followup_iterations": _ranged("int", 1, MAX_ITERATIONS),
+    "followup_octaves": _ranged(
         "int",
-        False,
-        "0 (every octave) or an integer from 1 to 12 (a follow-up frame dreams only that many of the largest octaves)",
-        _in(0, 12),
+        1,
+        MAX_OCTAVES,
+        "a follow-up frame dreams only that many of the largest octaves",
+        zero="every octave",
     ),
-    "scene_detector": _Field("str", False, "adaptive or content", lambda v: v in SCENE_DETECTORS),
-    "scene_threshold": _Field("float", False, "a number from 1 to 255 (content: mean HSV difference)", _in(1, 255)),
-    "adaptive_threshold": _Field(
-        "float", False, "a number from 1 to 255 (adaptive: a frame's change over its neighbours')", _in(1, 255)
+    "scene_detector": _one_of(SCENE_DETECTORS),
+    "scene_threshold": _ranged("float", 1, 255, "content: mean HSV difference"),
+    "adaptive_threshold": _ranged("float", 1, 255, "adaptive: a frame's change over its neighbours'"),
+    "min_scene_frames": _ranged("int", 1, 100000),
+    "flow_side": _ranged(
+        "int", 64, 100000, "the long side frames are shrunk to for optical flow", zero="optical flow at full size"
     ),
-    "min_scene_frames": _Field("int", False, "an integer from 1 to 100000", _in(1, 100000)),
-    "flow_side": _Field(
+    "chunk_frames": _ranged(
         "int",
-        False,
-        "0 (optical flow at full size) or an integer from 64 to 100000 (the long side "
-        "frames are shrunk to for optical flow)",
-        lambda v: v == 0 or 64 <= v <= 100000,
+        8,
+        100000,
+        "split every shot into pieces this long",
+        zero="split a shot only when workers would otherwise wait",
     ),
-    "chunk_frames": _Field(
-        "int",
-        False,
-        "0 (split a shot only when workers would otherwise wait) or an integer "
-        "from 8 to 100000 (split every shot into pieces this long)",
-        lambda v: v == 0 or 8 <= v <= 100000,
-    ),
-    "overlap_frames": _Field(
-        "int",
-        False,
-        "an integer from 0 to 1000 (frames over which the dream cross-fades where a shot is split)",
-        _in(0, 1000),
-    ),
+    "overlap_frames": _ranged("int", 0, 1000, "frames over which the dream cross-fades where a shot is split"),
 }
 
 
@@ -338,50 +369,3 @@ class VideoConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-# --- presets ---------------------------------------------------------------------------------
-
-
-def preset_names() -> list[str]:
-    root = resources.files("dreamcore.presets")
-    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
-
-
-def preset_text(name: str) -> str:
-    names = preset_names()
-    if name not in names:
-        raise ConfigError(f"unknown preset {shown(name)} (presets: {', '.join(names)})")
-    return resources.files("dreamcore.presets").joinpath(f"{name}.yaml").read_text(encoding="utf-8")
-
-
-def parse_yaml(text: str, source: str) -> dict[str, Any]:
-    """Parse a YAML mapping; a preset's optional ``description`` key is dropped here."""
-    import yaml  # local: keep `import dreamcore` light
-
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = ""
-        mark = getattr(exc, "problem_mark", None)
-        if mark is not None:
-            where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        raise ConfigError(f"{source}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: must be a mapping of keys to values, not {type(data).__name__}")
-    data.pop("description", None)
-    return data
-
-
-def load_preset(name: str) -> dict[str, Any]:
-    """The preset's raw mapping (validated when merged into a DreamConfig)."""
-    return parse_yaml(preset_text(name), f"preset {name!r}")
-
-
-def preset_description(name: str) -> str:
-    import yaml
-
-    data = yaml.safe_load(preset_text(name)) or {}
-    return str(data.get("description", "")).strip()

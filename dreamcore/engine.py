@@ -16,7 +16,7 @@ import numpy as np
 
 from dreamcore.ascent import AscentParams, Dreamer, Progress
 from dreamcore.backbones import Resolution, resolve
-from dreamcore.backbones.base import with_precision
+from dreamcore.backbones.keras_ops import with_precision
 from dreamcore.config import DreamConfig
 
 # What the engine computes beyond its config, for job records: a change here changes pixels for the
@@ -94,6 +94,9 @@ class Engine:
             max_loss=config.max_loss,
             jitter=config.jitter,
             tile=config.tile,
+            octaves=config.octaves,
+            octave_scale=config.octave_scale,
+            max_side=config.max_side,
         )
 
     def dream_rgb(
@@ -116,20 +119,19 @@ class Engine:
         repeatable jitter, whatever order or process it is dreamt in.
         """
         c = self.config
-        params = self.params if iterations is None else dataclasses.replace(self.params, iterations=iterations)
+        params = self.params
+        if iterations is not None:
+            params = dataclasses.replace(params, iterations=iterations)
+        if octaves is not None:
+            params = dataclasses.replace(params, octaves=max(1, min(octaves, c.octaves)))
         seed = None if c.seed is None else [c.seed, *seed_key]
-        n = c.octaves if octaves is None else max(1, min(octaves, c.octaves))
         unit = 2.0 / 255.0 if rgb.dtype == np.uint8 else 2.0
         out = self.dreamer.dream(
             rgb,
             params,
-            n,
-            c.octave_scale,
-            c.max_side,
             seed,
             progress,
-            unit=unit,
-            offset=-1.0,
+            pixels=(unit, -1.0),
             uint8=uint8,
             layer_weights=self.layer_weights,
             guide=c.guide,

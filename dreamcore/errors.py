@@ -2,11 +2,35 @@
 
 The library raises these; only the CLI (``pipeline.cli``) turns them into one-line messages and
 exit codes. Every message is written to stand alone on one line and name what is wrong.
+
+Messages speak the engine's language: a setting is named by its config key, written with
+:func:`setting` (```weights=FILE```), and where a network's layers are listed by :func:`listing`
+(```backbones.get('inception_v3').layer_names()```). They read as they are from Python; the command
+line rewrites each into the flag or the command that does the same (``pipeline.cli.in_flags``).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+# How a message names a setting (see setting) and a layer listing (see listing): what the command
+# line finds to rewrite.
+SETTING = re.compile(r"`([a-z][a-z_]*(?:\.[a-z][a-z_]*)?)(?:=([^`]*))?`")
+LISTING = re.compile(r"`backbones\.get\(('[^`]*'|\"[^`]*\")\)\.(dream_layers|layer_names)\(\)`")
+
+
+def setting(key: str, value: str | None = None) -> str:
+    """A setting as a message names it: its config key (``video.blend`` for a video key), with a value
+    or a placeholder such as FILE: ```weights=FILE```, or the key alone: ```weights```."""
+    return f"`{key}`" if value is None else f"`{key}={value}`"
+
+
+def listing(model: str, every: bool = False) -> str:
+    """Where a message sends the reader for a network's layers: its dream layers, or with ``every``
+    every layer name (``dreamcore.backbones.get(model)``)."""
+    return f"`backbones.get({model!r}).{'layer_names' if every else 'dream_layers'}()`"
+
 
 # A value shown in a message is cut to about this many characters: a YAML value built from nested
 # aliases is a few hundred bytes on disk and gigabytes once written out whole.

@@ -153,7 +153,9 @@ def _frame_of(k: Key, fps: float) -> tuple[int, float]:
 def _interpolate(ks: tuple[Key, ...], index: int, seconds: float, fps: float) -> float:
     # A frame-numbered keyframe is compared by frame number, a timed one by time: exact either way.
     def before(k: Key) -> bool:
-        return k.frame <= index if k.seconds is None else k.seconds <= seconds + 1e-9
+        if k.seconds is not None:
+            return k.seconds <= seconds + 1e-9
+        return (k.frame or 0) <= index  # a key without seconds has a frame
 
     if not before(ks[0]):
         return ks[0].value

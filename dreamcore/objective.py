@@ -26,10 +26,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dreamcore.backbones.base import LOSS_BORDER
-from dreamcore.errors import ConfigError, LayerError, shown
+from dreamcore.errors import ConfigError, LayerError, setting, shown
 
 CLASS = "class"  # the layer name under which a backbone exposes its classifier's logits
+# The border the loss crops off each activation (as the keras.io example does); a layer must be
+# larger than twice this for the cropped loss to see anything (dreamcore.backbones.keras_ops.min_input_side).
+LOSS_BORDER = 2
 MAX_CHANNELS_LISTED = 4096
 
 
@@ -55,7 +57,10 @@ def parse_target(key: str) -> Target:
     name, spec = name.strip(), spec.replace(" ", "")
     if not sep:
         if name == CLASS:
-            raise LayerError(f"layer {shown(key)}: a class target needs its number, e.g. class:281 (--class 281)")
+            raise LayerError(
+                f"layer {shown(key)}: a class target needs its number, e.g. class:281 "
+                f"({setting('layers', 'class:281')})"
+            )
         return Target(key, name)
     if not name or not _CHANNELS.fullmatch(spec):
         raise LayerError(
@@ -98,8 +103,8 @@ def check_guidable(targets: Sequence[tuple[int, Target]]) -> None:
     """A guide steers whole layers: with only channel or class targets it would steer nothing."""
     if not any(t.whole for _, t in targets):
         raise ConfigError(
-            "--guide steers whole layers, and every target here is a channel or a class: add a layer "
-            "(e.g. --layers mixed4,mixed5:97)"
+            f"{setting('guide')} steers whole layers, and every target here is a channel or a class: add a layer "
+            f"(e.g. {setting('layers', 'mixed4,mixed5:97')})"
         )
 
 

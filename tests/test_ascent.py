@@ -176,7 +176,7 @@ def test_bfloat16_folds_each_normalisation_into_the_convolution_before_it() -> N
     normalisation, since folding it would change that other reader."""
     import keras
 
-    from dreamcore.backbones.base import cloned
+    from dreamcore.backbones.keras_ops import cloned
 
     rng = np.random.default_rng(0)
     inp = keras.Input((None, None, 3))
@@ -216,7 +216,7 @@ def test_a_model_keras_cannot_clone_runs_unfolded_in_float32() -> None:
 
     import keras
 
-    from dreamcore.backbones.base import with_precision
+    from dreamcore.backbones.keras_ops import with_precision
 
     class Scaled(keras.layers.Layer):
         def __init__(self, factor: Any, **kwargs: Any) -> None:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from dreamcore import backbones
-from dreamcore.backbones.base import stable_layer_names
 from dreamcore.backbones.inception import WEIGHTS_FILE
+from dreamcore.backbones.keras_ops import stable_layer_names
 from dreamcore.errors import LayerError, WeightsError
 from tests.media import synthetic_image
 
@@ -95,7 +95,7 @@ def test_imagenet_unavailable_is_a_weights_error_naming_file_and_ways_out() -> N
     with pytest.raises(WeightsError) as err:
         backbones.get("inception_v3").build("imagenet", ["mixed3"])
     msg = str(err.value)
-    assert WEIGHTS_FILE in msg and "--weights FILE" in msg and "vgg16_hed" in msg
+    assert WEIGHTS_FILE in msg and "`weights=FILE`" in msg and "`model=vgg16_hed`" in msg  # the CLI says the flags
     assert "\n" not in msg
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from dreamcore.config import DreamConfig, load_preset, preset_names
+from dreamcore.config import DreamConfig
 from dreamcore.errors import ConfigError
+from dreamcore.preset import load_preset, preset_names
 from pipeline.settings import build_config, parse_layers, parse_set
 
 

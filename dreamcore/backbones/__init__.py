@@ -15,7 +15,7 @@ from dreamcore.backbones.inception import InceptionV3
 from dreamcore.backbones.keras_file import KerasFile
 from dreamcore.backbones.vgg16_hed import VGG16HED
 from dreamcore.config import is_model_path
-from dreamcore.errors import ConfigError, LayerError, shown
+from dreamcore.errors import ConfigError, LayerError, setting, shown
 
 REGISTRY: dict[str, Backbone] = {b.name: b for b in (InceptionV3(), VGG16HED())}
 
@@ -23,12 +23,12 @@ __all__ = ["REGISTRY", "Backbone", "FeatureNet", "KerasFile", "Resolution", "get
 
 
 def get(name: str, model_input: str = "auto") -> Backbone:
-    """A built-in network by name, or the model in a file (``--model path/model.keras``)."""
+    """A built-in network by name, or the model in a file (``model: path/model.keras``)."""
     if name in REGISTRY:
         if model_input != "auto":
             raise ConfigError(
                 f"model_input: {shown(model_input)}: {name} converts its input itself; model_input "
-                "is for model files (--model FILE)"
+                f"is for model files ({setting('model', 'FILE')})"
             )
         return REGISTRY[name]
     if is_model_path(name):
@@ -58,13 +58,15 @@ def resolve(model: str, weights: str | None, layers: Mapping[str, float], model_
             backbone.model()  # a file that does not load, or is no image model, is said first
             if weights not in (None, "file"):
                 raise ConfigError(
-                    f"weights: {shown(weights)}: a model file carries its own weights (leave --weights out)"
+                    f"weights: {shown(weights)}: a model file carries its own weights (leave {setting('weights')} out)"
                 )
             note = backbone.input_range()[1]
             if note:
                 notes.append(note)
     elif model_input != "auto":
-        raise ConfigError(f"model_input: {shown(model_input)}: model_input is for model files (--model FILE)")
+        raise ConfigError(
+            f"model_input: {shown(model_input)}: model_input is for model files ({setting('model', 'FILE')})"
+        )
     elif weights == "hed":
         backbone = REGISTRY["vgg16_hed"]
     elif weights is None and not REGISTRY["inception_v3"].weights_ready(None):
@@ -95,7 +97,7 @@ def resolve(model: str, weights: str | None, layers: Mapping[str, float], model_
         # One line for the whole fallback, layers included.
         notes.append(
             "InceptionV3 ImageNet weights are not cached and cannot be downloaded: dreaming with vgg16_hed "
-            f"({_fmt(layers)}) instead; --model inception_v3 insists (README: 'Offline use')"
+            f"({_fmt(layers)}) instead; {setting('model', 'inception_v3')} insists (README: 'Offline use')"
         )
     return Resolution(backbone, weights, dict(layers), notes)
 

@@ -17,8 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dreamcore.backbones.base import Backbone, FeatureNet, min_input_side, seeded_init, stable_layer_names
-from dreamcore.errors import WeightsError
+from dreamcore.backbones.base import Backbone, FeatureNet
+from dreamcore.backbones.keras_ops import min_input_side, seeded_init, stable_layer_names
+from dreamcore.errors import WeightsError, setting
 
 log = logging.getLogger("dreamcore")
 
@@ -57,8 +58,8 @@ def _fetch_imagenet() -> str:
         reason = str(exc).split(" -- ")[-1].strip() or type(exc).__name__
         raise WeightsError(
             f"InceptionV3 ImageNet weights are not cached at {cached} and could not be downloaded "
-            f"({reason}); copy {WEIGHTS_FILE} there, pass --weights FILE, "
-            f"or use --model vgg16_hed (trained weights that need no download)"
+            f"({reason}); copy {WEIGHTS_FILE} there, pass {setting('weights', 'FILE')}, "
+            f"or use {setting('model', 'vgg16_hed')} (trained weights that need no download)"
         ) from None
     finally:
         socket.setdefaulttimeout(old)

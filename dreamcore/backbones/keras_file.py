@@ -1,4 +1,4 @@
-"""Any Keras image model, from a file, as the network to dream with (``--model path/model.keras``).
+"""Any Keras image model, from a file, as the network to dream with (``model: path/model.keras``).
 
 What fits: a model saved by Keras (``.keras``, a whole model in ``.h5``, or a SavedModel folder written
 by Keras 2, opened with tf-keras) with one image input,
@@ -27,10 +27,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dreamcore.backbones.base import Backbone, FeatureNet, min_input_side
+from dreamcore.backbones.base import Backbone, FeatureNet
+from dreamcore.backbones.keras_ops import min_input_side
 from dreamcore.config import INPUT_RANGES
 from dreamcore.config import MODEL_SUFFIXES as SUFFIXES
-from dreamcore.errors import ConfigError, LayerError, WeightsError, shown
+from dreamcore.errors import ConfigError, LayerError, WeightsError, listing, setting, shown
 
 _PREPROCESSING = ("Rescaling", "Normalization")
 _NOT_FEATURES = (
@@ -57,7 +58,7 @@ CLASS_MIN_SIDE = 32
 CALIBRATION_SEED = 7
 
 _lock = threading.Lock()
-_models: dict[tuple[str, int, int], Any] = {}
+_models: dict[tuple[str, str], Any] = {}  # (resolved path, model_version) -> the loaded model
 
 
 def calibration_image(height: int, width: int) -> Any:
@@ -223,7 +224,7 @@ class KerasFile(Backbone):
             return "0..255", None
         return "0..1", (
             f"{os.path.basename(self.path)} has no preprocessing layer: feeding it pixels in 0..1 "
-            "(--set model_input=-1..1, 0..255 or caffe if it was trained on another range)"
+            f"({setting('model_input', '-1..1, 0..255 or caffe')} if it was trained on another range)"
         )
 
     def weights_ready(self, weights: str | None) -> bool:
@@ -253,9 +254,7 @@ class KerasFile(Backbone):
                 continue
             if name not in shapes:
                 listed = self.dream_layers()
-                more = (
-                    f", ... ({len(listed)} in all: `dreamreel layers --model {self.path}`)" if len(listed) > 24 else ""
-                )
+                more = f", ... ({len(listed)} in all: {listing(self.path)})" if len(listed) > 24 else ""
                 raise LayerError(
                     f"unknown layer {shown(name)} for {os.path.basename(self.path)}; its dream layers: "
                     f"{', '.join(listed[:24])}{more}"
@@ -264,7 +263,7 @@ class KerasFile(Backbone):
                 raise LayerError(
                     f"layer {shown(name)} of {os.path.basename(self.path)} is not a feature map: its "
                     f"output is {shapes[name]}; dream layers are 4-D (batch, height, width, channels) "
-                    "(a classifier's logits: --class N)"
+                    f"(a classifier's logits: {setting('layers', 'class:N')})"
                 )
 
     # --- the feature network ---------------------------------------------------------------------
@@ -275,7 +274,9 @@ class KerasFile(Backbone):
         from dreamcore.objective import CLASS, dream_loss
 
         if weights not in (None, "file"):
-            raise WeightsError(f"weights: {shown(weights)}: a model file carries its own weights (leave --weights out)")
+            raise WeightsError(
+                f"weights: {shown(weights)}: a model file carries its own weights (leave {setting('weights')} out)"
+            )
         self._check_outputs(layers)
         model = self.model()
         keras = keras_of(model)

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from dreamcore.backbones.base import Backbone, FeatureNet, min_input_side, seeded_init
+from dreamcore.backbones.base import Backbone, FeatureNet
 from dreamcore.backbones.inception import UNTRAINED_SEED, _check_file
+from dreamcore.backbones.keras_ops import min_input_side, seeded_init
 from dreamcore.errors import WeightsError
 
 _BLOCKS = {1: 2, 2: 2, 3: 3, 4: 3, 5: 3}  # convolutions per block
