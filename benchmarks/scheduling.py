@@ -15,7 +15,8 @@ def _noop(i: int, after: Any = None) -> int:
 def bench_dask(tasks: int, workers: tuple[int, ...] = (1, 2)) -> str:
     """Seconds of scheduling per task: ``tasks`` empty tasks, chained like a video's frames and
     independent like a batch's images, through the same client set-up the commands use."""
-    from pipeline.cluster.schedule import Task, dask_client, run_chains
+    from pipeline.cluster.client import dask_client
+    from pipeline.cluster.schedule import Task, run_chains
 
     rows = [f"{'cluster':<22} {'shape':<12} {'ms/task':>8}"]
     for n in workers:

@@ -57,7 +57,7 @@ def run(clip: Path, out: Path, coherence: str, workers: int | None) -> dict:
         overwrite=True,
     )  # each round replaces its own output
     t0 = time.perf_counter()
-    stats = run_video(req)
+    stats = run_video(req).details
     stats["wall"] = time.perf_counter() - t0
     return stats
 

@@ -99,7 +99,7 @@ def bench_video(
                 workers=workers,
             )
             t0 = time.perf_counter()
-            stats = run_video(req)
+            stats = run_video(req).details
             seconds = time.perf_counter() - t0
             series, strengths = measure(clip, work)
             defined = [v for v in series if v is not None]

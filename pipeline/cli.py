@@ -15,8 +15,36 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from dreamcore.errors import DreamError
-from pipeline.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, PipelineError, one_line
+from dreamcore import backbones
+from dreamcore.config import COHERENCE, MODELS, PRECISIONS, SCHEMA, VIDEO_SCHEMA
+from dreamcore.engine import Engine, from_float_rgb, to_float_rgb
+from dreamcore.errors import LISTING, SETTING, DreamError
+from dreamcore.preset import preset_description, preset_names
+from pipeline.api import dream_folder, dream_video, dream_zoom
+from pipeline.cluster.schedule import INTERRUPTED, on_sigint
+from pipeline.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_USAGE,
+    PipelineError,
+    UsageError,
+    one_line,
+)
+from pipeline.guide import GUIDE_ENDS, first_frame, open_guide, read_still
+from pipeline.images import FORMATS, BatchRequest, summary
+from pipeline.io import media
+from pipeline.io.imagefile import check_output_path, read_image, write_image
+from pipeline.io.media import check_video_output
+from pipeline.job.locations import default_workdir
+from pipeline.job.store import check_output_url, is_url
+from pipeline.preview import PreviewRequest, human, is_still_input, run_preview
+from pipeline.progress import TqdmBar
+from pipeline.runtime import load_tensorflow
+from pipeline.settings import build_config, build_job_settings, check_guided_layers, parse_layers, resolve_noted
+from pipeline.video.job import VideoRequest
+from pipeline.zoom import Motion, ZoomRequest, check_zoom_output
 
 PROG = "dreamreel"
 
@@ -66,10 +94,10 @@ def engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--model",
         metavar="M",
-        help="auto (default), inception_v3, vgg16_hed, or a Keras model file (.keras, .h5) or Keras 2 "
+        help=f"{MODELS[0]} (default), {', '.join(MODELS[1:])}, or a Keras model file (.keras, .h5) or Keras 2 "
         "SavedModel folder; naming one disables the fallback",
     )
-    g.add_argument("--weights", metavar="W", help="imagenet, hed, untrained or a weights file")
+    g.add_argument("--weights", metavar="W", help=SCHEMA["weights"].values)
     g.add_argument("--seed", metavar="N", type=int, help="random seed of the jitter (default 0: repeatable)")
     g.add_argument(
         "--max-side",
@@ -79,7 +107,7 @@ def engine_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--precision",
-        choices=["float32", "bfloat16"],
+        choices=PRECISIONS,
         help="bfloat16: faster where the CPU/GPU has it, same kind of dream, other pixels (default float32)",
     )
 
@@ -92,6 +120,7 @@ def _in_out(p: argparse.ArgumentParser, input_help: str, output_help: str) -> No
 
 
 def build_parser() -> argparse.ArgumentParser:
+
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Deep-dream images, folders of images and video clips.",
@@ -116,10 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     _in_out(p, "video file (mp4, mkv, avi, mov, webm, ...)", "output clip: .mp4, .mkv, .mov or .m4v")
     p.add_argument(
         "--coherence",
-        choices=["flow", "blend", "none"],
+        choices=COHERENCE,
         help="how a frame starts from the previous dream (default flow)",
     )
-    p.add_argument("--blend", type=finite_float, metavar="B", help="blend: share of the previous dreamt frame (0..1)")
+    p.add_argument("--blend", type=finite_float, metavar="B", help=f"blend: {VIDEO_SCHEMA['blend'].values}")
     p.add_argument(
         "--workdir",
         metavar="DIR",
@@ -146,8 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--guide-end",
-        choices=["loop", "hold"],
-        default="loop",
+        choices=GUIDE_ENDS,
+        default=GUIDE_ENDS[0],
         help="a guide clip shorter than the output: start it again (loop, default) or hold its last frame",
     )
     p.add_argument(
@@ -173,13 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "-q", "--quiet", action="store_true", help="accepted like the other commands' (preview shows no progress bar)"
     )
-    p.add_argument("--coherence", choices=["flow", "blend", "none"], help="as for video (the estimate uses it)")
+    p.add_argument("--coherence", choices=COHERENCE, help="as for video (the estimate uses it)")
     p.add_argument("--blend", type=finite_float, metavar="B", help="as for video")
     p.add_argument("--start", metavar="T", type=parse_time, help="as for video: the range the job would dream")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--duration", metavar="T", type=parse_time, help="as for video")
     g.add_argument("--frames", metavar="N", type=int, help="as for video")
-    p.add_argument("--guide-end", choices=["loop", "hold"], default="loop", help="as for video (a guide clip)")
+    p.add_argument("--guide-end", choices=GUIDE_ENDS, default=GUIDE_ENDS[0], help="as for video (a guide clip)")
     engine_options(p)
 
     p = sub.add_parser(
@@ -246,8 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="OUT_DIR", required=True, help="folder for the dreams (mirrors IN_DIR)")
     p.add_argument(
         "--format",
-        choices=["same", "png", "jpg"],
-        default="same",
+        choices=FORMATS,
+        default=FORMATS[0],
         help="output format: same as the input where writable (default), png or jpg",
     )
     p.add_argument("--workers", metavar="N", type=int, help="local Dask worker processes (default: 1, in-process)")
@@ -367,6 +396,47 @@ def finite_float(text: str) -> float:
     return value
 
 
+# The flag that sets a config key, where one does; any other key is set with --set KEY=VALUE.
+FLAGS = {
+    "model": "--model",
+    "weights": "--weights",
+    "layers": "--layers",
+    "guide": "--guide",
+    "seed": "--seed",
+    "max_side": "--max-side",
+    "precision": "--precision",
+    "video.coherence": "--coherence",
+    "video.blend": "--blend",
+}
+
+
+def in_flags(text: str) -> str:
+    """An engine message (dreamcore.errors) in the command line's words: each setting it names
+    (```weights=FILE```) as the flag that sets it (``--weights FILE``; a class target ```layers=class:N```
+    as ``--class N``; a key without a flag as ``--set KEY=VALUE``, or alone as its name), and each
+    layer listing as the ``dreamreel layers`` command that prints it."""
+    import ast
+    import re
+
+    keys = {*SCHEMA, *(f"video.{k}" for k in VIDEO_SCHEMA), *FLAGS}
+
+    def flag(m: re.Match[str]) -> str:
+        key, value = m.group(1), m.group(2)
+        if key not in keys:
+            return m.group(0)
+        if key == "layers" and value and value.startswith("class:"):
+            return f"--class {value[len('class:') :]}"
+        if key in FLAGS:
+            return FLAGS[key] if value is None else f"{FLAGS[key]} {value}"
+        return key if value is None else f"--set {key}={value}"
+
+    def command(m: re.Match[str]) -> str:
+        every = " --all" if m.group(2) == "layer_names" else ""
+        return f"`{PROG} layers --model {ast.literal_eval(m.group(1))}{every}`"
+
+    return SETTING.sub(flag, LISTING.sub(command, text))
+
+
 def _shown(text: str, limit: int = 60) -> str:
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
@@ -377,7 +447,6 @@ TIME_RESOLUTION = 1e-6
 
 
 def check_duration(flag: str, value: float | None) -> None:
-    from pipeline.errors import UsageError
 
     if value is not None and value < TIME_RESOLUTION:
         raise UsageError(f"{flag} {value:g}: give a positive time of at least 0.000001 s")
@@ -389,7 +458,7 @@ class _TqdmLogHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         from tqdm import tqdm
 
-        tqdm.write(f"{PROG}: {record.levelname.lower()}: {one_line(record.getMessage())}", file=sys.stderr)
+        tqdm.write(f"{PROG}: {record.levelname.lower()}: {one_line(in_flags(record.getMessage()))}", file=sys.stderr)
 
 
 def _setup_logging() -> None:
@@ -401,7 +470,6 @@ def _setup_logging() -> None:
 
 
 def _config_from_args(args: argparse.Namespace) -> Any:
-    from pipeline.settings import build_config
 
     return with_guide(build_config(args.preset, args.config, args.sets, engine_flags(args)), args)
 
@@ -410,19 +478,15 @@ def with_guide(cfg: Any, args: argparse.Namespace) -> Any:
     """The config with --guide's image (commands other than video take an image only)."""
     if not args.guide:
         return cfg
-    from pipeline.guide import read_still
 
     return cfg.replace(guide=read_still(args.guide))
 
 
 def engine_flags(args: argparse.Namespace) -> dict[str, Any]:
-    from pipeline.settings import parse_layers
 
     layers = parse_layers(args.layers) if args.layers else None
     if args.class_ is not None:
         if args.class_ < 0:
-            from pipeline.errors import UsageError
-
             raise UsageError(f"--class {args.class_}: classes count from 0")
         layers = {**(layers or {}), f"class:{args.class_}": 1.0}
     return {
@@ -445,10 +509,6 @@ def _stopped(what: str, where: str) -> int:
 
 
 def cmd_image(args: argparse.Namespace) -> int:
-    from dreamcore.engine import Engine, from_float_rgb, to_float_rgb
-    from pipeline.io.imagefile import check_output_path, read_image, write_image
-    from pipeline.runtime import load_tensorflow
-    from pipeline.settings import resolve_noted
 
     cfg = _config_from_args(args)
     out = check_output_path(args.output, args.overwrite)
@@ -507,21 +567,13 @@ class _DreamBar:
             self.bar.close()
 
 
-VIDEO_OUTPUT_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv")
-
-
 def cmd_video(args: argparse.Namespace) -> int:
-    from pipeline.errors import UsageError
-    from pipeline.io.media import check_video_output
-    from pipeline.job.store import check_output_url, is_url
-    from pipeline.settings import build_job_settings
-    from pipeline.video.job import VideoRequest, default_workdir, run_video
 
     cfg, vcfg, keyframes = build_job_settings(
         args.preset, args.config, args.sets, engine_flags(args), {"coherence": args.coherence, "blend": args.blend}
     )
     if is_url(args.output):
-        out = check_output_url(args.output, args.overwrite, VIDEO_OUTPUT_EXTENSIONS)
+        out = check_output_url(args.output, args.overwrite, media.VIDEO_OUTPUT_EXTENSIONS)
     else:
         out = str(check_video_output(args.output, args.overwrite))
     if args.frames is not None and args.frames < 1:
@@ -545,9 +597,6 @@ def cmd_video(args: argparse.Namespace) -> int:
             args.overwrite,
         )
     if args.guide:
-        from pipeline.guide import open_guide
-        from pipeline.settings import check_guided_layers
-
         open_guide(args.guide)  # a bad guide is said before any work
         check_guided_layers(cfg.layers)
     req = VideoRequest(
@@ -571,31 +620,30 @@ def cmd_video(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     start = time.monotonic()
+    bar = TqdmBar(req.quiet)
     try:
-        stats = run_video(req)
+        result = dream_video(req, on_progress=bar)
     except KeyboardInterrupt:
         return _stopped("frames", req.workdir or default_workdir(out))
-    shots = len(stats["cuts"])
+    finally:
+        bar.close()
+    shots = len(result.shots)
     print(
-        f"{PROG}: wrote {out} ({stats['frames']} frames, {shots} shot{'s' if shots != 1 else ''}, "
-        f"{stats['dreamt']} dreamt now, {stats['resumed']} resumed{_replayed(stats)}, "
+        f"{PROG}: wrote {out} ({result.frames} frames, {shots} shot{'s' if shots != 1 else ''}, "
+        f"{result.dreamt} dreamt now, {result.resumed} resumed{_replayed(result.replayed)}, "
         f"{time.monotonic() - start:.1f} s)",
         file=sys.stderr,
     )
     return EXIT_OK
 
 
-def _replayed(stats: dict[str, Any]) -> str:
+def _replayed(n: int) -> str:
     """What a repair cost: frames dreamt again, kept nowhere, only to reach a damaged part."""
-    n = stats.get("replayed", 0)
     return f", {n} dreamt again to reach what was damaged" if n else ""
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
     from pathlib import Path
-
-    from pipeline.errors import UsageError
-    from pipeline.settings import build_job_settings
 
     cfg, vcfg, keyframes = build_job_settings(
         args.preset, args.config, args.sets, engine_flags(args), {"coherence": args.coherence, "blend": args.blend}
@@ -625,9 +673,6 @@ def _preview_guide(cfg: Any, args: argparse.Namespace) -> tuple[Any, tuple[str, 
     a clip's preview frame by frame, as in `video`; an image preview takes its first frame (said)."""
     if not args.guide:
         return cfg, None
-    from pipeline.guide import first_frame, open_guide
-    from pipeline.preview import is_still_input
-    from pipeline.settings import check_guided_layers
 
     check_guided_layers(cfg.layers)
     still, clip = open_guide(args.guide)
@@ -654,7 +699,6 @@ def _preview(
     frames: int | None,
     overwrite: bool,
 ) -> int:
-    from pipeline.preview import PreviewRequest, human, run_preview
 
     t0 = time.monotonic()
     clip, end = guide_clip or (None, "loop")
@@ -686,8 +730,6 @@ def _preview(
 def parse_fps(text: str) -> Any:
     from fractions import Fraction
 
-    from pipeline.errors import UsageError
-
     try:
         rate = Fraction(text)
     except (ValueError, ZeroDivisionError):
@@ -698,9 +740,6 @@ def parse_fps(text: str) -> Any:
 
 
 def cmd_zoom(args: argparse.Namespace) -> int:
-    from pipeline.errors import UsageError
-    from pipeline.settings import build_job_settings
-    from pipeline.zoom import Motion, ZoomRequest, check_zoom_output, default_workdir, run_zoom
 
     cfg, _, keyframes = build_job_settings(args.preset or "zoom", args.config, args.sets, engine_flags(args))
     cfg = with_guide(cfg, args)
@@ -748,13 +787,16 @@ def cmd_zoom(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     start = time.monotonic()
+    bar = TqdmBar(req.quiet)
     try:
-        stats = run_zoom(req)
+        result = dream_zoom(req, on_progress=bar)
     except KeyboardInterrupt:
         return _stopped("frames", req.workdir or default_workdir(out))
+    finally:
+        bar.close()
     print(
-        f"{PROG}: wrote {out} ({stats['frames']} frames at {fps} fps, {stats['dreamt']} dreamt now, "
-        f"{stats['resumed']} resumed{_replayed(stats)}, {time.monotonic() - start:.1f} s)",
+        f"{PROG}: wrote {out} ({result.frames} frames at {fps} fps, {result.dreamt} dreamt now, "
+        f"{result.resumed} resumed{_replayed(result.replayed)}, {time.monotonic() - start:.1f} s)",
         file=sys.stderr,
     )
     return EXIT_OK
@@ -762,9 +804,6 @@ def cmd_zoom(args: argparse.Namespace) -> int:
 
 def cmd_images(args: argparse.Namespace) -> int:
     from pathlib import Path
-
-    from pipeline.errors import EXIT_PARTIAL, UsageError
-    from pipeline.images import BatchRequest, run_batch, summary
 
     cfg = _config_from_args(args)
     if args.workers is not None and args.workers < 1:
@@ -780,22 +819,22 @@ def cmd_images(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         workdir=args.workdir,
     )
+    bar = TqdmBar(req.quiet)
     try:
-        report = run_batch(req)
+        report = dream_folder(req, on_progress=bar)
     except KeyboardInterrupt:
         return _stopped("images", args.output)
+    finally:
+        bar.close()
     print(summary(report), file=sys.stderr)
     return EXIT_PARTIAL if report.failed else EXIT_OK
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    from dreamcore import backbones
 
     backbone = backbones.get(args.model)
     is_file = isinstance(backbone, backbones.KerasFile)
     if args.all or args.channels or is_file:
-        from pipeline.runtime import load_tensorflow
-
         load_tensorflow()
     names = backbone.layer_names() if args.all else backbone.dream_layers()
     if args.channels or is_file:
@@ -822,7 +861,6 @@ def _shape_text(shape: tuple[Any, ...]) -> str:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    from dreamcore.config import preset_description, preset_names
 
     names = preset_names()
     width = max(len(n) for n in names)
@@ -858,8 +896,6 @@ def _ctrl_c_remembered() -> Iterator[None]:
     import signal
     import threading
 
-    from pipeline.cluster.schedule import INTERRUPTED, on_sigint
-
     INTERRUPTED.clear()
     if (
         threading.current_thread() is not threading.main_thread()
@@ -884,7 +920,7 @@ def _run(args: argparse.Namespace, debug: bool) -> int:
         if debug:
             raise
         code = exc.exit_code if isinstance(exc, PipelineError) else EXIT_USAGE
-        print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(in_flags(str(exc)))}", file=sys.stderr)
         return code
     except MemoryError:
         if debug:

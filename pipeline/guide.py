@@ -21,7 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import InputError, UsageError
+from dreamcore.guide import Guide
+from pipeline.errors import InputError, PipelineError, UsageError
+from pipeline.io import media
+from pipeline.io.decoders import decoded_frame
+from pipeline.io.imagefile import read_image, rgb8
+from pipeline.job.framestore import decode_png, encode_png
+from pipeline.job.integrity import Damaged
+from pipeline.job.locations import worker_copy
 from pipeline.job.store import Store
 
 # A guide is kept (and stored) at most this long on its long side: the engine looks at it at most
@@ -35,8 +42,6 @@ GUIDE_ENDS = ("loop", "hold")
 def shrink(pixels: np.ndarray) -> np.ndarray:
     """8-bit RGB at most KEEP_SIDE long (area-averaged)."""
     import cv2
-
-    from pipeline.io.imagefile import rgb8
 
     rgb = rgb8(pixels)
     h, w = rgb.shape[:2]
@@ -58,8 +63,6 @@ class GuideClip:
 
 def read_still(path: str) -> Any:
     """The guide image as a dreamcore Guide; a clip or a bad file is a one-line error."""
-    from dreamcore.config import Guide
-    from pipeline.io.imagefile import read_image
 
     p = Path(path)
     if not p.is_file():
@@ -74,7 +77,6 @@ def read_still(path: str) -> Any:
 
 
 def _is_clip(p: Path) -> bool:
-    from pipeline.io import media
 
     try:
         return media.probe(p).width > 0
@@ -84,7 +86,6 @@ def _is_clip(p: Path) -> bool:
 
 def open_guide(path: str) -> tuple[Any | None, Path | None]:
     """(a still Guide, None) or (None, the clip's path): what ``--guide`` names, for `video`."""
-    from pipeline.io.imagefile import read_image
 
     p = Path(path)
     if not p.is_file():
@@ -112,8 +113,6 @@ def frame_at(path: Path, times: list[float], index: int) -> Any:
 
 def _frame(path: Path, pts: float | None, missing: str) -> Any:
     """The frame at ``pts`` (None: the first) of the guide clip, as a Guide."""
-    from dreamcore.config import Guide
-    from pipeline.io import media
 
     pipe, got = media.frames_at(path, pts, media.probe(path).display_size)
     pipe.close()
@@ -124,7 +123,6 @@ def _frame(path: Path, pts: float | None, missing: str) -> Any:
 
 def clip_times(path: Path) -> list[float]:
     """The guide clip's frame times, from its start (one light decode pass)."""
-    from pipeline.io import media
 
     info = media.probe(path)
     w, h = info.width, info.height
@@ -138,7 +136,6 @@ def clip_times(path: Path) -> list[float]:
 
 def store_still(store: Store, guide: Any) -> None:
     """The still guide into the job's store, where workers read it (written by every run)."""
-    from pipeline.video.tasks import encode_png
 
     store.write_sealed(GUIDE_PNG, encode_png(guide.pixels), durable=True)
 
@@ -146,7 +143,6 @@ def store_still(store: Store, guide: Any) -> None:
 def store_clip_times(store: Store, clip: Path) -> None:
     """The guide clip's frame times into the job's store, once: kept from the job's first run (a
     function of the clip alone); made again when missing or damaged."""
-    from pipeline.job.integrity import Damaged
 
     try:
         if store.read_sealed(GUIDE_PTS) is not None:
@@ -164,11 +160,8 @@ _times: dict[tuple[str, str], list[float]] = {}
 _last: OrderedDict[tuple[str, int], tuple[int, Any]] = OrderedDict()  # (job, segment) -> (frame, Guide)
 
 
-def still(store: Store, digest: str) -> Any:
+def still(store: Store, digest: str) -> Guide:
     """The job's still guide, read from its store once per worker."""
-    from dreamcore.config import Guide
-    from pipeline.errors import PipelineError
-    from pipeline.video.tasks import decode_png
 
     key = (store.url, digest)
     with _lock:
@@ -202,36 +195,31 @@ def guide_index(times: list[float], t: float, end: str) -> int:
     return max(0, bisect.bisect_right(times, t0 + t) - 1)
 
 
-def clip_frame(job: Any, seg: int, t: float) -> Any:
+def clip_frame(store: Store, job_id: str, clip: GuideClip, seg: int, t: float) -> Guide:
     """The Guide for output time ``t`` of segment ``seg``: decoded on in order from this worker's
     decoder for the segment, the frame before kept (a slower guide repeats it)."""
-    from dreamcore.config import Guide
-    from pipeline.video.tasks import decoded_frame, local_copy
 
-    clip: GuideClip = job.guide_clip
     with _lock:
-        times = _times.get((job.id, clip.key))
+        times = _times.get((job_id, clip.key))
     if times is None:
-        raw = job.store.read_sealed(GUIDE_PTS)
+        raw = store.read_sealed(GUIDE_PTS)
         if raw is None:
-            from pipeline.errors import PipelineError
-
             raise PipelineError(
-                f"the guide's frame times are missing from the job store {job.store.url}: run the "
+                f"the guide's frame times are missing from the job store {store.url}: run the "
                 "same command again (it writes them there)"
             )
         times = json.loads(bytes(raw))
         with _lock:
-            _times[(job.id, clip.key)] = times
+            _times[(job_id, clip.key)] = times
     i = guide_index(times, t, clip.end)
-    key = (job.id, seg)
+    key = (job_id, seg)
     with _lock:
         last = _last.get(key)
     if last is not None and last[0] == i:
         return last[1]
     pixels = decoded_frame(
-        (f"guide-{job.id}", seg),
-        lambda: local_copy(clip.path, clip.key, "guide"),
+        (f"guide-{job_id}", seg),
+        lambda: worker_copy(clip.path, clip.key, "guide"),
         i,
         times[i],
         clip.size,

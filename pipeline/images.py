@@ -15,24 +15,36 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
+import re
 import time
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from dreamcore.config import DreamConfig
-from pipeline.errors import Unwritable, UsageError, one_line, write_fault
-from pipeline.io.fsutil import temp_dir
-from pipeline.io.imagefile import WRITE_EXTENSIONS
+from dreamcore.engine import from_float_rgb, to_float_rgb
+from dreamcore.errors import DreamError
+from pipeline.cluster.client import announce_dashboard, dask_client, job_threads
+from pipeline.cluster.schedule import DeathGuard, Task, run_chains
+from pipeline.cluster.workers import check_job, check_store_shared, config_for_workers, engine, sees_file
+from pipeline.errors import InputError, Unwritable, UsageError, one_line, write_fault
+from pipeline.guide import still, store_still
+from pipeline.io.fsutil import temp_dir, write_atomic
+from pipeline.io.imagefile import WRITE_EXTENSIONS, encode_image, read_image
+from pipeline.io.walk import walk
 from pipeline.job.integrity import Damaged
-from pipeline.job.record import JOB_VERSION, LayoutLog, undone_unless_dreamt, write_record
-from pipeline.job.store import Store, is_url
+from pipeline.job.locations import ends_digest, fetch, stored_ends_digest
+from pipeline.job.session import Session, job_session
+from pipeline.job.store import Store, StoreUnavailable
+from pipeline.progress import Reporter
+from pipeline.runtime import load_tensorflow, numerics
+from pipeline.settings import identity_extras, pinned
 
 log = logging.getLogger("dreamcore")
 
 WORK_NAME = ".dreamreel-work"
-FORMATS = ("same", "png", "jpg")
+FORMATS = ("same", "png", "jpg")  # --format: the input's own, or one for every dream
 
 
 @dataclass
@@ -49,66 +61,6 @@ class BatchReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     note: str | None = None  # e.g. items dreamt under more than one numerics layout
-
-
-def walk(root: Path, avoid: tuple[Path, ...] = ()) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Every non-hidden regular file under ``root``, following links, each folder entered once; and
-    what is there but is not a file to read, with why (a FIFO, a link to nothing, a link into one
-    of the folders ``avoid``, resolved: OUT_DIR and the work folder)."""
-    import stat
-
-    seen: set[tuple[int, int]] = set()
-    files: list[Path] = []
-    odd: list[tuple[Path, str]] = []
-    avoid = tuple(a.resolve() for a in avoid)
-
-    def inside_avoided(path: Path) -> Path | None:
-        real = path.resolve()
-        return next((a for a in avoid if real == a or a in real.parents), None)
-
-    def visit(folder: Path) -> None:
-        try:
-            st = folder.stat()
-        except OSError:
-            return
-        if (st.st_dev, st.st_ino) in seen:
-            return
-        seen.add((st.st_dev, st.st_ino))
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError:
-            return
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            path = Path(entry.path)
-            try:
-                if (hit := inside_avoided(path)) is not None:
-                    what = "the output folder" if hit == avoid[0] else "the work folder"
-                    odd.append((path, f"leads into {hit} ({what}): not read, so dreams are never dreamt again"))
-                elif entry.is_symlink() and not path.exists():
-                    odd.append((path, "a link to nothing (its target is missing)"))
-                elif entry.is_dir(follow_symlinks=True):
-                    visit(path)
-                elif entry.is_file(follow_symlinks=True):
-                    files.append(path)
-                else:
-                    mode = entry.stat(follow_symlinks=True).st_mode
-                    kind = (
-                        "a FIFO"
-                        if stat.S_ISFIFO(mode)
-                        else "a socket"
-                        if stat.S_ISSOCK(mode)
-                        else "a device"
-                        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-                        else "not a regular file"
-                    )
-                    odd.append((path, f"{kind}, not a file to read"))
-            except OSError:
-                files.append(path)  # unreadable: recorded as a failure when read
-
-    visit(root)
-    return files, odd
 
 
 def output_for(rel: Path, fmt: str, taken: set[str]) -> str:
@@ -151,33 +103,35 @@ class BatchSpec:
     id: str
     store: Store
     token: str
-    config: dict[str, Any]
+    config: DreamConfig
     guide: str | None = None  # a guide's digest (the image is in the store)
 
 
-def image_task(spec: BatchSpec, src: str, dst: str, rel: str, staged: bool = False) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ImageResult:
+    """One image's result: dreamt (``ok``), or why not (a bad input is a result, not an error)."""
+
+    rel: str
+    ok: bool
+    reason: str = ""
+    seconds: float = 0.0
+    layout: dict[str, Any] = field(default_factory=dict)  # the numerics it was dreamt under
+
+
+def image_task(spec: BatchSpec, src: str, dst: str, rel: str, staged: bool = False) -> ImageResult:
     """Dream one file from ``src`` into ``dst`` (a path or a URL; with ``staged``, a name in the job's
     store, for the command to bring home); a bad input is a result (ok False, its reason), never an
     exception. A worker that cannot see the job fails the job."""
-
-    from dreamcore.engine import from_float_rgb, to_float_rgb
-    from pipeline.errors import InputError
-    from pipeline.io.imagefile import encode_image, read_image
-    from pipeline.runtime import load_tensorflow, numerics
-    from pipeline.video.tasks import check_job, engine
-
     t0 = time.perf_counter()
     check_job(spec)
     with temp_dir("dreamreel-image") as tmp:
         try:
-            picture = read_image(_fetch(src, Path(tmp)))
+            picture = read_image(fetch(src, Path(tmp)))
         except InputError as exc:
-            return {"rel": rel, "ok": False, "reason": str(exc).split(": ", 1)[-1]}
+            return ImageResult(rel, False, str(exc).split(": ", 1)[-1])
     load_tensorflow()
-    cfg = DreamConfig.from_mapping(spec.config)
+    cfg = spec.config
     if spec.guide is not None:
-        from pipeline.guide import still
-
         cfg = cfg.replace(guide=still(spec.store, spec.guide))
     dreamer = engine(cfg)  # the network is built once per worker process, then cached
     try:
@@ -185,11 +139,11 @@ def image_task(spec: BatchSpec, src: str, dst: str, rel: str, staged: bool = Fal
         dreamt = dreamer.dream_rgb(rgb)
         data = encode_image(from_float_rgb(dreamt, alpha, picture.pixels.dtype), Path(dst).suffix)
     except (MemoryError, OSError, ValueError) as exc:  # this item's failure, not the batch's
-        return {"rel": rel, "ok": False, "reason": f"{type(exc).__name__}: {exc}"}
+        return ImageResult(rel, False, f"{type(exc).__name__}: {exc}")
     try:
         _put(data, dst, spec.store if staged else None)
     except FileExistsError:
-        return {"rel": rel, "ok": False, "reason": "a file appeared at its output while it was dreamt, and is kept"}
+        return ImageResult(rel, False, "a file appeared at its output while it was dreamt, and is kept")
     except OSError as exc:
         fault = write_fault(exc)
         if fault:  # the output folder, not this image: every other image would fail the same way
@@ -197,22 +151,8 @@ def image_task(spec: BatchSpec, src: str, dst: str, rel: str, staged: bool = Fal
                 f"{Path(dst).parent}: cannot write {Path(dst).name} ({fault}): free some space or fix "
                 "the folder, then run the same command again: the images dreamt so far are kept"
             ) from None
-        return {"rel": rel, "ok": False, "reason": f"{type(exc).__name__}: {exc}"}
-    return {"rel": rel, "ok": True, "seconds": time.perf_counter() - t0, "layout": numerics()}
-
-
-def _fetch(location: str, tmp: Path) -> Path:
-    """A local path of an input: itself, or a download of a URL (streamed, not held in memory)."""
-    if not is_url(location):
-        return Path(location)
-    import shutil
-
-    import fsspec
-
-    local = tmp / Path(location).name
-    with fsspec.open(location, "rb") as src, open(local, "wb") as dst:
-        shutil.copyfileobj(src, dst, 1 << 22)
-    return local
+        return ImageResult(rel, False, f"{type(exc).__name__}: {exc}")
+    return ImageResult(rel, True, seconds=time.perf_counter() - t0, layout=numerics())
 
 
 def _put(data: bytes, location: str, store: Store | None) -> None:
@@ -222,8 +162,6 @@ def _put(data: bytes, location: str, store: Store | None) -> None:
     if store is not None:
         store.write_sealed(location, data, durable=True)
         return
-    from pipeline.io.fsutil import write_atomic
-
     target = Path(location)
     target.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(target, data, overwrite=False)
@@ -265,18 +203,7 @@ def check_dirs(in_dir: Path, out_dir: Path) -> None:
         raise UsageError(f"{out_dir}: exists and is not a folder")
 
 
-def run_batch(req: BatchRequest) -> BatchReport:
-    import uuid
-
-    from tqdm import tqdm
-
-    from pipeline.cluster.schedule import DeathGuard, Task, announce_dashboard, dask_client, job_threads, run_chains
-    from pipeline.job.record import job_id, open_job
-    from pipeline.settings import identity_extras, pinned
-
-    check_dirs(req.in_dir, req.out_dir)
-    cfg = pinned(req.config)
-    store = Store(req.workdir or str(req.out_dir / WORK_NAME))
+def _check_workdir(req: BatchRequest, store: Store) -> None:
     if store.local:
         work = store.local_path()
         for folder, what in ((req.in_dir.resolve(), "input"), (req.out_dir.resolve(), "output")):
@@ -285,6 +212,17 @@ def run_batch(req: BatchRequest) -> BatchReport:
                     f"--workdir {req.workdir}: the work folder may not be or hold the {what} folder "
                     f"(a folder of its own, such as the default {req.out_dir / WORK_NAME})"
                 )
+
+
+def run_batch(req: BatchRequest, progress: Reporter | None = None) -> BatchReport:
+    """Dream every image not yet dreamt (resuming the job in OUT_DIR); ``progress`` gets the job's
+    progress. Failed items are in the report; a fault of the job's own (no store, no network, a full
+    disk) raises."""
+    check_dirs(req.in_dir, req.out_dir)
+    progress = progress or Reporter("images", None, "images", unit="image")
+    cfg = pinned(req.config)
+    store = Store(req.workdir or str(req.out_dir / WORK_NAME))
+    _check_workdir(req, store)
     try:
         req.out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -297,132 +235,123 @@ def run_batch(req: BatchRequest) -> BatchReport:
     }
     report = BatchReport()
     t0 = time.perf_counter()
-    store.claim()
-    with store.locked():
-        job = open_job(store, identity, req.restart, work=lambda _: True)  # the work is in OUT_DIR: never dropped
-        with undone_unless_dreamt(store, job is None) as begun:
-            if job is None:
-                job = {
-                    "version": JOB_VERSION,
-                    "identity": identity,
-                    "token": uuid.uuid4().hex,
-                    "numerics": {"threads": job_threads(req.workers, req.scheduler)},
-                }
-                write_record(store, job)
-            store.write_bytes("token", job["token"].encode())
-            if cfg.guide is not None:
-                from pipeline.guide import store_still
-
-                store_still(store, cfg.guide)
-            layouts = LayoutLog(lambda j: write_record(store, j), job)
-            avoid = (store.local_path(),) if store.local else ()
-            items, odd = plan(req.in_dir, req.out_dir, req.fmt, avoid)
-            _sweep_partials([it.dst for it in items])
-            if not items and not odd:
-                raise UsageError(f"{req.in_dir}: no files in it (hidden ones are skipped)")
-            if store.local and any(store.local_path() in it.dst.parents for it in items):
-                raise UsageError(
-                    f"--workdir {req.workdir}: some dreams would be written in the work folder: give one "
-                    "apart from where the dreams go (such as the default, hidden, one)"
-                )
-            for fault in _bring_home(store, req.out_dir, {it.rel: it.dst for it in items}):  # a stopped run's dreams
-                log.warning(fault)
-            todo = []
-            for item in items:
-                if item.dst.exists():
-                    report.already.append(item.rel)
-                else:
-                    todo.append(item)
-            bar = tqdm(
-                total=len(items) + len(odd),
-                initial=len(report.already),
-                unit="image",
-                desc="images",
-                disable=req.quiet,
-                file=sys.stderr,
-                dynamic_ncols=True,
-                smoothing=0.1,
-            )
+    with job_session(
+        store,
+        identity,
+        restart=req.restart,
+        threads=job_threads(req.workers, req.scheduler),
+        work=lambda _: True,  # the work is in OUT_DIR: never dropped
+    ) as session:
+        if cfg.guide is not None:
+            store_still(store, cfg.guide)
+        items, odd = _items(req, store)
+        todo = []
+        for item in items:
+            if item.dst.exists():
+                report.already.append(item.rel)
+            else:
+                todo.append(item)
+        tally = _Tally(req, session, report, progress)
+        progress.stage("dream", len(items) + len(odd), len(report.already))
+        for rel, why in odd:
+            tally(ImageResult(rel, False, why))
+        if todo:
             spec = BatchSpec(
-                id=job_id(identity, store),
+                id=session.id,
                 store=store,
-                token=job["token"],
-                config=cfg.to_dict(),
+                token=session.record.token,
+                config=cfg,
                 guide=None if cfg.guide is None else cfg.guide.digest,
             )
-            staged: dict[str, Path] = {}  # rel -> final path, for outputs the workers put in the store
-
-            def on_result(r: dict[str, Any]) -> None:
-                if r["ok"] and r["rel"] in staged:
-                    dst = staged[r["rel"]]
-                    home = _bring_home(store, req.out_dir, {r["rel"]: dst}, {dst.relative_to(req.out_dir).as_posix()})
-                    if home:
-                        r = {"rel": r["rel"], "ok": False, "reason": home[0]}
-                if r["ok"]:
-                    layouts.saw(r["layout"])
-                    report.done.append(r["rel"])
-                    store.log(f"dreamt {r['rel']}")
-                else:
-                    report.failed.append((r["rel"], r["reason"]))
-                    store.log(f"failed {r['rel']}: {r['reason']}")
-                    bar.write(one_line(f"dreamreel: skipped {r['rel']}: {r['reason']}"), file=sys.stderr)
-                bar.update(1)
-
-            for rel, why in odd:
-                on_result({"rel": rel, "ok": False, "reason": why})
-
-            def on_error(task: Task, exc: BaseException) -> None:
-                from dreamcore.errors import DreamError
-                from pipeline.job.store import StoreUnavailable
-
-                if isinstance(exc, (StoreUnavailable, DreamError, Unwritable)):
-                    raise exc  # the job's problem (a worker without the store or the network, a full disk)
-                # e.g. WorkerDeaths: this image took workers down again and again
-                first = str(exc).splitlines()[0] if str(exc) else ""
-                on_result({"rel": task.args[3], "ok": False, "reason": f"{type(exc).__name__}: {first}"[:300]})
-
-            try:
-                if todo:
-                    with dask_client(req.workers, req.scheduler, job["numerics"]["threads"]) as client:
-                        if req.scheduler:
-                            announce_dashboard(client)
-                        where = (
-                            _locations(client, req, store, job["token"], todo, staged)
-                            if req.scheduler
-                            else {it.rel: (str(it.src), str(it.dst)) for it in todo}
-                        )
-                        if req.scheduler:
-                            from dataclasses import replace
-
-                            from pipeline.video.tasks import config_for_workers
-
-                            spec = replace(spec, config=config_for_workers(client, store, spec.config))
-                        run = uuid.uuid4().hex[:6]
-                        tasks = [
-                            [
-                                Task(
-                                    f"dreamreel-{spec.id}-{run}-image-{i}",
-                                    image_task,
-                                    (spec, *where[it.rel], it.rel),
-                                    {"staged": it.rel in staged},
-                                )
-                            ]
-                            for i, it in enumerate(todo)
-                        ]
-                        begun["dreaming"] = True
-                        run_chains(client, tasks, on_result, on_error, guard=DeathGuard(store, "attempts"))
-            finally:
-                bar.close()
-            report.note = layouts.warning()
+            _dream(req, session, spec, todo, tally)
+        report.note = tally.layouts.warning()
+    progress.stage("done")
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _items(req: BatchRequest, store: Store) -> tuple[list[Item], list[tuple[str, str]]]:
+    """The planned items and the odd entries; a stopped run's partial writes swept, its staged
+    dreams brought home."""
+    avoid = (store.local_path(),) if store.local else ()
+    items, odd = plan(req.in_dir, req.out_dir, req.fmt, avoid)
+    _sweep_partials([it.dst for it in items])
+    if not items and not odd:
+        raise UsageError(f"{req.in_dir}: no files in it (hidden ones are skipped)")
+    if store.local and any(store.local_path() in it.dst.parents for it in items):
+        raise UsageError(
+            f"--workdir {req.workdir}: some dreams would be written in the work folder: give one "
+            "apart from where the dreams go (such as the default, hidden, one)"
+        )
+    for fault in _bring_home(store, req.out_dir, {it.rel: it.dst for it in items}):  # a stopped run's dreams
+        log.warning(fault)
+    return items, odd
+
+
+class _Tally:
+    """Each image's result as it comes: brought home when staged, reported, logged."""
+
+    def __init__(self, req: BatchRequest, session: Session, report: BatchReport, progress: Reporter):
+        self.req, self.store, self.report, self.progress = req, session.store, report, progress
+        self.layouts = session.layouts()
+        self.staged: dict[str, Path] = {}  # rel -> final path, for outputs the workers put in the store
+
+    def __call__(self, r: ImageResult) -> None:
+        if r.ok and r.rel in self.staged:
+            dst = self.staged[r.rel]
+            home = _bring_home(
+                self.store, self.req.out_dir, {r.rel: dst}, {dst.relative_to(self.req.out_dir).as_posix()}
+            )
+            if home:
+                r = ImageResult(r.rel, False, home[0])
+        if r.ok:
+            self.layouts.saw(r.layout)
+            self.report.done.append(r.rel)
+            self.store.log(f"dreamt {r.rel}")
+        else:
+            self.report.failed.append((r.rel, r.reason))
+            self.store.log(f"failed {r.rel}: {r.reason}")
+            self.progress.note(one_line(f"dreamreel: skipped {r.rel}: {r.reason}"))
+        self.progress.advance()
+
+    def error(self, task: Task, exc: BaseException) -> None:
+        if isinstance(exc, (StoreUnavailable, DreamError, Unwritable)):
+            raise exc  # the job's problem (a worker without the store or the network, a full disk)
+        # e.g. WorkerDeaths: this image took workers down again and again
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        self(ImageResult(task.args[3], False, f"{type(exc).__name__}: {first}"[:300]))
+
+
+def _dream(req: BatchRequest, session: Session, spec: BatchSpec, todo: list[Item], tally: _Tally) -> None:
+    store = session.store
+    with dask_client(req.workers, req.scheduler, session.record.numerics.threads) as client:
+        if req.scheduler:
+            announce_dashboard(client)
+            where = _locations(client, req, store, session.record.token, todo, tally.staged)
+            spec = replace(
+                spec, config=DreamConfig.from_mapping(config_for_workers(client, store, spec.config.to_dict()))
+            )
+        else:
+            where = {it.rel: (str(it.src), str(it.dst)) for it in todo}
+        run = uuid.uuid4().hex[:6]
+        tasks = [
+            [
+                Task(
+                    f"dreamreel-{spec.id}-{run}-image-{i}",
+                    image_task,
+                    (spec, *where[it.rel], it.rel),
+                    {"staged": it.rel in tally.staged},
+                )
+            ]
+            for i, it in enumerate(todo)
+        ]
+        session.dreaming()
+        run_chains(client, tasks, tally, tally.error, guard=DeathGuard(store, "attempts"))
 
 
 def _sweep_partials(outputs: list[Path]) -> None:
     """Remove the writes a kill cut short (``.NAME.XXXXXXXX.part``, fsutil.write_atomic's) of the
     planned outputs: never an output, and never a file of anyone else's."""
-    import re
-
     for folder, names in _by_folder(outputs).items():
         if not folder.is_dir():
             continue
@@ -446,8 +375,6 @@ def _locations(
     at the same paths are used as they are; otherwise inputs are uploaded into the store once and
     dreams written there (a name in the store), then brought home by this command as each one
     finishes."""
-    from pipeline.cluster.schedule import sees_file
-    from pipeline.video.tasks import check_store_shared, ends_digest, stored_ends_digest
 
     def visible(path: Path) -> bool:
         st = path.stat()
@@ -484,8 +411,6 @@ def _bring_home(store: Store, out_dir: Path, wanted: dict[str, Path], listed: se
     whole and never over a file there, nor through a link out of OUT_DIR. Whatever else lies under
     ``out/`` is never written anywhere. Returns why a dream could not be brought home (it is made
     again next time)."""
-    from pipeline.io.fsutil import write_atomic
-
     faults = []
     root = out_dir.resolve()
     staged = {f"out/{r}" for r in (_staged(store) if listed is None else listed)}

@@ -20,9 +20,20 @@ from typing import Any
 
 import numpy as np
 
+from dreamcore.ascent import step_seconds
+from dreamcore.coherence import CutDetector, flow_size, optical_flow
 from dreamcore.config import DreamConfig, VideoConfig
+from dreamcore.engine import Engine
 from dreamcore.keyframes import Schedule
+from dreamcore.sequence import Sequence
 from pipeline.errors import PipelineError, UsageError
+from pipeline.guide import clip_times, frame_at, guide_index
+from pipeline.images import walk
+from pipeline.io import media
+from pipeline.io.imagefile import check_output_path, read_image, rgb8, write_image
+from pipeline.runtime import load_tensorflow
+from pipeline.settings import check_keyframed_layers, pinned
+from pipeline.video.plan import scan_size
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".ppm", ".pgm", ".jp2"}
 KEEP = 64  # frames the light pass keeps at most (every k-th, k doubling), out of which the picks come
@@ -57,7 +68,6 @@ def is_still_input(path: str) -> bool:
 
 
 def run_preview(req: PreviewRequest) -> tuple[Path, Estimate]:
-    from pipeline.io.imagefile import check_output_path
 
     out = check_output_path(req.output, req.overwrite)
     src = Path(req.input)
@@ -66,7 +76,6 @@ def run_preview(req: PreviewRequest) -> tuple[Path, Estimate]:
     else:
         samples, estimate = _clip(req, src)
     sheet = contact_sheet(samples)
-    from pipeline.io.imagefile import write_image
 
     write_image(out, sheet, overwrite=req.overwrite)  # never over a file that appeared while it dreamt
     return out, estimate
@@ -76,12 +85,6 @@ def run_preview(req: PreviewRequest) -> tuple[Path, Estimate]:
 
 
 def _clip(req: PreviewRequest, src: Path) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], Estimate]:
-    from dreamcore.coherence import CutDetector, flow_size, optical_flow
-    from dreamcore.engine import Engine
-    from pipeline.io import media
-    from pipeline.runtime import load_tensorflow
-    from pipeline.settings import check_keyframed_layers, pinned
-    from pipeline.video.plan import scan_size
 
     info = media.probe(src)
     cfg = pinned(req.config)
@@ -116,10 +119,9 @@ def _clip(req: PreviewRequest, src: Path) -> tuple[list[tuple[str, np.ndarray, n
     samples = []
     steps_run, steps_max = 0, 0
     guided = _guide_frames(req, [times[i] - times[0] for i in picks])
+    sequence = Sequence(cfg, vcfg, req.keyframes, fps)
     for n, i in enumerate(picks):
-        c, _ = req.keyframes.apply(cfg, vcfg, i, times[i], fps)
-        if guided:
-            c = c.replace(guide=guided[n])
+        c = sequence.frame(i, times[i], guided[n] if guided else None).config
         ran: dict[int, int] = {}
 
         def count(octave: int, octaves: int, it: int, its: int, loss: float, ran: dict[int, int] = ran) -> None:
@@ -143,7 +145,6 @@ def _clip(req: PreviewRequest, src: Path) -> tuple[list[tuple[str, np.ndarray, n
         cfg = cfg.replace(guide=guided[0])
     engine = Engine(cfg)
     engine.dream_rgb(full[:64, :64] if min(h, w) > 200 else full, iterations=1)  # warm: trace, set up
-    from dreamcore.ascent import step_seconds
 
     t0, s0 = time.perf_counter(), step_seconds()
     engine.dream_rgb(full, iterations=1, uint8=True)
@@ -176,7 +177,6 @@ def _guide_frames(req: PreviewRequest, times: list[float]) -> list[Any]:
     the full job (the same rule: dreamreel video --guide CLIP --guide-end)."""
     if not req.guide_clip:
         return []
-    from pipeline.guide import clip_times, frame_at, guide_index
 
     clip = Path(req.guide_clip)
     gtimes = clip_times(clip)
@@ -189,17 +189,10 @@ def _guide_frames(req: PreviewRequest, times: list[float]) -> list[Any]:
 
 
 def _images(req: PreviewRequest, src: Path) -> tuple[list[tuple[str, np.ndarray, np.ndarray]], Estimate]:
-    from dreamcore.ascent import step_seconds
-    from dreamcore.engine import Engine
-    from pipeline.io.imagefile import read_image, rgb8
-    from pipeline.runtime import load_tensorflow
-    from pipeline.settings import pinned
 
     if req.keyframes:
         raise UsageError("keyframes change settings over time: preview a clip to see them")
     if src.is_dir():
-        from pipeline.images import walk
-
         files = [f for f in walk(src)[0] if f.suffix.lower() in IMAGE_SUFFIXES]
     else:
         files = [src]

@@ -6,9 +6,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dreamcore.config import DreamConfig, VideoConfig, load_preset, merge, parse_yaml
+from dreamcore.config import DreamConfig, VideoConfig, merge
 from dreamcore.errors import ConfigError, shown
 from dreamcore.keyframes import Key, Schedule, looks_keyframed, split
+from dreamcore.preset import load_preset, parse_yaml
 
 if TYPE_CHECKING:
     from dreamcore.backbones import Resolution

@@ -5,51 +5,49 @@ moved a little (zoomed in about the centre, optionally rotated and panned; sub-p
 slow motions don't stutter), then dreamt again with a few steps: the dream feeds on itself.
 
 The chain's only state is the last dreamt frame, so the job keeps in its store (a work folder, or a
-URL as for `video`): the frames of the chunk being encoded and the frame before them (raw 8-bit
-RGB), and the chunks encoded so far (H.264, :data:`CHUNK_FRAMES` frames each). Killed at any
+URL as for `video`), in the layout every job shares (job/framestore.py): the frames of the chunk
+being encoded and the frame before them (raw 8-bit RGB), and the chunks encoded so far (H.264,
+CHUNK_FRAMES frames each). A frame's settings, start and effort come from dreamcore.sequence, as a
+video frame's do; the job's life in its work folder is job/session.py's. Killed at any
 moment, the same command picks up the chain from the last stored frame; the frames depend only on
 the frame before and their index (the jitter's seed), so the result equals an uninterrupted run's.
 Stored frames and chunks carry checksums: a damaged one is made again from the last good frame
 (from the first frame if need be: the chain is dreamt again without keeping it, to reach it).
 At the end the chunks are joined by stream copy, with ``--audio`` cut to the clip's length, and the
-film is checked against the frame count and rate before it is renamed into place.
+film is checked against the frame count and rate before it is put in place (a path or a URL), by
+job/assemble.py as for `video`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from dreamcore.config import DreamConfig, VideoConfig
+from dreamcore.engine import Engine
 from dreamcore.keyframes import Schedule
+from dreamcore.sequence import Sequence
+from pipeline.cluster.schedule import INTERRUPTED
 from pipeline.errors import UsageError
 from pipeline.io import media
-from pipeline.io.fsutil import temp_beside, temp_dir
+from pipeline.io.fsutil import temp_dir
+from pipeline.io.imagefile import read_image, rgb8
+from pipeline.job.assemble import assemble
+from pipeline.job.framestore import CHUNK_FRAMES, FrameStore, chunk_bounds, chunk_name, chunk_rel
 from pipeline.job.integrity import Damaged
-from pipeline.job.record import (
-    JOB_VERSION,
-    checked_copies,
-    claim_apart,
-    file_fingerprint,
-    open_job,
-    remove_work,
-    undone_unless_dreamt,
-    until_whole,
-    write_record,
-)
-from pipeline.job.store import Store, is_url, redact
+from pipeline.job.locations import default_workdir
+from pipeline.job.record import file_fingerprint, until_whole
+from pipeline.job.session import job_session
+from pipeline.job.store import Store, check_output_url, is_url, redact
+from pipeline.progress import Reporter
+from pipeline.runtime import load_tensorflow
 from pipeline.settings import check_keyframed_layers, identity_extras, pinned
-from pipeline.video.job import default_workdir
-
-CHUNK_FRAMES = 48
 
 log = logging.getLogger("dreamcore")
 
@@ -117,8 +115,10 @@ def move(frame: np.ndarray, motion: Motion) -> np.ndarray:
 
 @dataclass
 class ZoomRequest:
+    """A zoom job: the image, the film to write, its length and motion, and where the work is kept."""
+
     input: str
-    output: str
+    output: str  # a path, or a URL
     config: DreamConfig
     frames: int
     fps: Fraction
@@ -128,23 +128,25 @@ class ZoomRequest:
     chunk_frames: int = CHUNK_FRAMES
     keyframes: Schedule = field(default_factory=lambda: Schedule({}))
     audio: str | None = None
-    workdir: str | None = None
+    workdir: str | None = None  # the job's store: a path or a URL (default: beside the output)
     restart: bool = False
     keep_work: bool = False
     quiet: bool = False
     overwrite: bool = False  # replace OUT when it exists (checked again before it is put in place)
 
 
-def frame_rel(index: int) -> str:
-    return f"frames/{index:06d}.rgb"
+@dataclass(frozen=True)
+class ZoomResult:
+    """What a finished zoom job did."""
 
-
-def chunk_name(first: int, end: int) -> str:
-    return f"{first:06d}-{end:06d}.mp4"
-
-
-def chunk_bounds(frames: int, chunk: int = CHUNK_FRAMES) -> list[tuple[int, int]]:
-    return [(a, min(a + chunk, frames)) for a in range(0, frames, chunk)]
+    output: str
+    frames: int
+    dreamt: int  # frames dreamt by this run
+    resumed: int  # frames found done when it began
+    replayed: int  # frames dreamt again, kept nowhere, only to reach what was damaged
+    seconds: float
+    frame_seconds: tuple[float, ...]  # each frame dreamt by this run
+    join_s: float
 
 
 def check_request(req: ZoomRequest, width: int, height: int) -> None:
@@ -160,18 +162,25 @@ def check_request(req: ZoomRequest, width: int, height: int) -> None:
         )
 
 
-def run_zoom(req: ZoomRequest) -> dict[str, Any]:
-    from pipeline.io.imagefile import read_image, rgb8
+def _check_audio(audio: Path | None) -> None:
+    if audio is None:
+        return
+    if not audio.is_file():
+        raise UsageError(f"--audio {audio}: no such file")
+    if not media.has_audio(audio):
+        raise UsageError(f"--audio {audio}: no audio stream in it")
 
+
+def run_zoom(req: ZoomRequest, report: Reporter | None = None) -> ZoomResult:
+    """Dream the zoom (resuming the job in its work folder), join the film, remove the work folder
+    unless it is kept. ``report`` gets the job's progress."""
+    t_start = time.perf_counter()
+    report = report or Reporter("zoom", None, Path(req.input).name)
     rgb = rgb8(read_image(req.input).pixels)  # the film is 8-bit
     h, w = rgb.shape[:2]
     check_request(req, w, h)
     audio = Path(req.audio) if req.audio else None
-    if audio is not None:
-        if not audio.is_file():
-            raise UsageError(f"--audio {audio}: no such file")
-        if not media.has_audio(audio):
-            raise UsageError(f"--audio {audio}: no audio stream in it")
+    _check_audio(audio)
     if req.keyframes:
         req.keyframes.check(req.config, VideoConfig(), req.frames, req.frames / float(req.fps), float(req.fps))
     req = replace(req, config=pinned(req.config))  # the network resolved once, its notes shown once
@@ -191,130 +200,96 @@ def run_zoom(req: ZoomRequest) -> dict[str, Any]:
         "size": [w, h],
         **identity_extras(req.config),
     }
-    claim_apart(store, req.output)
-    with store.locked():
-        job = open_job(store, identity, req.restart)
-        with undone_unless_dreamt(store, job is None) as begun:
-            store.sweep_partials()  # a kill mid-write left a temporary file
-            if job is None or "encoder_threads" not in job:  # x264's threads: recorded, kept (media.encoder_threads)
-                job = {
-                    "version": JOB_VERSION,
-                    "identity": identity,
-                    **(job or {}),
-                    "encoder_threads": media.encoder_threads(),
-                }
-                write_record(store, job)
+    with job_session(
+        store, identity, restart=req.restart, output=req.output, encodes=True, keep_work=req.keep_work
+    ) as session:
+        encoder_threads = session.record.numerics.encoder_threads
 
-            def attempt() -> dict[str, Any]:
-                begun["dreaming"] = True
-                stats = _dream_chain(req, store, rgb, job["encoder_threads"])
-                t0 = time.perf_counter()
-                _join(req, store, audio)
-                stats["join_s"] = time.perf_counter() - t0
-                return stats
+        def attempt() -> tuple[_Chain, float]:
+            session.dreaming()
+            chain = _Chain(req, FrameStore(store, (w, h)), rgb, encoder_threads, report)
+            chain.run()
+            t0 = time.perf_counter()
+            report.stage("join")
+            _join(req, store, audio)
+            return chain, time.perf_counter() - t0
 
-            stats = until_whole(store, attempt)
-        if not req.keep_work:
-            remove_work(store)
-    return stats
-
-
-def _stored(store: Store, index: int, size: tuple[int, int]) -> np.ndarray | None:
-    """A stored frame, checked (None when it is not there); :class:`Damaged` when it is damaged."""
-    rel = frame_rel(index)
-    data = store.read_sealed(rel)
-    if data is None:
-        return None
-    w, h = size
-    if len(data) != w * h * 3:
-        raise Damaged(rel, redact(store.path(rel)), f"damaged ({len(data)} bytes of pixels for a {w}x{h} frame)")
-    return np.frombuffer(data, np.uint8).reshape(h, w, 3)
-
-
-def _last_good(store: Store, below: int, size: tuple[int, int]) -> tuple[int, np.ndarray | None]:
-    """The last stored frame that is whole, before frame ``below`` (its index and pixels), damaged
-    ones removed on the way; (-1, None) when there is none: the chain starts from the image."""
-    from pipeline.video.job import frame_indexes
-
-    stored = frame_indexes(store.names("frames"), "rgb")[::-1]
-    for i in (i for i in stored if i < below):
-        try:
-            frame = _stored(store, i, size)
-        except Damaged as exc:
-            store.delete(exc.rel)
-            log.warning("%s: removed", exc)
-            continue
-        if frame is not None:
-            return i, frame
-    return -1, None
-
-
-def _dream_chain(req: ZoomRequest, store: Store, source: np.ndarray, encoder_threads: int) -> dict[str, Any]:
-    """Dream the frames not yet stored or encoded, encoding each chunk as its last frame is done."""
-    from tqdm import tqdm
-
-    from dreamcore.engine import Engine
-    from pipeline.runtime import load_tensorflow
-
-    h, w = source.shape[:2]
-    size = (w, h)
-    bounds = chunk_bounds(req.frames, req.chunk_frames)
-    encoded = {n for n in store.names("chunks")}
-    todo = [(a, b) for a, b in bounds if chunk_name(a, b) not in encoded]
-    stats: dict[str, Any] = {"frames": req.frames, "dreamt": 0, "resumed": 0, "seconds": []}
-    if not todo:
-        stats["resumed"] = req.frames
-        return stats
-    first_todo = todo[0][0]
-    # The chain goes on from the last stored frame of the first chunk still to encode (or, with none
-    # stored, from the frame before that chunk, kept for this).
-    nxt = first_todo
-    while store.exists(frame_rel(nxt)):
-        nxt += 1
-    load_tensorflow()
-    fps = float(req.fps)
-
-    def engine(i: int) -> Engine:  # frame i's settings: a function of its index only
-        return Engine(req.keyframes.apply(req.config, VideoConfig(), i, i / fps, fps)[0])
-
-    def dream(i: int, prev: np.ndarray | None) -> np.ndarray:
-        if i == 0:
-            return engine(0).dream_rgb(source, seed_key=(0,), uint8=True)
-        assert prev is not None
-        return engine(i).dream_rgb(
-            move(prev, req.motion), iterations=req.steps, octaves=req.octaves, seed_key=(i,), uint8=True
-        )
-
-    prev: np.ndarray | None = None
-    if first_todo > 0:
-        # The frame the chain continues from; when it is lost or damaged, the chain is dreamt again from
-        # the last good frame before it (or from the image), kept nowhere: the same pixels again.
-        good, prev = _last_good(store, first_todo, size)
-        if good < first_todo - 1:
-            log.warning(
-                "%s: the frame the film goes on from (%d) is missing or damaged: dreaming frames %d to %d "
-                "again to reach it",
-                redact(store.url),
-                first_todo - 1,
-                good + 1,
-                first_todo - 1,
-            )
-            for i in range(good + 1, first_todo):
-                prev = dream(i, prev)
-                stats["replayed"] = stats.get("replayed", 0) + 1
-    stats["resumed"] = nxt
-    bar = tqdm(
-        total=req.frames,
-        initial=nxt,
-        unit="frame",
-        desc=Path(req.input).name,
-        disable=req.quiet,
-        file=sys.stderr,
-        dynamic_ncols=True,
-        smoothing=0.1,
+        chain, join_s = until_whole(store, attempt)
+    report.stage("done")
+    return ZoomResult(
+        output=req.output,
+        frames=req.frames,
+        dreamt=chain.dreamt,
+        resumed=chain.resumed,
+        replayed=chain.replayed,
+        seconds=time.perf_counter() - t_start,
+        frame_seconds=tuple(chain.seconds),
+        join_s=join_s,
     )
-    todo_set = set(todo)
-    try:
+
+
+class _Chain:
+    """The zoom's one chain of frames: every frame the previous one moved and dreamt again."""
+
+    def __init__(
+        self, req: ZoomRequest, frames: FrameStore, source: np.ndarray, encoder_threads: int | None, report: Reporter
+    ):
+        self.req, self.frames, self.source, self.encoder_threads, self.report = (
+            req,
+            frames,
+            source,
+            encoder_threads,
+            report,
+        )
+        fps = float(req.fps)
+        self.sequence = Sequence(req.config, VideoConfig(), req.keyframes, fps, followup=(req.steps, req.octaves))
+        self.fps = fps
+        self.prev: np.ndarray | None = None
+        self.dreamt = self.resumed = self.replayed = 0
+        self.seconds: list[float] = []
+
+    def dream(self, i: int) -> np.ndarray:
+        """Frame ``i`` from the chain's previous frame (frame 0: from the image, with the whole
+        config): its settings are a function of its index only."""
+        if INTERRUPTED.is_set():  # cancelled (pipeline.progress.Cancel): between frames
+            raise KeyboardInterrupt
+        frame = self.sequence.frame(i, i / self.fps)
+        fresh = i == 0
+        start = self.source if fresh else move(self._prev(), self.req.motion)
+        iterations, octaves = frame.effort(fresh)
+        return Engine(frame.config).dream_rgb(start, iterations=iterations, octaves=octaves, seed_key=(i,), uint8=True)
+
+    def _prev(self) -> np.ndarray:
+        assert self.prev is not None
+        return self.prev
+
+    def replay(self, first: int, end: int) -> None:
+        """Dream frames [first, end) again only to carry the chain on (kept nowhere)."""
+        for i in range(first, end):
+            self.prev = self.dream(i)
+            self.replayed += 1
+
+    def run(self) -> None:
+        """Dream the frames not yet stored or encoded, encoding each chunk as its last frame is done."""
+        req, store = self.req, self.frames.store
+        bounds = chunk_bounds(req.frames, req.chunk_frames)
+        encoded = set(store.names("chunks"))
+        todo = [(a, b) for a, b in bounds if chunk_name(a, b) not in encoded]
+        if not todo:
+            self.resumed = req.frames
+            return
+        first_todo = todo[0][0]
+        # The chain goes on from the last stored frame of the first chunk still to encode (or, with
+        # none stored, from the frame before that chunk, kept for this).
+        nxt = first_todo
+        while self.frames.exists(None, nxt):
+            nxt += 1
+        load_tensorflow()
+        if first_todo > 0:
+            self._reach(first_todo)
+        self.resumed = nxt
+        self.report.stage("dream", req.frames, nxt)
+        todo_set = set(todo)
         for a, b in bounds:
             if b <= first_todo:
                 continue
@@ -323,74 +298,94 @@ def _dream_chain(req: ZoomRequest, store: Store, source: np.ndarray, encoder_thr
             if (a, b) not in todo_set:
                 # Encoded already, between chunks to make again (one was damaged): its frames are
                 # dreamt again only to carry the chain on.
-                for i in range(a, b):
-                    prev = dream(i, prev)
-                    stats["replayed"] = stats.get("replayed", 0) + 1
+                self.replay(a, b)
                 continue
-            with temp_dir("dreamreel-zoom") as tmp:
-                out = Path(tmp) / chunk_name(a, b)
-                encoder = media.ChunkEncoder(out, w, h, req.fps, None, encoder_threads)
-                try:
-                    for i in range(a, b):
-                        try:  # stored before a kill: into the encoder again, the same bytes
-                            frame = _stored(store, i, size)
-                        except Damaged as exc:
-                            store.delete(exc.rel)
-                            bar.write(f"dreamreel: warning: {exc}: dreamt it again", file=sys.stderr)
-                            frame = None
-                        if frame is None:
-                            t0 = time.perf_counter()
-                            frame = dream(i, prev)
-                            store.write_sealed(frame_rel(i), memoryview(np.ascontiguousarray(frame)).cast("B"))
-                            store.log(f"dreamt {i}")
-                            stats["seconds"].append(time.perf_counter() - t0)
-                            stats["dreamt"] += 1
-                            if i >= nxt:
-                                bar.update(1)
-                        encoder.write(frame)
-                        prev = frame
-                    encoder.finish()
-                except BaseException:
-                    encoder.abort()
-                    raise
-                store.put_file(out, f"chunks/{chunk_name(a, b)}", sealed=True)
+            self._chunk(a, b, nxt)
             # The chain needs only the chunk's last frame from here on.
             for i in range(max(a - 1, 0), b - 1):
-                store.delete(frame_rel(i))
-    finally:
-        bar.close()
-    return stats
+                self.frames.drop(None, i)
+
+    def _reach(self, first_todo: int) -> None:
+        """The frame the chain continues from; when it is lost or damaged, the chain is dreamt again
+        from the last good frame before it (or from the image), kept nowhere: the same pixels again."""
+        good, self.prev = _last_good(self.frames, first_todo)
+        if good < first_todo - 1:
+            log.warning(
+                "%s: the frame the film goes on from (%d) is missing or damaged: dreaming frames %d to %d "
+                "again to reach it",
+                redact(self.frames.store.url),
+                first_todo - 1,
+                good + 1,
+                first_todo - 1,
+            )
+            self.replay(good + 1, first_todo)
+
+    def _chunk(self, a: int, b: int, nxt: int) -> None:
+        """Frames [a, b): stored ones read back, the others dreamt and stored; encoded as they come."""
+        w, h = self.frames.size
+        store = self.frames.store
+        with temp_dir("dreamreel-zoom") as tmp:
+            out = Path(tmp) / chunk_name(a, b)
+            encoder = media.ChunkEncoder(out, w, h, self.req.fps, None, self.encoder_threads)
+            try:
+                for i in range(a, b):
+                    frame = self._stored(i)
+                    if frame is None:
+                        t0 = time.perf_counter()
+                        frame = self.dream(i)
+                        self.frames.write(None, i, frame)
+                        store.log(f"dreamt {i}")
+                        self.seconds.append(time.perf_counter() - t0)
+                        self.dreamt += 1
+                        if i >= nxt:
+                            self.report.advance()
+                    encoder.write(frame)
+                    self.prev = frame
+                encoder.finish()
+            except BaseException:
+                encoder.abort()
+                raise
+            store.put_file(out, chunk_rel(chunk_name(a, b)), sealed=True)
+
+    def _stored(self, i: int) -> np.ndarray | None:
+        """Frame ``i`` stored before a kill (into the encoder again: the same bytes), or None; a
+        damaged one is removed, to be dreamt again."""
+        try:
+            return self.frames.read(None, i)
+        except Damaged as exc:
+            self.frames.store.delete(exc.rel)
+            self.report.note(f"dreamreel: warning: {exc}: dreamt it again")
+            return None
+
+
+def _last_good(frames: FrameStore, below: int) -> tuple[int, np.ndarray | None]:
+    """The last stored frame that is whole, before frame ``below`` (its index and pixels), damaged
+    ones removed on the way; (-1, None) when there is none: the chain starts from the image."""
+    for i in (i for i in frames.indexes(None)[::-1] if i < below):
+        try:
+            frame = frames.read(None, i)
+        except Damaged as exc:
+            frames.store.delete(exc.rel)
+            log.warning("%s: removed", exc)
+            continue
+        if frame is not None:
+            return i, frame
+    return -1, None
 
 
 def _join(req: ZoomRequest, store: Store, audio: Path | None) -> None:
-    from pipeline.video.job import join_film
-
     bounds = chunk_bounds(req.frames, req.chunk_frames)
-    fps = float(req.fps)
-    with temp_dir("dreamreel-join") as tmp:
-        files = checked_copies(store, [f"chunks/{chunk_name(a, b)}" for a, b in bounds], Path(tmp))
-        part = temp_beside(Path(req.output))
-        try:
-            join_film(
-                files,
-                part,
-                req.output,
-                store,
-                {"pts": [float(i / req.fps) for i in range(req.frames)]},
-                req.overwrite,
-                audio,
-                None,
-                req.frames / fps if audio else None,
-                req.fps,
-                [float((b - a) / req.fps) for a, b in bounds],
-                None,
-                Path(tmp),
-            )
-        finally:
-            part.unlink(missing_ok=True)
+    film = media.Film(
+        rate=req.fps,
+        spans=tuple(float((b - a) / req.fps) for a, b in bounds),
+        times=tuple(float(i / req.fps) for i in range(req.frames)),
+    )
+    sound = media.Sound(audio, None, req.frames / float(req.fps) if audio else None)
+    assemble(store, [chunk_name(a, b) for a, b in bounds], req.output, film, sound, req.overwrite)
 
 
 def check_zoom_output(output: str, overwrite: bool) -> str:
+    """Refuse, before any work, an output of the wrong kind or one that exists (without ``overwrite``)."""
     if is_url(output):
-        raise UsageError(f"{output}: zoom writes a local file (give a path)")
+        return check_output_url(output, overwrite, media.VIDEO_OUTPUT_EXTENSIONS)
     return str(media.check_video_output(output, overwrite))

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.io import media
-from pipeline.video.tasks import crossfade, decode_png, frame_rel
+from pipeline.job.framestore import decode_png, frame_rel
+from pipeline.video.tasks import crossfade
 
 
 def stored_pixels(path: Path) -> np.ndarray:

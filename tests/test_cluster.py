@@ -219,9 +219,9 @@ def test_a_service_that_is_not_a_scheduler_is_one_line_in_bounded_time(
     one and reported a reply in another protocol as running out of memory."""
     import threading
 
-    from pipeline.cluster import schedule
+    from pipeline.cluster import client as client_mod
 
-    monkeypatch.setattr(schedule, "CONNECT_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(client_mod, "CONNECT_TIMEOUT_S", 2.0)
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen(4)
@@ -270,8 +270,8 @@ def test_workers_that_do_not_see_the_job_store_are_refused(cluster: Cluster, tmp
     """The check really runs on the cluster's workers: they must read the token this job wrote."""
     from distributed import Client
 
-    from pipeline.job.store import Store
-    from pipeline.video.tasks import StoreNotShared, check_store_shared
+    from pipeline.cluster.workers import check_store_shared
+    from pipeline.job.store import Store, StoreNotShared
 
     store = Store(tmp_path / "work")
     store.write_bytes("token", b"this-job")
@@ -443,10 +443,10 @@ def test_a_workers_copies_of_job_files_are_shared_kept_while_used_and_removed_wh
 
     import fsspec
 
-    from pipeline.video import tasks as frames
+    from pipeline.job import locations
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.setattr(frames, "_inputs", {})
+    monkeypatch.setattr(locations, "_inputs", {})
     with fsspec.open("memory://job/clip.mp4", "wb") as f:
         f.write(b"a clip")
     cache = tmp_path / "dreamreel-inputs"
@@ -461,17 +461,17 @@ def test_a_workers_copies_of_job_files_are_shared_kept_while_used_and_removed_wh
     import hashlib
 
     k1 = hashlib.sha256(b"a clip").hexdigest()[:16]  # the file's fingerprint (jobs.file_fingerprint)
-    copy = Path(frames.local_copy("memory://job/clip.mp4", k1))
+    copy = Path(locations.worker_copy("memory://job/clip.mp4", k1))
     assert copy.parent == cache and copy.read_bytes() == b"a clip"
     assert not old.exists() and recent.exists()
     os.utime(copy, (two_days_ago, two_days_ago))
-    assert frames.local_copy("memory://job/clip.mp4", k1) == str(copy)  # a task uses it: marked used
+    assert locations.worker_copy("memory://job/clip.mp4", k1) == str(copy)  # a task uses it: marked used
     assert copy.stat().st_mtime > time.time() - 60
     copy.unlink()  # removed as unused by another worker process on this machine
-    assert frames.local_copy("memory://job/clip.mp4", k1) == str(copy) and copy.read_bytes() == b"a clip"
+    assert locations.worker_copy("memory://job/clip.mp4", k1) == str(copy) and copy.read_bytes() == b"a clip"
     # A copy that is not the file the job began with (changed, or a damaged upload) is never used.
     with pytest.raises(PipelineError, match="not the file the job began with"):
-        frames.local_copy("memory://job/clip.mp4", "0123456789abcdef")
+        locations.worker_copy("memory://job/clip.mp4", "0123456789abcdef")
     assert not list(cache.glob("0123456789abcdef*")) and not list(cache.glob(".*.part"))
 
 

@@ -16,8 +16,9 @@ import pytest
 from PIL import Image
 
 from pipeline.cli import main
-from pipeline.images import output_for, walk
+from pipeline.images import output_for
 from pipeline.io.imagefile import read_image
+from pipeline.io.walk import walk
 from tests.media import image_folder, png_header_only, synthetic_image
 
 FAST = [

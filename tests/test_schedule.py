@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.cli import main
-from pipeline.cluster.schedule import MAX_DEATHS, DeathGuard, Task, WorkerDeaths, dask_client, run_chains
+from pipeline.cluster.client import dask_client
+from pipeline.cluster.schedule import MAX_DEATHS, DeathGuard, Task, WorkerDeaths, run_chains
 from pipeline.job.store import Store
 from pipeline.runtime import usable_cores
 from tests.media import image_folder
@@ -94,11 +95,10 @@ def test_local_workers_use_the_thread_count_the_job_recorded(tmp_path: Path) -> 
 
 
 def test_a_second_layout_is_reported(tmp_path: Path) -> None:
-    from pipeline.job.record import LayoutLog
+    from pipeline.job.record import JobRecord, LayoutLog
 
     store = Store(tmp_path)
-    job: dict = {}
-    log = LayoutLog(lambda j: store.write_json("job.json", j), job)
+    log = LayoutLog(lambda j: store.write_json("job.json", j.to_json()), JobRecord({}))
     layout = {"tensorflow": "2.21.0", "device": "cpu A", "threads": 2, "onednn": "default"}
     log.saw(layout)
     log.saw(dict(layout))
@@ -124,7 +124,7 @@ def test_load_tensorflow_sets_the_thread_count_numerics_reports() -> None:
 STOPPED_COMMAND = """
 import subprocess, sys, time
 from pathlib import Path
-from pipeline.cluster import schedule
+from pipeline.cluster import client as cluster_client, schedule
 
 def hang(pid_file):
     child = subprocess.Popen(["sleep", "300"])
@@ -133,9 +133,9 @@ def hang(pid_file):
 
 if __name__ == "__main__":
     import atexit
-    schedule.CLOSE_TIMEOUT_S = 0.001
+    cluster_client.CLOSE_TIMEOUT_S = 0.001
     pid_file = Path(sys.argv[1])
-    with schedule.dask_client(workers=2, threads=1) as client:
+    with cluster_client.dask_client(workers=2, threads=1) as client:
         print(*[w.process.process.pid for w in client.cluster.workers.values()], flush=True)
         future = client.submit(hang, str(pid_file), pure=False)
         deadline = time.monotonic() + 60
@@ -177,9 +177,9 @@ def test_tracebacks_of_what_a_stop_cancels_are_not_shown(caplog: pytest.LogCaptu
     must not print above the command's one line. Other times they still show."""
     import logging
 
-    from pipeline.cluster import schedule
+    from pipeline.cluster import client, schedule
 
-    schedule._quiet_dask()
+    client._quiet_dask()
     app = logging.getLogger("tornado.application")
     with caplog.at_level(logging.ERROR, logger="tornado.application"):
         app.error("before a stop")

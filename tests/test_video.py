@@ -81,7 +81,7 @@ def test_a_segment_decoder_seeks_to_its_frame_in_a_clip_that_does_not_start_at_0
     segment's decoder gets to its first frame by a seek and reads on from there; it never decodes
     the clip again from its start. (ffmpeg's exact seek drops frames by their time from the stream's
     start: it dropped the frame sought too, and every segment but the first read from frame 0.)"""
-    from pipeline.video import tasks as frames
+    from pipeline.io import decoders as frames
 
     clip = make_clip(tmp_path / "late.mp4", seconds=2, audio=False, extra=("-output_ts_offset", "0.5"))
     scan = media.scan(clip, (96, 64))
@@ -151,6 +151,8 @@ def test_one_local_worker_dreams_one_shot_after_the_other(
     import distributed
 
     from pipeline.cluster import schedule
+    from pipeline.job.framestore import FrameStore
+    from pipeline.video import job as video_job
     from pipeline.video import tasks as frames
 
     seceded: list[str] = []
@@ -158,14 +160,14 @@ def test_one_local_worker_dreams_one_shot_after_the_other(
     monkeypatch.setattr(distributed, "secede", lambda: seceded.append("x") or real_secede())
 
     order: list[int] = []
-    real_store = frames.store_frame
+    real_store = FrameStore.write
     monkeypatch.setattr(
-        frames, "store_frame", lambda job, seg, i, rgb: order.append(seg) or real_store(job, seg, i, rgb)
+        FrameStore, "write", lambda self, seg, i, rgb: order.append(seg) or real_store(self, seg, i, rgb)
     )
     sent: list = []
     real_run = schedule.run_graph
     monkeypatch.setattr(
-        schedule, "run_graph", lambda client, tasks, *a, **k: sent.extend(tasks) or real_run(client, tasks, *a, **k)
+        video_job, "run_graph", lambda client, tasks, *a, **k: sent.extend(tasks) or real_run(client, tasks, *a, **k)
     )
     code, err = run(["video", str(cut_clip), "-o", str(tmp_path / "out.mp4"), *FAST], capsys)
     assert code == 0, err
@@ -174,7 +176,7 @@ def test_one_local_worker_dreams_one_shot_after_the_other(
     assert len(frame_tasks) == 36 and len(waiting) == 1
     first_shot_end = frame_tasks[frame_tasks.index(waiting[0]) - 1]
     assert waiting[0].kwargs["after"] == schedule.Ref(f"{first_shot_end.key}-summary")
-    assert waiting[0].args[1] != first_shot_end.args[1]  # another segment's first frame
+    assert waiting[0].args[1].seg != first_shot_end.args[1].seg  # another segment's first frame
     assert len(order) == 36 and [seg for seg, _ in itertools.groupby(order)] == [1, 0]  # the longer shot first
     assert len(seceded) == 2  # each shot's one chunk, streamed
 
@@ -654,7 +656,7 @@ def test_next_frames_flow_is_made_while_this_frame_dreams_with_the_same_pixels(t
                 quiet=True,
             )
         )
-        aheads.append(stats["ahead"])
+        aheads.append(stats.details["ahead"])
         outs.append(dreamt_all(work))
     assert aheads == [7, 0]
     assert all(np.array_equal(a, b) for a, b in zip(*outs, strict=True))

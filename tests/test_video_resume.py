@@ -199,9 +199,11 @@ def test_tasks_computed_again_after_a_lost_worker_dream_nothing_twice(
     graph so far runs again in order."""
     from pipeline.cli import main
     from pipeline.cluster import schedule
+    from pipeline.video import job as video_job
+    from pipeline.video.tasks import ChunkResult, FrameResult
 
     assert main(["video", str(clip), "-o", str(tmp_path / "plain.mp4"), *ARGS]) == 0
-    again: list[dict] = []
+    again: list = []
 
     def inline(client, tasks, on_result, on_error=None, guard=None):
         results: dict[str, object] = {}
@@ -221,13 +223,13 @@ def test_tasks_computed_again_after_a_lost_worker_dream_nothing_twice(
                         redone[f"{t.key}-summary"] = t.summary(redone[t.key])
                     again.append(redone[t.key])
 
-    monkeypatch.setattr(schedule, "run_graph", inline)
+    monkeypatch.setattr(video_job, "run_graph", inline)
     assert main(["video", str(clip), "-o", str(tmp_path / "again.mp4"), *ARGS]) == 0
-    frames = [r for r in again if "chunk" not in r]
-    chunks = [r for r in again if "chunk" in r]
+    frames = [r for r in again if isinstance(r, FrameResult)]
+    chunks = [r for r in again if isinstance(r, ChunkResult)]
     assert len(frames) > 100 and len(chunks) > 10
-    assert all(r["skipped"] and "layout" not in r for r in frames)  # nothing dreamt again
-    assert all(r["again"] for r in chunks)  # nothing encoded again
+    assert all(r.skipped and not r.layout for r in frames)  # nothing dreamt again
+    assert all(r.again for r in chunks)  # nothing encoded again
     source = read_frames(clip)
     out = read_frames(tmp_path / "again.mp4")
     assert [f.tobytes() for f in out] == [f.tobytes() for f in read_frames(tmp_path / "plain.mp4")]
@@ -238,8 +240,11 @@ def test_a_worker_keeps_no_encoder_its_chunk_task_never_takes(tmp_path: Path) ->
     """A chain that moved to another worker leaves this worker's encoder for its chunk unfinished
     (or finished, with the chunk task run elsewhere): the next chunk of that segment drops an
     unfinished one, and no worker holds more than MAX_STREAMS, whatever the job's length."""
+    from dreamcore.config import DreamConfig
+    from dreamcore.sequence import Sequence
     from pipeline.job.store import Store
     from pipeline.video import tasks as frames
+    from pipeline.video.plan import Chunk
 
     job = frames.JobSpec(
         id="j",
@@ -248,24 +253,23 @@ def test_a_worker_keeps_no_encoder_its_chunk_task_never_takes(tmp_path: Path) ->
         input="",
         input_key="",
         size=(32, 16),
-        config={},
-        video={},
+        sequence=Sequence(DreamConfig()),
         rate="24",
     )
     rgb = np.zeros((16, 32, 3), np.uint8)
 
-    def chunk(seg: int, first: int) -> dict:
-        return {"seg": seg, "first": first, "end": first + 4, "blend": None}
+    def chunk(seg: int, first: int) -> Chunk:
+        return Chunk(seg, first, first + 4)
 
     try:
-        frames.stream_frame(job, chunk(0, 0), [1 / 24] * 4, 0, rgb)
-        frames.stream_frame(job, chunk(0, 0), [1 / 24] * 4, 1, rgb)  # then the chain moves away
+        frames.stream_frame(job, chunk(0, 0), (1 / 24,) * 4, 0, rgb)
+        frames.stream_frame(job, chunk(0, 0), (1 / 24,) * 4, 1, rgb)  # then the chain moves away
         moved = frames._streams[("j", "000000-000004")]
-        frames.stream_frame(job, chunk(0, 4), [1 / 24] * 4, 4, rgb)  # it comes back for the next chunk
+        frames.stream_frame(job, chunk(0, 4), (1 / 24,) * 4, 4, rgb)  # it comes back for the next chunk
         assert ("j", "000000-000004") not in frames._streams and not moved.dir.exists()
         for seg in range(1, 2 * frames.MAX_STREAMS):  # chunks whose tasks run elsewhere, one per segment
             for i in range(4):
-                frames.stream_frame(job, chunk(seg, 8 * seg), [1 / 24] * 4, 8 * seg + i, rgb)
+                frames.stream_frame(job, chunk(seg, 8 * seg), (1 / 24,) * 4, 8 * seg + i, rgb)
         assert len(frames._streams) == frames.MAX_STREAMS
         assert (
             "j",

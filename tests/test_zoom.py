@@ -174,7 +174,7 @@ def test_zoom_keeps_the_encoder_thread_count_it_began_with(
 
     monkeypatch.setattr(zoom, "move", stop_at_frame_6)
     assert main(cmd) == 130
-    assert json.loads((work / "job.json").read_text())["encoder_threads"] == 5
+    assert json.loads((work / "job.json").read_text())["numerics"]["encoder_threads"] == 5
     monkeypatch.setattr(zoom, "move", move)
     monkeypatch.setattr(media, "encoder_threads", lambda: 2)  # resumed on another machine
     made.clear()

@@ -561,27 +561,45 @@ class ChunkEncoder:
             f.unlink(missing_ok=True)
 
 
-def join(
-    chunks: list[Path],
-    out: Path,
-    audio_from: Path | None,
-    start: float | None,
-    duration: float | None,
-    rate: Fraction | None,
-    spans: list[float],
-    last: tuple[float, float] | None,
-    work: Path,
-    frames: int = 0,
-) -> str:
-    """The chunks, one after another, by stream copy, with the source's audio; write ``out`` (a
-    temporary name: the caller renames it). ``rate``: the constant frame rate (None: irregular
+# What a film may be written as (video and zoom outputs).
+VIDEO_OUTPUT_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv")
+
+
+@dataclass(frozen=True)
+class Film:
+    """The timing of a film joined from chunks. ``rate``: the constant frame rate (None: irregular
     timing, kept as the chunks have it). ``spans``: each chunk's length in seconds (its frames'
     durations): the next chunk starts exactly there. ``last``: for irregular timing, the time of
     the film's last frame from its first and how long it shows: x264 gives a chunk's last frame no
     duration of its own, so it is set here (otherwise the film ends that long early, or late).
-    ``work``: a temporary folder for the concat list, which names each chunk through a link with a
-    plain name (a path with a quote or a newline in it cannot be written in that list). Returns how
-    the audio went."""
+    ``times``: every frame's presentation time (the film is checked against them)."""
+
+    rate: Fraction | None
+    spans: tuple[float, ...]
+    times: tuple[float, ...]
+    last: tuple[float, float] | None = None
+
+    @property
+    def frames(self) -> int:
+        return len(self.times)
+
+
+@dataclass(frozen=True)
+class Sound:
+    """The audio a film gets: ``source``'s, from ``start`` for ``duration`` seconds (None: all)."""
+
+    source: Path | None = None
+    start: float | None = None
+    duration: float | None = None
+
+
+def join(chunks: list[Path], out: Path, film: Film, sound: Sound, work: Path) -> str:
+    """The chunks, one after another, by stream copy, with the audio; write ``out`` (a temporary
+    name: the caller renames it). ``work``: a temporary folder for the concat list, which names each
+    chunk through a link with a plain name (a path with a quote or a newline in it cannot be written
+    in that list). Returns how the audio went."""
+    rate, spans, last, frames = film.rate, film.spans, film.last, film.frames
+    audio_from, start, duration = sound.source, sound.start, sound.duration
     import ffmpeg
 
     lines = ["ffconcat version 1.0"]

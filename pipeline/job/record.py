@@ -17,13 +17,16 @@ import contextlib
 import hashlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pipeline.errors import PipelineError, UsageError
-from pipeline.job.integrity import Damaged
+from pipeline.job.integrity import Damaged, digest
 from pipeline.job.store import Store, is_url, redact
+from pipeline.runtime import describe_layout, layout_id
 
 log = logging.getLogger("dreamcore")
 
@@ -32,6 +35,58 @@ JOB_COPY = "job.copy.json"
 # 2: the numerics layout (thread count) and the layouts seen; 3: checksums on the record and on every
 # stored frame and chunk
 JOB_VERSION = 3
+
+
+@dataclass(frozen=True)
+class Numerics:
+    """How a job computes, fixed when it begins so that a resumed run gives the same bytes."""
+
+    threads: int | None = None  # TensorFlow's intra-op threads of local workers (None: each worker's own)
+    encoder_threads: int | None = None  # x264's threads (media.encoder_threads), for jobs that encode
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job's record, the same for every command (video, zoom, images): ``job.json``."""
+
+    identity: dict[str, Any]  # what the job is: input, range, config... (another identity is another job)
+    token: str = ""  # written into the store too: a worker that reads another is not in this job
+    numerics: Numerics = field(default_factory=Numerics)
+    probe: dict[str, Any] | None = None  # the input as the video command found it
+    plan: dict[str, Any] | None = None  # the video job's plan (pipeline.video.plan.Plan.to_dict)
+    layouts: dict[str, dict[str, Any]] = field(default_factory=dict)  # numerics layouts that dreamt its items
+    version: int = JOB_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "version": self.version,
+            "identity": self.identity,
+            "token": self.token,
+            "numerics": asdict(self.numerics),
+        }
+        for name in ("probe", "plan"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
+        if self.layouts:
+            out["layouts"] = self.layouts
+        return out
+
+    @classmethod
+    def from_json(cls, job: Mapping[str, Any]) -> JobRecord:
+        """A record as read (its shape checked): also one written before every command shared this
+        form (a zoom's encoder threads at the top, no token)."""
+        numerics = dict(job.get("numerics") or {})
+        if "encoder_threads" in job:
+            numerics.setdefault("encoder_threads", job["encoder_threads"])
+        return cls(
+            identity=dict(job["identity"]),
+            token=str(job.get("token", "")),
+            numerics=Numerics(numerics.get("threads"), numerics.get("encoder_threads")),
+            probe=job.get("probe"),
+            plan=job.get("plan"),
+            layouts=dict(job.get("layouts") or {}),
+            version=job["version"],
+        )
 
 
 def file_fingerprint(path: Path) -> dict[str, Any]:
@@ -71,14 +126,13 @@ def describe_changes(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str
 
 
 def _checksum(job: Mapping[str, Any]) -> str:
-    from pipeline.job.integrity import digest
-
     body = {k: v for k, v in job.items() if k != "checksum"}
     return digest([json.dumps(body, sort_keys=True, allow_nan=False).encode()]).hex()
 
 
-def write_record(store: Store, job: dict[str, Any]) -> None:
+def write_record(store: Store, record: JobRecord | Mapping[str, Any]) -> None:
     """Write the job's record, and then its copy, each whole and durable."""
+    job = record.to_json() if isinstance(record, JobRecord) else dict(record)
     text = (json.dumps({**job, "checksum": _checksum(job)}, indent=1, sort_keys=True, allow_nan=False) + "\n").encode()
     store.write_bytes(JOB_FILE, text)
     store.write_bytes(JOB_COPY, text)
@@ -131,19 +185,19 @@ def _shape_fault(job: Mapping[str, Any]) -> str | None:
     return None
 
 
-def read_record(store: Store) -> dict[str, Any] | None:
+def read_record(store: Store) -> JobRecord | None:
     """The job's record (None when the store holds none). A damaged or missing record is restored
     from its copy, saying so; both damaged is :class:`~pipeline.job.integrity.Damaged`."""
     job, why, raw = _load(store, JOB_FILE)
     if job is not None:
         if "checksum" in job and store.read_bytes(JOB_COPY) != raw:
             store.write_bytes(JOB_COPY, raw)  # a kill between the two writes left the copy behind
-        return job
+        return JobRecord.from_json(job)
     copy, why_copy, raw_copy = _load(store, JOB_COPY)
     if copy is not None and raw_copy is not None and "checksum" in copy:
         log.warning("%s: %s: restored from its copy %s", redact(store.path(JOB_FILE)), why, JOB_COPY)
         store.write_bytes(JOB_FILE, raw_copy)
-        return copy
+        return JobRecord.from_json(copy)
     if why == "missing" and why_copy == "missing":
         if has_work(store):
             raise Damaged(
@@ -169,7 +223,7 @@ def has_work(store: Store) -> bool:
 
 def open_job(
     store: Store, identity: Mapping[str, Any], restart: bool, work: Callable[[Store], bool] = has_work
-) -> dict[str, Any] | None:
+) -> JobRecord | None:
     """The store's job record when it describes this job (None when there is none, or after
     ``restart`` cleared it); another job's store is refused, naming what changed, unless it holds
     none of that job's work (``work`` tells)."""
@@ -185,8 +239,8 @@ def open_job(
         return None
     if job is None:
         return None
-    changed = describe_changes(job.get("identity", {}), identity)
-    if job.get("version") != JOB_VERSION:
+    changed = describe_changes(job.identity, identity)
+    if job.version != JOB_VERSION:
         changed.insert(0, "job format version")
     if changed and not work(store):
         store.clear()  # e.g. a job that failed before dreaming anything: the fixed command starts afresh
@@ -209,22 +263,17 @@ class LayoutLog:
     """The numerics layouts (pipeline.runtime) that dreamt a job's items, kept in its record: a job
     whose items were all dreamt under one layout equals an uninterrupted run's, item for item."""
 
-    def __init__(self, save: Callable[[dict[str, Any]], None], job: dict[str, Any]):
-        self.save, self.job = save, job
-        job.setdefault("layouts", {})
+    def __init__(self, save: Callable[[JobRecord], None], record: JobRecord):
+        self.save, self.record = save, record
 
     def saw(self, layout: Mapping[str, Any]) -> None:
-        from pipeline.runtime import layout_id
-
         key = layout_id(dict(layout))
-        if key not in self.job["layouts"]:
-            self.job["layouts"][key] = dict(layout)
-            self.save(self.job)
+        if key not in self.record.layouts:
+            self.record = replace(self.record, layouts={**self.record.layouts, key: dict(layout)})
+            self.save(self.record)
 
     def warning(self) -> str | None:
-        from pipeline.runtime import describe_layout
-
-        layouts = list(self.job["layouts"].values())
+        layouts = list(self.record.layouts.values())
         if len(layouts) <= 1:
             return None
         shown = "; ".join(map(describe_layout, layouts))
@@ -280,8 +329,6 @@ def until_whole(store: Store, attempt: Callable[[], T]) -> T:
     """Run ``attempt`` (dream what is missing, then join) until it finds nothing damaged: each
     damaged or missing file it meets is removed, with one line, and made again by the next round
     from the last good state. A file damaged again and again is a failing disk: the run stops."""
-    from collections import Counter
-
     seen: Counter[str] = Counter()
     for _ in range(MAX_ROUNDS):
         try:

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import PipelineError, Unwritable, UsageError, redact, write_fault
+from pipeline.errors import EXIT_USAGE, PipelineError, Unwritable, UsageError, redact, write_fault
 from pipeline.io.fsutil import copy_atomic, write_atomic
 from pipeline.job.integrity import Damaged, check_file, payload, seal_file, trailer
 
@@ -40,6 +40,13 @@ class StoreBusy(UsageError):
 
 class StoreUnavailable(PipelineError):
     """The store cannot be read or written (wrong URL, no credentials, not shared with a worker)."""
+
+
+class StoreNotShared(StoreUnavailable):
+    """A worker does not see the job's store (a path local to another machine): the user must give
+    one every worker shares, so it is bad usage."""
+
+    exit_code = EXIT_USAGE
 
 
 class ForeignFolder(UsageError):

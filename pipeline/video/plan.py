@@ -17,17 +17,18 @@ from the store, which so holds about (segments in flight x a chunk) frames at an
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from dreamcore.coherence import CutDetector
 from dreamcore.config import VideoConfig
 from pipeline.io import media
+from pipeline.job.framestore import CHUNK_FRAMES, chunk_name
 
 SCAN_WIDTH = 256
-# Frames per encoded chunk: what a chain may hold in the store before it is encoded (2 s at 24 fps).
-CHUNK_FRAMES = 48
 # A shot is split for idle workers only into pieces at least this long (a split costs a fresh start).
 MIN_SPLIT_FRAMES = 48
 # Frames kept with --keep-frames are PNG: at most this share of raw RGB (measured on dreams at
@@ -61,7 +62,7 @@ class Chunk:
 
     @property
     def name(self) -> str:
-        return f"{self.first:06d}-{self.end:06d}.mp4"
+        return chunk_name(self.first, self.end)
 
 
 def scan_size(width: int, height: int) -> tuple[int, int]:
@@ -78,8 +79,6 @@ def scan(
     frames: int | None,
 ) -> tuple[media.Scan, list[int]]:
     """The light pass: timestamps of the chosen range and where its shots begin."""
-    from dreamcore.coherence import CutDetector
-
     detector = CutDetector(vcfg.scene_detector, vcfg.scene_threshold, vcfg.adaptive_threshold, vcfg.min_scene_frames)
     result = media.scan(src, scan_size(*info.display_size), start, duration, frames, on_frame=detector.feed)
     return result, detector.shots()
@@ -169,24 +168,86 @@ def store_bound(frames: int, width: int, height: int, in_flight: int, overlap: i
     return int(held + frames * width * height * CHUNK_BYTES_PER_PIXEL) + (16 << 20)
 
 
-def plan_dict(result: media.Scan, shots: list[int], segments: list[Segment], chunks: list[Chunk]) -> dict[str, Any]:
-    return {
-        "frames": result.frames,
-        "pts": result.pts,
-        "frame_rate": str(result.frame_rate) if result.frame_rate else None,
-        "constant_rate": result.is_constant_rate(),
-        "errors": result.errors,
-        "last_duration": result.last_duration,
-        "shots": shots,
-        "segments": [asdict(s) for s in segments],
-        "chunks": [asdict(c) for c in chunks],
-    }
+@dataclass(frozen=True)
+class Plan:
+    """A video job's plan, fixed when the job begins and kept in its record: every frame's time, the
+    shots, the segments their chains dream and the chunks the output is encoded in."""
 
+    frames: int
+    pts: tuple[float, ...]  # every frame's timestamp in the file (workers seek to it)
+    frame_rate: str | None  # the stream's rate as a fraction ("24000/1001"), when it has one
+    constant_rate: bool  # every frame one rate apart: chunks are encoded at that rate, else with times
+    errors: int  # frames ffmpeg could not decode (skipped)
+    last_duration: float | None  # the last frame's own duration, as ffmpeg gave it
+    shots: tuple[int, ...]  # the first frame of every shot
+    segments: tuple[Segment, ...]
+    chunks: tuple[Chunk, ...]
 
-def durations(plan: dict[str, Any]) -> list[float]:
-    """How long each frame shows: until the next one; the last, its own duration as ffmpeg gave it
-    (else one frame at the stream's rate)."""
-    pts = plan["pts"]
-    rate = plan["frame_rate"]
-    last = plan["last_duration"] or (1 / float(Fraction(rate)) if rate else 1 / 24)
-    return [b - a for a, b in zip(pts, pts[1:], strict=False)] + [last]
+    @classmethod
+    def from_scan(cls, result: media.Scan, shots: list[int], segments: list[Segment], chunks: list[Chunk]) -> Plan:
+        return cls(
+            frames=result.frames,
+            pts=tuple(result.pts),
+            frame_rate=str(result.frame_rate) if result.frame_rate else None,
+            constant_rate=result.is_constant_rate(),
+            errors=result.errors,
+            last_duration=result.last_duration,
+            shots=tuple(shots),
+            segments=tuple(segments),
+            chunks=tuple(chunks),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as the job record keeps it (JSON)."""
+        return {
+            "frames": self.frames,
+            "pts": list(self.pts),
+            "frame_rate": self.frame_rate,
+            "constant_rate": self.constant_rate,
+            "errors": self.errors,
+            "last_duration": self.last_duration,
+            "shots": list(self.shots),
+            "segments": [asdict(s) for s in self.segments],
+            "chunks": [asdict(c) for c in self.chunks],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Plan:
+        return cls(
+            frames=d["frames"],
+            pts=tuple(d["pts"]),
+            frame_rate=d["frame_rate"],
+            constant_rate=d["constant_rate"],
+            errors=d["errors"],
+            last_duration=d["last_duration"],
+            shots=tuple(d["shots"]),
+            segments=tuple(Segment(**s) for s in d["segments"]),
+            chunks=tuple(Chunk(**c) for c in d["chunks"]),
+        )
+
+    @property
+    def rate(self) -> Fraction | None:
+        """The rate chunks are encoded at, or None for irregular timing (each frame its duration)."""
+        return Fraction(self.frame_rate) if self.constant_rate and self.frame_rate else None
+
+    def durations(self) -> list[float]:
+        """How long each frame shows: until the next one; the last, its own duration as ffmpeg gave
+        it (else one frame at the stream's rate)."""
+        pts = self.pts
+        rate = self.frame_rate
+        last = self.last_duration or (1 / float(Fraction(rate)) if rate else 1 / 24)
+        return [b - a for a, b in zip(pts, pts[1:], strict=False)] + [last]
+
+    @property
+    def span(self) -> float:
+        """From the first frame's start to the last frame's end, in seconds."""
+        return self.pts[-1] - self.pts[0] + self.durations()[-1]
+
+    @property
+    def nominal_fps(self) -> float:
+        """Frames a second: the stream's rate, else the frames over their span (keyframes given in
+        frame numbers read as times at this rate when mixed with keyframes in seconds)."""
+        if self.frame_rate:
+            return float(Fraction(self.frame_rate))
+        span = self.pts[-1] - self.pts[0]
+        return (len(self.pts) - 1) / span if span > 0 else 24.0
