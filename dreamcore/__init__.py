@@ -22,7 +22,7 @@ __all__ = ["ConfigError", "DreamConfig", "DreamError", "Engine", "LayerError", "
 def __getattr__(name: str) -> Any:
     # The engine imports numpy at module level and TensorFlow on use: load it only when asked.
     if name in ("Engine", "dream_image"):
-        from dreamcore import engine
+        from dreamcore import engine  # lazy: numpy and the engine load only when asked for
 
         return getattr(engine, name)
     raise AttributeError(name)

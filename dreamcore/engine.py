@@ -18,6 +18,7 @@ from dreamcore.ascent import AscentParams, Dreamer, Progress
 from dreamcore.backbones import Resolution, resolve
 from dreamcore.backbones.keras_ops import with_precision
 from dreamcore.config import DreamConfig
+from dreamcore.objective import check_channels, parse_targets
 
 # What the engine computes beyond its config, for job records: a change here changes pixels for the
 # same config. 1: networks as Keras builds them; 2: batch norms folded into their convolutions.
@@ -49,7 +50,6 @@ def _load(config: DreamConfig) -> tuple[Resolution, Dreamer]:
     """Resolve, and build once per process for each network (model, weights, the set of layers):
     the layers' weights are the dream's, so configs that weigh the same layers otherwise (a video's
     keyframes) share one network and one traced step."""
-    from dreamcore.objective import check_channels, parse_targets
 
     res = resolve_config(config)
     key = (

@@ -584,18 +584,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     if args.preview:
         from pathlib import Path
 
-        return _preview(
-            args.input,
-            str(Path(out).with_name(Path(out).stem + "-preview.png")),
-            *_preview_guide(cfg, args),
-            vcfg,
-            keyframes,
-            6,
-            args.start,
-            args.duration,
-            args.frames,
-            args.overwrite,
-        )
+        return _preview(args, str(Path(out).with_name(Path(out).stem + "-preview.png")), cfg, vcfg, keyframes, 6)
     if args.guide:
         open_guide(args.guide)  # a bad guide is said before any work
         check_guided_layers(cfg.layers)
@@ -654,18 +643,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
         raise UsageError(f"--frames {args.frames}: give at least 1")
     check_duration("--duration", args.duration)
     out = args.output or f"{Path(args.input.rstrip('/')).stem}-preview.png"
-    return _preview(
-        args.input,
-        out,
-        *_preview_guide(cfg, args),
-        vcfg,
-        keyframes,
-        args.count,
-        args.start,
-        args.duration,
-        args.frames,
-        args.overwrite,
-    )
+    return _preview(args, out, cfg, vcfg, keyframes, args.count)
 
 
 def _preview_guide(cfg: Any, args: argparse.Namespace) -> tuple[Any, tuple[str, str] | None]:
@@ -686,34 +664,23 @@ def _preview_guide(cfg: Any, args: argparse.Namespace) -> tuple[Any, tuple[str, 
     return cfg.replace(guide=first_frame(clip)), None
 
 
-def _preview(
-    src: str,
-    out: str,
-    cfg: Any,
-    guide_clip: tuple[str, str] | None,
-    vcfg: Any,
-    keyframes: Any,
-    count: int,
-    start: float | None,
-    duration: float | None,
-    frames: int | None,
-    overwrite: bool,
-) -> int:
-
+def _preview(args: argparse.Namespace, out: str, cfg: Any, vcfg: Any, keyframes: Any, count: int) -> int:
+    """Preview ``args.input`` (a clip or images) into the contact sheet ``out``, with the estimate."""
     t0 = time.monotonic()
+    cfg, guide_clip = _preview_guide(cfg, args)
     clip, end = guide_clip or (None, "loop")
     sheet, estimate = run_preview(
         PreviewRequest(
-            input=src,
+            input=args.input,
             output=out,
             config=cfg,
             video=vcfg,
             keyframes=keyframes,
             count=count,
-            start=start,
-            duration=duration,
-            frames=frames,
-            overwrite=overwrite,
+            start=args.start,
+            duration=args.duration,
+            frames=args.frames,
+            overwrite=args.overwrite,
             guide_clip=clip,
             guide_end=end,
         )
@@ -831,7 +798,6 @@ def cmd_images(args: argparse.Namespace) -> int:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-
     backbone = backbones.get(args.model)
     is_file = isinstance(backbone, backbones.KerasFile)
     if args.all or args.channels or is_file:
@@ -844,7 +810,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
             shape = shapes.get(n, ())
             channels = f"  {shape[-1]} channels" if len(shape) == 4 and args.channels else ""
             print(f"{n:<{width}}  {_shape_text(shape)}{channels}")
-        classes = backbone.classes() if is_file else None
+        classes = backbone.classes() if isinstance(backbone, backbones.KerasFile) else None
         if classes:
             print(f"{'class:N':<{width}}  logits of {classes} classes (--class 0 to {classes - 1})")
     else:

@@ -162,11 +162,11 @@ def _clip(req: PreviewRequest, src: Path) -> tuple[list[tuple[str, np.ndarray, n
     n = scan.frames
     n_first = n if vcfg.coherence == "none" else len(shots)
     total = n_first * first_s + (n - n_first) * follow_s + scan_s
-    ran = "" if share >= 0.999 else f", {share:.0%} of them run before max_loss"
+    spent = "" if share >= 0.999 else f", {share:.0%} of them run before max_loss"
     plural = "s" if len(shots) != 1 else ""
     lines = [
         f"{n} frames of {w}x{h}, {len(shots)} shot{plural}; here a shot's first frame takes about {first_s:.1f} s "
-        f"(every octave at {cfg.iterations} steps{ran}), a following frame {follow_s:.2f} s "
+        f"(every octave at {cfg.iterations} steps{spent}), a following frame {follow_s:.2f} s "
         f"({vcfg.followup_iterations} step per octave{f', flow {flow_s:.2f} s' if flow_s else ''})"
     ]
     return samples, Estimate(total, lines)

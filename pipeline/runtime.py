@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
+from dreamcore.engine import ARITHMETIC
+
 # Intra-op threads for TensorFlow in this process (set by local clusters, or by hand on a cluster's
 # workers so that they match each other).
 THREADS_ENV = "DREAMREEL_TF_THREADS"
@@ -131,8 +133,6 @@ def numerics() -> dict[str, Any]:
     """What this process dreams with, beyond the config: two processes with the same layout give the
     same pixels for the same task."""
     import tensorflow as tf
-
-    from dreamcore.engine import ARITHMETIC
 
     return {
         "arithmetic": ARITHMETIC,

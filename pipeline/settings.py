@@ -6,10 +6,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dreamcore.config import DreamConfig, VideoConfig, merge
+from dreamcore.backbones.keras_file import model_version
+from dreamcore.config import DreamConfig, VideoConfig, is_model_path, merge
+from dreamcore.engine import resolve_config
 from dreamcore.errors import ConfigError, shown
 from dreamcore.keyframes import Key, Schedule, looks_keyframed, split
+from dreamcore.objective import check_guidable, parse_targets
 from dreamcore.preset import load_preset, parse_yaml
+from pipeline.job.record import file_fingerprint
+from pipeline.runtime import bfloat16_hardware
 
 if TYPE_CHECKING:
     from dreamcore.backbones import Resolution
@@ -156,9 +161,6 @@ def resolve_noted(config: DreamConfig) -> Resolution:
     instructions gets a warning too: there it emulates them, and can be slower than float32."""
     import logging
 
-    from dreamcore.engine import resolve_config
-    from pipeline.runtime import bfloat16_hardware
-
     res = resolve_config(config)
     for note in res.notes:
         logging.getLogger("dreamcore").warning(note)
@@ -193,7 +195,6 @@ def check_keyframed_layers(schedule: Schedule, cfg: DreamConfig) -> None:
 def identity_extras(config: DreamConfig) -> dict[str, Any]:
     """What a job's identity needs besides ``config.to_dict()``: a model file's fingerprint (another
     file at the same path is another network) and a still guide's digest."""
-    from pipeline.job.record import file_fingerprint
 
     out: dict[str, Any] = {}
     p = model_path(config.model)
@@ -202,8 +203,6 @@ def identity_extras(config: DreamConfig) -> dict[str, Any]:
             fp = file_fingerprint(p)
             out["model_file"] = {"size": fp["size"], "sha256_ends": fp["sha256_ends"]}
         elif p.is_dir():  # a SavedModel folder: its files' sizes and times
-            from dreamcore.backbones.keras_file import model_version
-
             out["model_file"] = {"folder": model_version(str(p))}
     if config.guide is not None:
         out["guide"] = {"image": config.guide.digest}
@@ -217,13 +216,11 @@ def check_guide(config: DreamConfig) -> None:
 
 
 def check_guided_layers(layers: Mapping[str, float]) -> None:
-    from dreamcore.objective import check_guidable, parse_targets
 
     check_guidable(parse_targets(list(layers))[1])
 
 
 def model_path(model: str) -> Path | None:
     """The model file (or SavedModel folder) a ``model`` value names, when it names one that exists."""
-    from dreamcore.config import is_model_path
 
     return Path(model) if is_model_path(model) and Path(model).exists() else None

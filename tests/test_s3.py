@@ -357,6 +357,48 @@ def test_input_output_and_work_folder_as_urls(s3: dict[str, str], tmp_path: Path
     assert missing.returncode == 2 and lines == [f"dreamreel: error: s3://{BUCKET}/in/nothere.mp4: no such file"]
 
 
+def test_zoom_writes_its_work_folder_and_its_film_at_urls(s3: dict[str, str], tmp_path: Path) -> None:
+    """zoom's work folder and output as URLs (the shared job layer's): stopped half way, resumed from
+    the bucket, and the film equal to a local run's."""
+    import cv2
+    import s3fs
+
+    from tests.media import synthetic_image
+
+    fs = s3fs.S3FileSystem(key="testing", secret="testing", endpoint_url=s3["FSSPEC_S3_ENDPOINT_URL"])
+    pic = tmp_path / "p.png"
+    cv2.imwrite(str(pic), synthetic_image(48, 64))
+    fast = [*VIDEO_FAST[:10], "--frames", "8", "--chunk-frames", "4", "-q"]
+    assert main(["zoom", str(pic), "-o", str(tmp_path / "local.mp4"), *fast]) == 0
+
+    def dreamreel(*argv: str, env: dict[str, str] = s3) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline", "zoom", str(pic), *argv, *fast],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
+        )
+
+    url, work = f"s3://{BUCKET}/out/zoom.mp4", f"s3://{BUCKET}/jobs/zoom"
+    kept = dreamreel("-o", f"s3://{BUCKET}/out/first.mp4", "--workdir", work, "--keep-work")
+    assert kept.returncode == 0, kept.stderr
+    assert fs.exists(f"{work}/chunks/000000-000004.mp4") and fs.exists(f"{work}/job.json")
+    fs.rm(f"{work}/chunks/000004-000008.mp4")  # as if stopped before its last chunk
+    done = dreamreel("-o", url, "--workdir", work, env={**s3, "COLUMNS": "200"})
+    assert done.returncode == 0, done.stderr
+    assert "4 resumed" in done.stderr, done.stderr
+    assert fs.exists(f"{BUCKET}/out/zoom.mp4") and not fs.exists(work)
+    for name in ("zoom.mp4", "first.mp4"):
+        fs.get_file(f"{BUCKET}/out/{name}", str(tmp_path / name))
+        assert [f.tobytes() for f in read_frames(tmp_path / name)] == [
+            f.tobytes() for f in read_frames(tmp_path / "local.mp4")
+        ]
+    again = dreamreel("-o", url)
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
 def test_a_bucket_or_prefix_holding_other_objects_is_never_a_work_folder(s3: dict[str, str], tmp_path: Path) -> None:
     """--workdir s3://bucket with other objects in it is refused, and nothing in it touched; an empty
     bucket is used and left in place (emptied of what dreamreel wrote), never removed."""

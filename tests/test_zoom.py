@@ -183,6 +183,36 @@ def test_zoom_keeps_the_encoder_thread_count_it_began_with(
     assert out.read_bytes() == first
 
 
+def test_a_zoom_begun_before_every_command_shared_one_record_resumes(
+    picture: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A zoom job record as the previous dreamreel wrote it (x264's threads at the top, no token, no
+    numerics) is read as the one typed record every command now shares, and the job resumes."""
+    import json
+
+    from pipeline import zoom
+    from pipeline.io import media
+    from pipeline.job.record import write_record
+    from pipeline.job.store import Store
+
+    made = encoder_threads_spy(monkeypatch)
+    args = [str(picture), "--frames", "8", "--chunk-frames", "4", *FAST]
+    assert main(["zoom", "-o", str(tmp_path / "ref.mp4"), *args]) == 0
+    work, out = tmp_path / "work", tmp_path / "zoom.mp4"
+    cmd = ["zoom", "-o", str(out), "--workdir", str(work), *args]
+    monkeypatch.setattr(zoom, "move", lambda image, motion: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert main(cmd) == 130  # stopped at frame 1: frame 0 stored
+    record = json.loads((work / "job.json").read_text())
+    old = {"version": record["version"], "identity": record["identity"], "encoder_threads": 3}
+    write_record(Store(str(work)), old)
+    monkeypatch.setattr(zoom, "move", move)
+    monkeypatch.setattr(media, "encoder_threads", lambda: 7)
+    made.clear()
+    assert main(cmd) == 0
+    assert made == [3, 3]  # the count the old record kept, for both chunks
+    assert len(read_frames(out)) == 8
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dreamcore.errors import LayerError, listing, setting, shown
+from dreamcore.objective import CLASS, base_layers
 
 
 @dataclass
@@ -85,7 +86,6 @@ class Backbone(ABC):
     def check_layers(self, layers: Sequence[str]) -> None:
         """Raise LayerError naming the first unknown layer and listing the valid ones. ``layers`` are
         the keys of a config's ``layers`` (``mixed4``, ``mixed4:97``, ``class:N``: dreamcore.objective)."""
-        from dreamcore.objective import CLASS, base_layers
 
         layers = base_layers(layers)
         if CLASS in layers:

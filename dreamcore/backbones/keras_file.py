@@ -32,6 +32,7 @@ from dreamcore.backbones.keras_ops import min_input_side
 from dreamcore.config import INPUT_RANGES
 from dreamcore.config import MODEL_SUFFIXES as SUFFIXES
 from dreamcore.errors import ConfigError, LayerError, WeightsError, listing, setting, shown
+from dreamcore.objective import CLASS, base_layers, dream_loss
 
 _PREPROCESSING = ("Rescaling", "Normalization")
 _NOT_FEATURES = (
@@ -235,12 +236,10 @@ class KerasFile(Backbone):
         return True
 
     def check_layers(self, layers: Sequence[str]) -> None:
-        from dreamcore.objective import base_layers
 
         self._check_outputs(base_layers(layers))
 
     def _check_outputs(self, names: Sequence[str]) -> None:
-        from dreamcore.objective import CLASS
 
         shapes = self.output_shapes()
         for name in names:
@@ -270,8 +269,6 @@ class KerasFile(Backbone):
 
     def build(self, weights: str | None, layers: Sequence[str]) -> FeatureNet:
         import tensorflow as tf
-
-        from dreamcore.objective import CLASS, dream_loss
 
         if weights not in (None, "file"):
             raise WeightsError(

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pipeline.cluster.schedule import DREAM_SLOT, MAX_DEATHS, STOP, SchedulerError, _local_clusters
+from pipeline.runtime import THREADS_ENV, env_threads, load_tensorflow, numerics, usable_cores
 
 log = logging.getLogger("dreamcore")
 
@@ -23,7 +24,6 @@ CLOSE_TIMEOUT_S = 1.0
 def job_threads(workers: int | None, scheduler: str | None) -> int | None:
     """TensorFlow's intra-op threads per worker for a new local job: $DREAMREEL_TF_THREADS, else every
     core shared among the workers. On a cluster the workers decide (None): each reports its layout."""
-    from pipeline.runtime import env_threads, usable_cores
 
     if scheduler:
         return None
@@ -67,8 +67,6 @@ def dask_client(workers: int | None = None, scheduler: str | None = None, thread
     for ``--workers N``, in processes started with it."""
     import dask
     from distributed import Client, LocalCluster
-
-    from pipeline.runtime import THREADS_ENV
 
     _quiet_dask()
     cluster = None
@@ -263,7 +261,6 @@ def _sigint_ignored() -> Iterator[None]:
 def _threads_here(threads: int | None) -> bool:
     if threads is None:
         return True
-    from pipeline.runtime import load_tensorflow, numerics
 
     load_tensorflow(threads)
     return numerics()["threads"] == threads

@@ -36,7 +36,8 @@ def write_atomic(
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
         with os.fdopen(fd, "wb") as f:
-            for part in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
+            parts: list[Any] = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
+            for part in parts:
                 f.write(part)
             f.flush()
             if durable:

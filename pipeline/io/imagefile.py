@@ -49,7 +49,7 @@ def read_image(path: str | os.PathLike[str]) -> Picture:
 
     Image.MAX_IMAGE_PIXELS = None  # we check dimensions ourselves, with our own message
     try:
-        im = Image.open(p)
+        im: Image.Image = Image.open(p)
     except UnidentifiedImageError:
         return _read_with_opencv(p)
     except OSError as exc:

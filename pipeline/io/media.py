@@ -23,6 +23,7 @@ from typing import Any
 
 from pipeline.errors import InputError, PipelineError, UsageError, printed_write_fault
 from pipeline.io.fsutil import check_input_file, check_output_file
+from pipeline.runtime import usable_cores
 
 VIDEO_EXTENSIONS = {".mp4", ".m4v", ".mov", ".mkv"}
 # H.264 settings of every chunk (and so of the output): visually lossless for dreams, any player.
@@ -409,7 +410,7 @@ def frames_at(
         except BaseException:
             pipe.close()
             raise
-        if start is None or (got is not None and got[0] <= pts + 1e-4):
+        if start is None or pts is None or (got is not None and got[0] <= pts + 1e-4):
             return pipe, got
         pipe.close()
     raise AssertionError("unreachable: the last try reads from the first frame")
@@ -441,7 +442,6 @@ def encoder_threads() -> int:
     any machine: a job resumed or spread on machines with other core counts gives the same film.
     (2 or 4 threads against 3 on 2 cores, beside the dream: no difference above the noise,
     `python -m benchmarks.serial --modes none --encoder-threads 3,2,4 --rounds 3`.)"""
-    from pipeline.runtime import usable_cores
 
     return max(1, usable_cores() * 3 // 2)
 

@@ -53,7 +53,7 @@ def encode_png(rgb: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def decode_png(data: bytes) -> np.ndarray:
+def decode_png(data: bytes | memoryview) -> np.ndarray:
     import cv2
 
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
@@ -106,7 +106,7 @@ class FrameStore:
         return frame
 
     def write(self, seg: int | None, index: int, rgb: np.ndarray) -> None:
-        data = encode_png(rgb) if self.ext == "png" else memoryview(np.ascontiguousarray(rgb)).cast("B")
+        data = encode_png(rgb) if self.ext == "png" else memoryview(np.ascontiguousarray(rgb).data).cast("B")
         self.store.write_sealed(self.rel(seg, index), data)
 
     def drop(self, seg: int | None, index: int) -> None:

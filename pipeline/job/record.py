@@ -190,7 +190,7 @@ def read_record(store: Store) -> JobRecord | None:
     from its copy, saying so; both damaged is :class:`~pipeline.job.integrity.Damaged`."""
     job, why, raw = _load(store, JOB_FILE)
     if job is not None:
-        if "checksum" in job and store.read_bytes(JOB_COPY) != raw:
+        if "checksum" in job and raw is not None and store.read_bytes(JOB_COPY) != raw:
             store.write_bytes(JOB_COPY, raw)  # a kill between the two writes left the copy behind
         return JobRecord.from_json(job)
     copy, why_copy, raw_copy = _load(store, JOB_COPY)
@@ -318,8 +318,8 @@ def checked_copies(store: Store, rels: list[str], folder: Path) -> list[Path]:
             copies.append(store.get_sealed(rel, folder / Path(rel).name))
         except Damaged as exc:
             damaged.append(exc)
-    for exc in damaged[1:]:
-        remake(store, exc)
+    for other in damaged[1:]:
+        remake(store, other)
     if damaged:
         raise damaged[0]
     return copies

@@ -141,7 +141,7 @@ def plan_chunks(segments: list[Segment], size: int = CHUNK_FRAMES) -> list[Chunk
     chunks = []
     for seg, nxt in zip(segments, [*segments[1:], None], strict=True):
         blend = nxt.id if nxt is not None and nxt.warm_from < nxt.first else None
-        overlap = seg.end - nxt.warm_from if blend is not None else 0
+        overlap = seg.end - nxt.warm_from if nxt is not None and blend is not None else 0
         cuts = list(range(seg.first, seg.end, size)) + [seg.end]
         if len(cuts) > 2 and cuts[-1] - cuts[-2] < overlap:
             del cuts[-2]  # a last chunk shorter than the overlap joins the one before it
