@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from tests.media import synthetic_image
+from tests.test_video import FAST as TEST_FAST
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_COMMIT = "8473151"
@@ -54,24 +55,14 @@ PROBE = (
     "print(pipeline.__file__); print(dreamcore.__file__); print(r.files('dreamcore.presets'))"
 )
 
-# The tests' fast settings (tests/test_video.py, test_zoom.py, test_images.py): a fixed untrained
-# network, one octave, two steps.
+# The video tests' fast settings (a fixed untrained network, one octave, two steps, one follow-up
+# step), with a seed other than the default.
+VIDEO_FAST = [*TEST_FAST, "--seed", "3"]
 FAST = [
-    "--model",
-    "inception_v3",
-    "--weights",
-    "untrained",
-    "--layers",
-    "mixed2=1",
-    "--set",
-    "iterations=2",
-    "--set",
-    "octaves=1",
-    "--seed",
-    "3",
-    "-q",
+    a
+    for i, a in enumerate(VIDEO_FAST)
+    if "video." not in a and "video." not in VIDEO_FAST[min(i + 1, len(VIDEO_FAST) - 1)]
 ]
-VIDEO_FAST = [*FAST, "--set", "video.followup_iterations=1"]
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif"}
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv"}
@@ -97,6 +88,24 @@ CASES = [
         "video --workers 2",
         ["video", "{media}/cut.mp4", "-o", "{run}/video-w2.mp4", "--coherence", "flow", "--workers", "2", *VIDEO_FAST],
         ["video-w2.mp4"],
+    ),
+    Case(
+        # a shot split every 12 frames over 2 workers: segments that overlap and cross-fade
+        "video split shots",
+        [
+            "video",
+            "{media}/cut.mp4",
+            "-o",
+            "{run}/video-split.mp4",
+            "--workers",
+            "2",
+            "--set",
+            "video.chunk_frames=12",
+            "--set",
+            "video.overlap_frames=4",
+            *VIDEO_FAST,
+        ],
+        ["video-split.mp4"],
     ),
     Case(
         "zoom",

@@ -12,8 +12,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 from dreamcore import backbones
 from dreamcore.config import COHERENCE, MODELS, PRECISIONS, SCHEMA, VIDEO_SCHEMA
@@ -58,6 +58,8 @@ EPILOG_IMAGE = """examples:
   dreamreel image photo.jpg -o dream.png --model my_model.keras --layers conv2:3=1
   dreamreel image photo.jpg -o dream.png --model classifier.keras --class 1
 """
+
+R = TypeVar("R")
 
 
 def engine_options(p: argparse.ArgumentParser) -> None:
@@ -499,6 +501,15 @@ def engine_flags(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _with_bar(job: Callable[..., R], req: Any, quiet: bool) -> R:
+    """Run a job of the Python API with the command's progress bar drawn from its events."""
+    bar = TqdmBar(quiet)
+    try:
+        return job(req, on_progress=bar)
+    finally:
+        bar.close()
+
+
 def _stopped(what: str, where: str) -> int:
     """Ctrl-C in a resumable job: one line saying where its finished work is kept."""
     print(
@@ -609,13 +620,10 @@ def cmd_video(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     start = time.monotonic()
-    bar = TqdmBar(req.quiet)
     try:
-        result = dream_video(req, on_progress=bar)
+        result = _with_bar(dream_video, req, req.quiet)
     except KeyboardInterrupt:
         return _stopped("frames", req.workdir or default_workdir(out))
-    finally:
-        bar.close()
     shots = len(result.shots)
     print(
         f"{PROG}: wrote {out} ({result.frames} frames, {shots} shot{'s' if shots != 1 else ''}, "
@@ -729,8 +737,9 @@ def cmd_zoom(args: argparse.Namespace) -> int:
         )
     if not 1 <= args.steps <= 1000:
         raise UsageError(f"--steps {args.steps}: give an integer from 1 to 1000")
-    if not 1 <= args.octaves_after <= 12:
-        raise UsageError(f"--octaves-after {args.octaves_after}: give an integer from 1 to 12")
+    octaves = SCHEMA["octaves"]  # the follow-up frames dream at most the config's octaves
+    if not octaves.check(args.octaves_after):
+        raise UsageError(f"--octaves-after {args.octaves_after}: give {octaves.values}")
     try:
         dx, dy = (finite_float(v) for v in args.pan.split(","))
     except (ValueError, argparse.ArgumentTypeError):
@@ -754,13 +763,10 @@ def cmd_zoom(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     start = time.monotonic()
-    bar = TqdmBar(req.quiet)
     try:
-        result = dream_zoom(req, on_progress=bar)
+        result = _with_bar(dream_zoom, req, req.quiet)
     except KeyboardInterrupt:
         return _stopped("frames", req.workdir or default_workdir(out))
-    finally:
-        bar.close()
     print(
         f"{PROG}: wrote {out} ({result.frames} frames at {fps} fps, {result.dreamt} dreamt now, "
         f"{result.resumed} resumed{_replayed(result.replayed)}, {time.monotonic() - start:.1f} s)",
@@ -786,13 +792,10 @@ def cmd_images(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         workdir=args.workdir,
     )
-    bar = TqdmBar(req.quiet)
     try:
-        report = dream_folder(req, on_progress=bar)
+        report = _with_bar(dream_folder, req, req.quiet)
     except KeyboardInterrupt:
         return _stopped("images", args.output)
-    finally:
-        bar.close()
     print(summary(report), file=sys.stderr)
     return EXIT_PARTIAL if report.failed else EXIT_OK
 

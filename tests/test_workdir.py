@@ -278,10 +278,10 @@ def test_ffmpegs_own_words_for_a_full_disk_win_over_its_statistics() -> None:
 def test_images_stops_at_a_full_output_disk(tmp_path: Path, capsys, monkeypatch) -> None:
     import errno
 
-    from pipeline.io import fsutil
+    from pipeline import images
 
     photos = image_folder(tmp_path / "photos", 4, 32, 48)
-    real = fsutil.write_atomic
+    real = images.write_atomic
     written = []
 
     def full(path, data, durable=True, overwrite=True):
@@ -290,12 +290,12 @@ def test_images_stops_at_a_full_output_disk(tmp_path: Path, capsys, monkeypatch)
         real(path, data, durable, overwrite)
         written.append(path)
 
-    monkeypatch.setattr(fsutil, "write_atomic", full)
+    monkeypatch.setattr(images, "write_atomic", full)
     code = main(["images", str(photos), "-o", str(tmp_path / "out"), *ZOOM_FAST])
     err = capsys.readouterr().err
     assert code == 2 and "disk full" in err and "run the same command again" in err, err
     assert sum(1 for ln in err.splitlines() if "skipped" in ln) == 0  # not one "failed" item per image
-    monkeypatch.setattr(fsutil, "write_atomic", real)
+    monkeypatch.setattr(images, "write_atomic", real)
     assert main(["images", str(photos), "-o", str(tmp_path / "out"), *ZOOM_FAST]) == 0
     assert "1 already done" in capsys.readouterr().err
 
