@@ -58,12 +58,13 @@ def test_a_cancelled_job_keeps_its_work_and_the_same_call_resumes_it(tmp_path: P
     cancel = Cancel()
     seen: list[int] = []
     failure: list[BaseException] = []
+    button = threading.Thread(target=cancel.set)  # another thread, as a UI's button
 
     def on_progress(e: Progress) -> None:
         if e.stage == "dream":
             seen.append(e.done)
-            if e.done >= 5:
-                threading.Thread(target=cancel.set).start()  # from another thread, as a UI's button
+            if e.done >= 5 and not button.is_alive() and button.ident is None:
+                button.start()
 
     def job() -> None:
         try:
@@ -74,7 +75,8 @@ def test_a_cancelled_job_keeps_its_work_and_the_same_call_resumes_it(tmp_path: P
     worker = threading.Thread(target=job)
     worker.start()
     worker.join(timeout=300)
-    assert not worker.is_alive()
+    button.join(timeout=10)
+    assert not worker.is_alive() and not button.is_alive()
     assert len(failure) == 1 and isinstance(failure[0], Cancelled), failure
     assert failure[0].exit_code == EXIT_INTERRUPTED and "the same call resumes" in str(failure[0])
     assert not (tmp_path / "out.mp4").exists() and max(seen) < 24
