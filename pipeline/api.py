@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from pipeline.cluster.schedule import INTERRUPTED, STOP
+from pipeline.cluster.schedule import INTERRUPTED, STOP, Stopped
 from pipeline.images import BatchReport, BatchRequest, run_batch
 from pipeline.progress import Cancel, Cancelled, ProgressCallback, Reporter
 from pipeline.video.job import VideoRequest, VideoResult, run_video
@@ -72,7 +72,9 @@ def _run(job: Callable[[Q, Reporter], R], request: Q, report: Reporter, cancel: 
         STOP.clear()
     try:
         return job(request, report)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Stopped):
+        # A cancel reaches the scheduling loop as KeyboardInterrupt within half a second, unless a
+        # task it stopped fails first: then the task's Stopped comes back through its result.
         if cancel is not None and cancel.is_set():
             raise Cancelled(f"{report.command}: cancelled; what it finished is kept: the same call resumes") from None
         raise

@@ -122,3 +122,27 @@ def test_a_cancel_set_before_the_call_stops_it_at_once(tmp_path: Path) -> None:
     assert not (tmp_path / "z.mp4").exists()
     result = dream_zoom(req)  # the next call is not stopped by the earlier cancel
     assert result.frames == 4 and np.asarray(read_frames(tmp_path / "z.mp4")).shape[0] == 4
+
+
+def test_a_cancel_whose_stopped_task_fails_first_is_still_cancelled(tmp_path: Path, monkeypatch) -> None:
+    """The race a notebook met: the cancelled task's Stopped came back through its result before the
+    scheduling loop saw the cancel. Still Cancelled, not the task's Stopped."""
+    from pipeline import api
+    from pipeline.cluster.schedule import Stopped
+
+    cancel = Cancel()
+
+    def job(request: VideoRequest, report: object) -> None:
+        cancel.set()
+        raise Stopped()
+
+    monkeypatch.setattr(api, "run_video", job)
+    with pytest.raises(Cancelled):
+        dream_video(VideoRequest("c.mp4", str(tmp_path / "out.mp4")), cancel=cancel)
+
+    def uncancelled(request: VideoRequest, report: object) -> None:
+        raise Stopped()
+
+    monkeypatch.setattr(api, "run_video", uncancelled)
+    with pytest.raises(Stopped):  # no cancel of the caller's: not turned into Cancelled
+        dream_video(VideoRequest("c.mp4", str(tmp_path / "out.mp4")), cancel=Cancel())
