@@ -56,9 +56,11 @@ class Item:
 
 @dataclass
 class BatchReport:
-    done: list[str] = field(default_factory=list)
-    already: list[str] = field(default_factory=list)
-    failed: list[tuple[str, str]] = field(default_factory=list)
+    """What a finished batch did: the images dreamt, found done and failed (paths relative to IN_DIR)."""
+
+    done: list[str] = field(default_factory=list)  # dreamt by this run
+    already: list[str] = field(default_factory=list)  # found dreamt when it began
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of each item that failed
     seconds: float = 0.0
     note: str | None = None  # e.g. items dreamt under more than one numerics layout
 
@@ -172,10 +174,12 @@ def _put(data: bytes, location: str, store: Store | None) -> None:
 
 @dataclass
 class BatchRequest:
+    """A batch job (``dreamreel images``): the folder of images, the folder of dreams, how to dream them."""
+
     in_dir: Path
-    out_dir: Path
+    out_dir: Path  # mirrors in_dir
     config: DreamConfig
-    fmt: str = "same"
+    fmt: str = "same"  # "same" (the input's format where writable, else PNG), "png" or "jpg"
     restart: bool = False
     workers: int | None = None
     scheduler: str | None = None
