@@ -76,7 +76,7 @@ def optical_flow(prev_rgb: np.ndarray, cur_rgb: np.ndarray, max_side: int | None
     frame cannot explain. With ``max_side``, larger frames are shrunk to it first (area average) and
     the field and mask are scaled back up: the cost falls with the area, and the dream's carried
     residual moves a little less exactly (``benchmarks.flow`` and ``benchmarks.video`` measure
-    both; README "Video")."""
+    both; docs/video.md)."""
     import cv2
 
     prev_g, cur_g = _gray(prev_rgb), _gray(cur_rgb)

@@ -237,7 +237,7 @@ class DreamConfig:
     max_side: int | None = None
     seed: int | None = 0
     # bfloat16 runs the network's convolutions in bfloat16 (float32 sums): 1.5-1.9x faster on CPUs
-    # with AVX512_BF16, and as strong a dream, but not the same pixels (README: "Speed").
+    # with AVX512_BF16, and as strong a dream, but not the same pixels (docs/benchmarks.md).
     precision: str = "float32"
     # Guided dreaming (an image array, made a Guide): whole layers are steered towards its features.
     # Not a YAML key: the command line's --guide reads the file.

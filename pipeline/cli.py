@@ -1,6 +1,6 @@
 """`dreamreel ...`: parse the command line, run the pipeline, turn typed errors into one line.
 
-Exit codes (README: "Exit codes and errors"): 0 done; 1 failed; 2 bad usage or input; 3 done but some items failed;
+Exit codes (README: "Exit codes"): 0 done; 1 failed; 2 bad usage or input; 3 done but some items failed;
 130 stopped. Set DREAMREEL_DEBUG=1 to get the traceback behind any error.
 """
 

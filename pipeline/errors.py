@@ -1,4 +1,4 @@
-"""Typed errors of the pipeline, each with the exit code the CLI gives it (README: "Exit codes and errors")."""
+"""Typed errors of the pipeline, each with the exit code the CLI gives it (README: "Exit codes")."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ settings, 1 thread against 2, differs by 3-7.5/255 on average (`python -m benchm
 vgg16_hed gave identical pixels. Op determinism makes a run repeat itself for one thread count on
 one kind of processor, not across them. So a process's *numerics layout* (TensorFlow version,
 processor or GPU, intra-op threads, oneDNN setting) is part of what decides the pixels, and jobs
-record it (README: "Exact results").
+record it (docs/exact.md).
 """
 
 from __future__ import annotations

@@ -97,7 +97,7 @@ def resolve(model: str, weights: str | None, layers: Mapping[str, float], model_
         # One line for the whole fallback, layers included.
         notes.append(
             "InceptionV3 ImageNet weights are not cached and cannot be downloaded: dreaming with vgg16_hed "
-            f"({_fmt(layers)}) instead; {setting('model', 'inception_v3')} insists (README: 'Offline use')"
+            f"({_fmt(layers)}) instead; {setting('model', 'inception_v3')} insists (docs/models.md: offline use)"
         )
     return Resolution(backbone, weights, dict(layers), notes)
 

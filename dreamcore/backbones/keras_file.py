@@ -15,7 +15,7 @@ saying so.
 Loss scale: each layer's own, calibrated so that its mean squared activation on a fixed
 calibration image (seeded 1/f noise, the spectrum of natural photographs) is ``CALIBRATED_LOSS``:
 the value the built-in vgg16_hed's default layers have on that image. So ``max_loss`` and the
-presets read as they do on the built-ins (the README's "Custom models" gives measurements), and
+presets read as they do on the built-ins (docs/benchmarks.md gives measurements), and
 layers of very different magnitude weigh alike.
 """
 

@@ -192,7 +192,7 @@ def _connect(scheduler: str) -> Any:
             f"the Dask scheduler at {scheduler} takes TLS, and this machine has no client "
             "certificate for it: set Dask's TLS settings (distributed.comm.tls.ca-file, "
             "distributed.comm.tls.client.cert and .key, in Dask's config or as "
-            "DASK_DISTRIBUTED__COMM__TLS__CA_FILE and so on; README: 'On a Dask cluster')"
+            "DASK_DISTRIBUTED__COMM__TLS__CA_FILE and so on; docs/cluster.md)"
         ) from None
     if isinstance(exc, OSError | TimeoutError):
         raise SchedulerError(

@@ -5,7 +5,7 @@ Local by default: one in-process worker (the model is loaded once) that dreams o
 runs beside it. ``--workers N`` starts a local cluster of N processes; ``--scheduler
 tcp://HOST:PORT`` uses an existing cluster. Local workers run TensorFlow with the thread count the
 job recorded when it began, so a job resumed with another ``--workers`` dreams with the same numerics
-(README: "Exact results"). Tasks are plain functions of picklable arguments; a chain's task gets the
+(docs/exact.md). Tasks are plain functions of picklable arguments; a chain's task gets the
 previous task's future as an argument, which is all Dask needs to order them.
 
 A worker lost mid-task costs only that task: the scheduler runs it again elsewhere. The results

@@ -280,7 +280,7 @@ class LayoutLog:
         return (
             f"this job was dreamt under {len(layouts)} numerics layouts ({shown}): "
             "where a shot or item crossed from one to another it can differ from an uninterrupted run by a "
-            "fraction of a grey level (README: 'Exact results')"
+            "fraction of a grey level (docs/exact.md)"
         )
 
 

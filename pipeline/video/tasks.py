@@ -227,7 +227,7 @@ def _start_ahead(job: JobSpec, seg: int, index: int, pts: float, prev_src: np.nd
     frame before it dreams; the frame's task takes them (:func:`_take_ahead`) if it runs here. Off
     the frame's path, mostly, not away: at 640x360 --max-side 360 a follow-up frame's task takes
     about the same time (0-4% less), its steps 7-10% more, as the helper competes for the cores
-    (README "Speed"). Lowering the helper's priority measured the same, and a starved helper would
+    (docs/benchmarks.md). Lowering the helper's priority measured the same, and a starved helper would
     stall the next frame, so it runs as it is."""
     global _ahead_pool
 
