@@ -132,6 +132,50 @@ CASES = [
         ["sheet.png"],
     ),
     Case("bad input", ["video", "{media}/notes.mp4", "-o", "{run}/bad.mp4", *VIDEO_FAST], ["bad.mp4"], error=True),
+    # More refusals: the same exit code and the same one line, nothing written.
+    Case("missing input", ["video", "{media}/nothere.mp4", "-o", "{run}/x.mp4", *VIDEO_FAST], ["x.mp4"], error=True),
+    Case("existing output", ["image", "{media}/photo.png", "-o", "{media}/photo.png", *FAST], ["x.png"], error=True),
+    Case(
+        "bad value",
+        ["image", "{media}/photo.png", "-o", "{run}/x.png", *FAST, "--set", "step=5"],
+        ["x.png"],
+        error=True,
+    ),
+    Case(
+        "bad integer",
+        ["image", "{media}/photo.png", "-o", "{run}/x.png", *FAST, "--set", "octaves=20.0"],
+        ["x.png"],
+        error=True,
+    ),
+    Case(
+        "bad weight",
+        ["image", "{media}/photo.png", "-o", "{run}/x.png", *FAST, "--set", "layers={{mixed2: 1e39}}"],
+        ["x.png"],
+        error=True,
+    ),
+    Case(
+        "bad keyframe",
+        ["video", "{media}/cut.mp4", "-o", "{run}/x.mp4", *VIDEO_FAST, "--set", "step=0s:0.01,99s:0.02"],
+        ["x.mp4"],
+        error=True,
+    ),
+    Case(
+        "unknown layer",
+        ["image", "{media}/photo.png", "-o", "{run}/x.png", *FAST, "--layers", "nothere=1"],
+        ["x.png"],
+        error=True,
+    ),
+    Case(
+        "zoom edge", ["zoom", "{media}/photo.png", "-o", "{run}/x.mp4", *FAST, "--zoom", "0.9"], ["x.mp4"], error=True
+    ),
+    Case("no folder", ["images", "{media}/nofolder", "-o", "{run}/x", *FAST], ["x"], error=True),
+    Case("preview count", ["preview", "{media}/cut.mp4", "--count", "0", *VIDEO_FAST], ["x.png"], error=True),
+    Case(
+        "foreign work folder",
+        ["video", "{media}/cut.mp4", "-o", "{run}/x.mp4", "--workdir", "{media}", *VIDEO_FAST],
+        ["x.mp4"],
+        error=True,
+    ),
 ]
 
 

@@ -36,7 +36,12 @@ def _model_ok(v: str) -> bool:
 
 
 class _Refused(ValueError):
-    """A value a field does not take; the message says why (or is empty)."""
+    """A value a field does not take; the message says why (or is empty). ``shown_as``: the value as
+    read (``5.0`` for a float key given ``5``), when it was read before it was refused."""
+
+    def __init__(self, why: str = "", shown_as: Any = None, read: bool = False):
+        super().__init__(why)
+        self.shown_as, self.read = shown_as, read
 
 
 def _as_int(value: Any) -> int:
@@ -113,7 +118,7 @@ class Field:
             raise _Refused("it may not be null")
         value = _KINDS[self.kind](value)
         if not self.check(value):
-            raise _Refused()
+            raise _Refused(shown_as=value, read=True)
         return value
 
     def from_text(self, text: str) -> Any:
@@ -128,7 +133,9 @@ class Field:
             return self.coerce(value)
         except _Refused as exc:
             why = f" ({exc})" if str(exc) else ""
-            raise ConfigError(f"{shown(value)} is not allowed{why}; allowed: {self.values}") from None
+            raise ConfigError(
+                f"{shown(exc.shown_as if exc.read else value)} is not allowed{why}; allowed: {self.values}"
+            ) from None
 
 
 def _in(lo: float, hi: float) -> Callable[[Any], bool]:
@@ -272,7 +279,8 @@ def _coerce(source: str, name: str, value: Any, schema: Mapping[str, Field] = SC
         return spec.coerce(value)
     except _Refused as exc:
         why = f" ({exc})" if str(exc) else ""
-        raise ConfigError(f"{source}: {name}: {shown(value)} is not allowed{why}; allowed: {spec.allowed}") from None
+        bad = exc.shown_as if exc.read else value  # the value as read, as the message always showed it
+        raise ConfigError(f"{source}: {name}: {shown(bad)} is not allowed{why}; allowed: {spec.allowed}") from None
 
 
 def _checked(
