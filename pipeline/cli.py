@@ -34,17 +34,15 @@ from pipeline.errors import (
 )
 from pipeline.guide import GUIDE_ENDS, first_frame, open_guide, read_still
 from pipeline.images import FORMATS, BatchRequest, summary
-from pipeline.io import media
 from pipeline.io.imagefile import check_output_path, read_image, write_image
-from pipeline.io.media import check_video_output
+from pipeline.job.assemble import check_film_output
 from pipeline.job.locations import default_workdir
-from pipeline.job.store import check_output_url, is_url
 from pipeline.preview import PreviewRequest, human, is_still_input, run_preview
 from pipeline.progress import TqdmBar
 from pipeline.runtime import load_tensorflow
 from pipeline.settings import build_config, build_job_settings, check_guided_layers, parse_layers, resolve_noted
 from pipeline.video.job import VideoRequest
-from pipeline.zoom import Motion, ZoomRequest, check_zoom_output
+from pipeline.zoom import Motion, ZoomRequest
 
 PROG = "dreamreel"
 
@@ -583,10 +581,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     cfg, vcfg, keyframes = build_job_settings(
         args.preset, args.config, args.sets, engine_flags(args), {"coherence": args.coherence, "blend": args.blend}
     )
-    if is_url(args.output):
-        out = check_output_url(args.output, args.overwrite, media.VIDEO_OUTPUT_EXTENSIONS)
-    else:
-        out = str(check_video_output(args.output, args.overwrite))
+    out = check_film_output(args.output, args.overwrite)
     if args.frames is not None and args.frames < 1:
         raise UsageError(f"--frames {args.frames}: give at least 1")
     if args.workers is not None and args.workers < 1:
@@ -721,7 +716,7 @@ def cmd_zoom(args: argparse.Namespace) -> int:
     video_keys = [k for k in keyframes.keys if k.startswith("video.")]
     if video_keys:
         raise UsageError(f"{video_keys[0]}: zoom has no video settings")
-    out = check_zoom_output(args.output, args.overwrite)
+    out = check_film_output(args.output, args.overwrite)
     fps = parse_fps(args.fps)
     if args.frames is not None:
         frames = args.frames

@@ -44,7 +44,7 @@ from pipeline.job.integrity import Damaged
 from pipeline.job.locations import default_workdir
 from pipeline.job.record import file_fingerprint, until_whole
 from pipeline.job.session import job_session
-from pipeline.job.store import Store, check_output_url, is_url, redact
+from pipeline.job.store import Store, redact
 from pipeline.progress import Reporter
 from pipeline.runtime import load_tensorflow
 from pipeline.settings import check_keyframed_layers, identity_extras, pinned
@@ -382,10 +382,3 @@ def _join(req: ZoomRequest, store: Store, audio: Path | None) -> None:
     )
     sound = media.Sound(audio, None, req.frames / float(req.fps) if audio else None)
     assemble(store, [chunk_name(a, b) for a, b in bounds], req.output, film, sound, req.overwrite)
-
-
-def check_zoom_output(output: str, overwrite: bool) -> str:
-    """Refuse, before any work, an output of the wrong kind or one that exists (without ``overwrite``)."""
-    if is_url(output):
-        return check_output_url(output, overwrite, media.VIDEO_OUTPUT_EXTENSIONS)
-    return str(media.check_video_output(output, overwrite))

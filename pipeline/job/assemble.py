@@ -14,7 +14,15 @@ from pipeline.io.fsutil import publish, sync_file, temp_beside, temp_dir
 from pipeline.job.framestore import chunk_rel
 from pipeline.job.locations import upload
 from pipeline.job.record import checked_copies
-from pipeline.job.store import Store, is_url, redact
+from pipeline.job.store import Store, check_output_url, is_url, redact
+
+
+def check_film_output(output: str, overwrite: bool) -> str:
+    """Refuse, before any work, a film output (video or zoom) of the wrong kind, or one that exists
+    without ``overwrite``: a path, or a URL."""
+    if is_url(output):
+        return check_output_url(output, overwrite, media.VIDEO_OUTPUT_EXTENSIONS)
+    return str(media.check_video_output(output, overwrite))
 
 
 def assemble(
