@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     from dreamcore.engine import resolve_config
-    from pipeline.cli import engine_flags, engine_options, parse_time
+    from pipeline.commands import engine_flags, engine_options, parse_time
     from pipeline.runtime import load_tensorflow
     from pipeline.settings import build_settings
 

@@ -6,7 +6,7 @@ exit codes. Every message is written to stand alone on one line and name what is
 Messages speak the engine's language: a setting is named by its config key, written with
 :func:`setting` (```weights=FILE```), and where a network's layers are listed by :func:`listing`
 (```backbones.get('inception_v3').layer_names()```). They read as they are from Python; the command
-line rewrites each into the flag or the command that does the same (``pipeline.cli.in_flags``).
+line rewrites each into the flag or the command that does the same (``pipeline.commands.in_flags``).
 """
 
 from __future__ import annotations

@@ -16,440 +16,36 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from dreamcore import backbones
-from dreamcore.config import COHERENCE, MODELS, PRECISIONS, SCHEMA, VIDEO_SCHEMA
-from dreamcore.engine import Engine, from_float_rgb, to_float_rgb
-from dreamcore.errors import LISTING, SETTING, DreamError
 from dreamcore.preset import preset_description, preset_names
 from pipeline.api import dream_folder, dream_video, dream_zoom
 from pipeline.cluster.schedule import INTERRUPTED, on_sigint
+from pipeline.commands import (
+    PROG,
+    build_parser,
+    config_from_args,
+    error_line,
+    estimate_line,
+    in_flags,
+    preview_job,
+    preview_sheet,
+    run_image,
+    video_request,
+    video_settings,
+    zoom_job,
+)
 from pipeline.errors import (
-    EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_PARTIAL,
-    EXIT_USAGE,
-    PipelineError,
     UsageError,
     one_line,
 )
-from pipeline.guide import GUIDE_ENDS, first_frame, open_guide, read_still
-from pipeline.images import FORMATS, BatchRequest, summary
-from pipeline.io.imagefile import check_output_path, read_image, write_image
-from pipeline.job.assemble import check_film_output
+from pipeline.images import BatchRequest, summary
 from pipeline.job.locations import default_workdir
-from pipeline.preview import PreviewRequest, human, is_still_input, run_preview
 from pipeline.progress import TqdmBar
 from pipeline.runtime import load_tensorflow
-from pipeline.settings import build_config, build_job_settings, check_guided_layers, parse_layers, resolve_noted
-from pipeline.video.job import VideoRequest
-from pipeline.zoom import Motion, ZoomRequest
-
-PROG = "dreamreel"
-
-EPILOG_IMAGE = """examples:
-  dreamreel image photo.jpg -o dream.png
-  dreamreel image photo.jpg -o dream.jpg --preset seed --seed 7
-  dreamreel image photo.jpg -o dream.png --model vgg16_hed --preset hed
-  dreamreel image photo.jpg -o dream.png --layers mixed3=1,mixed5=1.5 --set iterations=30
-  dreamreel image huge.tif -o dream.tif --max-side 1600     (dream at 1600 px, keep full size)
-  dreamreel image photo.jpg -o dream.png --model vgg16_hed --guide flowers.jpg
-  dreamreel image photo.jpg -o dream.png --model my_model.keras --layers conv2:3=1
-  dreamreel image photo.jpg -o dream.png --model classifier.keras --class 1
-"""
 
 R = TypeVar("R")
-
-
-def engine_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("dream options (precedence: flags > --set > --config > --preset)")
-    g.add_argument("--preset", metavar="P", help="start from preset P (see `dreamreel presets`; default: default)")
-    g.add_argument("--config", metavar="FILE", help="YAML file with config keys (same schema as the presets)")
-    g.add_argument(
-        "--set",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        dest="sets",
-        help="set one config key, e.g. --set iterations=30 --set max_loss=null (repeatable)",
-    )
-    g.add_argument(
-        "--layers",
-        metavar="NAME=W,...",
-        help="layers to dream with and their weights; NAME:C (or "
-        "NAME:C1+C2, NAME:A-B) targets channels of a layer (`dreamreel layers --channels`)",
-    )
-    g.add_argument(
-        "--class",
-        metavar="N",
-        type=int,
-        dest="class_",
-        help="maximise logit N of a model file with a classifier top (with --layers: added to them)",
-    )
-    g.add_argument(
-        "--guide",
-        metavar="FILE",
-        help="guided dream: pull the layers' features towards this image's "
-        "(for video, also a clip: frame t is guided by its frame at time t)",
-    )
-    g.add_argument(
-        "--model",
-        metavar="M",
-        help=f"{MODELS[0]} (default), {', '.join(MODELS[1:])}, or a Keras model file (.keras, .h5) or Keras 2 "
-        "SavedModel folder; naming one disables the fallback",
-    )
-    g.add_argument("--weights", metavar="W", help=SCHEMA["weights"].values)
-    g.add_argument("--seed", metavar="N", type=int, help="random seed of the jitter (default 0: repeatable)")
-    g.add_argument(
-        "--max-side",
-        metavar="PX",
-        type=int,
-        help="dream at most PX pixels on the long side; the output keeps the input's size",
-    )
-    g.add_argument(
-        "--precision",
-        choices=PRECISIONS,
-        help="bfloat16: faster where the CPU/GPU has it, same kind of dream, other pixels (default float32)",
-    )
-
-
-def _in_out(p: argparse.ArgumentParser, input_help: str, output_help: str) -> None:
-    p.add_argument("input", metavar="IN", help=input_help)
-    p.add_argument("-o", "--output", metavar="OUT", required=True, help=output_help)
-    p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-
-
-def build_parser() -> argparse.ArgumentParser:
-
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Deep-dream images, folders of images and video clips.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Run `dreamreel COMMAND --help` for each command's options and examples.",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
-    p = sub.add_parser(
-        "image", help="dream one image", epilog=EPILOG_IMAGE, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    _in_out(p, "image file (PNG, JPEG, TIFF, WebP, GIF, BMP, ...)", "output image; format from its extension")
-    engine_options(p)
-
-    p = sub.add_parser(
-        "video",
-        help="dream a video clip (resumable; Ctrl-C and run again)",
-        epilog=EPILOG_VIDEO,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _in_out(p, "video file (mp4, mkv, avi, mov, webm, ...)", "output clip: .mp4, .mkv, .mov or .m4v")
-    p.add_argument(
-        "--coherence",
-        choices=COHERENCE,
-        help="how a frame starts from the previous dream (default flow)",
-    )
-    p.add_argument("--blend", type=finite_float, metavar="B", help=f"blend: {VIDEO_SCHEMA['blend'].values}")
-    p.add_argument(
-        "--workdir",
-        metavar="DIR",
-        help="work folder, a path or a URL such as s3://bucket/job (default: .OUT.dreamreel-work beside OUT)",
-    )
-    p.add_argument("--restart", action="store_true", help="discard the work folder's previous job")
-    p.add_argument("--keep-work", action="store_true", help="keep the work folder after success")
-    p.add_argument(
-        "--keep-frames",
-        action="store_true",
-        help="keep every dreamt frame as a PNG in the work "
-        "folder (frames/SEGMENT/INDEX.png; room for all of them), not only those not yet encoded",
-    )
-    p.add_argument("--start", metavar="T", type=parse_time, help="start at T (seconds or [HH:]MM:SS[.ms])")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--duration", metavar="T", type=parse_time, help="dream only T of the clip")
-    g.add_argument("--frames", metavar="N", type=int, help="dream only the first N frames")
-    p.add_argument("--workers", metavar="N", type=int, help="local Dask worker processes (default: 1, in-process)")
-    p.add_argument(
-        "--scheduler",
-        metavar="ADDR",
-        help="run on an existing Dask cluster, e.g. tcp://host:8786 "
-        "(no shared filesystem needed: give --workdir a URL every worker reaches)",
-    )
-    p.add_argument(
-        "--guide-end",
-        choices=GUIDE_ENDS,
-        default=GUIDE_ENDS[0],
-        help="a guide clip shorter than the output: start it again (loop, default) or hold its last frame",
-    )
-    p.add_argument(
-        "--preview",
-        action="store_true",
-        help="only dream a few frames at a reduced size into a "
-        "contact sheet (OUT's name + -preview.png) and estimate the job's time, then stop",
-    )
-    engine_options(p)
-
-    p = sub.add_parser(
-        "preview",
-        help="a contact sheet of a few dreamt frames and the full job's time estimate",
-        epilog=EPILOG_PREVIEW,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("input", metavar="IN", help="a clip, an image or a folder of images")
-    p.add_argument(
-        "-o", "--output", metavar="SHEET", help="the contact sheet, an image (default: IN's name + -preview.png, here)"
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace SHEET if it exists")
-    p.add_argument("--count", metavar="N", type=int, default=6, help="frames (or images) to dream (default 6)")
-    p.add_argument(
-        "-q", "--quiet", action="store_true", help="accepted like the other commands' (preview shows no progress bar)"
-    )
-    p.add_argument("--coherence", choices=COHERENCE, help="as for video (the estimate uses it)")
-    p.add_argument("--blend", type=finite_float, metavar="B", help="as for video")
-    p.add_argument("--start", metavar="T", type=parse_time, help="as for video: the range the job would dream")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--duration", metavar="T", type=parse_time, help="as for video")
-    g.add_argument("--frames", metavar="N", type=int, help="as for video")
-    p.add_argument("--guide-end", choices=GUIDE_ENDS, default=GUIDE_ENDS[0], help="as for video (a guide clip)")
-    engine_options(p)
-
-    p = sub.add_parser(
-        "zoom",
-        help="an endless zoom video grown from one image (resumable)",
-        epilog=EPILOG_ZOOM,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _in_out(p, "image file (PNG, JPEG, TIFF, WebP, ...): the first frame", "output clip: .mp4, .mkv, .mov or .m4v")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--duration", metavar="T", type=parse_time, help="length of the clip (default 10 s)")
-    g.add_argument("--frames", metavar="N", type=int, help="number of frames")
-    p.add_argument("--fps", metavar="R", default="24", help="frame rate, e.g. 24, 30 or 30000/1001 (default 24)")
-    p.add_argument(
-        "--zoom",
-        metavar="Z",
-        type=finite_float,
-        default=1.01,
-        help="scale per frame about the centre; above 1 zooms in (default 1.01: 1.27x a second at 24 fps)",
-    )
-    p.add_argument(
-        "--rotate",
-        metavar="DEG",
-        type=finite_float,
-        default=0.0,
-        help="rotation per frame, degrees counter-clockwise (default 0)",
-    )
-    p.add_argument(
-        "--pan",
-        metavar="DX,DY",
-        default="0,0",
-        help="the view's move per frame in pixels, x right and y down (default 0,0)",
-    )
-    p.add_argument(
-        "--steps",
-        metavar="N",
-        type=int,
-        default=1,
-        help="gradient steps per octave for every frame after the first (default 1)",
-    )
-    p.add_argument(
-        "--octaves-after",
-        metavar="N",
-        type=int,
-        default=1,
-        dest="octaves_after",
-        help="every frame after the first dreams only the N largest octaves (default 1; the first "
-        "frame dreams all of the config's)",
-    )
-    p.add_argument("--audio", metavar="FILE", help="audio track for the clip (any file with audio; cut to length)")
-    p.add_argument("--chunk-frames", type=int, default=48, help=argparse.SUPPRESS)  # tests: kills between chunks
-    p.add_argument("--workdir", metavar="DIR", help="work folder (default: .OUT.dreamreel-work beside OUT)")
-    p.add_argument("--restart", action="store_true", help="discard the work folder's previous job")
-    p.add_argument("--keep-work", action="store_true", help="keep the work folder after success")
-    engine_options(p)
-
-    p = sub.add_parser(
-        "images",
-        help="dream every image in a folder tree (resumable)",
-        epilog=EPILOG_IMAGES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("input", metavar="IN_DIR", help="folder of images (walked recursively; hidden files skipped)")
-    p.add_argument("-o", "--output", metavar="OUT_DIR", required=True, help="folder for the dreams (mirrors IN_DIR)")
-    p.add_argument(
-        "--format",
-        choices=FORMATS,
-        default=FORMATS[0],
-        help="output format: same as the input where writable (default), png or jpg",
-    )
-    p.add_argument("--workers", metavar="N", type=int, help="local Dask worker processes (default: 1, in-process)")
-    p.add_argument(
-        "--scheduler",
-        metavar="ADDR",
-        help="run on an existing Dask cluster, e.g. tcp://host:8786 "
-        "(no shared filesystem needed: give --workdir a URL every worker reaches)",
-    )
-    p.add_argument("--restart", action="store_true", help="discard OUT_DIR's previous job record")
-    p.add_argument(
-        "--workdir",
-        metavar="DIR",
-        help="job store, a path or a URL such as s3://bucket/job (default: OUT_DIR/.dreamreel-work)",
-    )
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    engine_options(p)
-
-    p = sub.add_parser(
-        "layers",
-        help="list the layers a model can dream with",
-        epilog=EPILOG_LAYERS,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--model",
-        default="inception_v3",
-        metavar="M",
-        help="inception_v3 (default), vgg16_hed, or a Keras model file (.keras, .h5) or Keras 2 SavedModel folder",
-    )
-    p.add_argument("--all", action="store_true", help="every layer name, not just the usual dream layers")
-    p.add_argument(
-        "--channels", action="store_true", help="with each layer's output shape and channel count (targets: NAME:C)"
-    )
-
-    sub.add_parser("presets", help="list the built-in presets")
-    return parser
-
-
-EPILOG_LAYERS = """examples:
-  dreamreel layers                                  (InceptionV3's dream layers)
-  dreamreel layers --model vgg16_hed --channels     (with output shapes and channel counts)
-  dreamreel layers --model my_model.keras           (a model file: its layers and output shapes)
-"""
-
-
-EPILOG_VIDEO = """examples:
-  dreamreel video clip.mp4 -o dream.mp4
-  dreamreel video clip.mp4 -o dream.mp4 --preset quick --frames 48        (a short test)
-  dreamreel video clip.mp4 -o dream.mp4 --coherence blend --blend 0.5
-  dreamreel video film.mkv -o dream.mkv --start 1:30 --duration 20
-  dreamreel video clip.mp4 -o dream.mp4 --model vgg16_hed --guide other.mp4   (guided by another clip)
-
-Killed or stopped? Run the same command again: it resumes where it stopped.
-"""
-
-
-EPILOG_PREVIEW = """examples:
-  dreamreel preview clip.mp4                          (clip-preview.png, and the time the full job would take)
-  dreamreel preview clip.mp4 -o look.png --preset quick --set step=0.02
-  dreamreel preview photos/ --count 8
-
-The frames are dreamt at 256 px with the settings the full job would use; the estimate is measured
-at the job's real size on this machine.
-"""
-
-
-EPILOG_ZOOM = """examples:
-  dreamreel zoom samples/fruits.jpg -o zoom.mp4                       (10 s at 24 fps)
-  dreamreel zoom photo.jpg -o zoom.mp4 --duration 30 --zoom 1.01 --rotate 0.2 --audio song.mp3
-  dreamreel zoom photo.jpg -o zoom.mp4 --frames 48 --preset quick      (a short test)
-
-The first frame is the image dreamt with the whole config (--preset, default: zoom, --set, ...);
-each later frame is the previous one moved (zoom, rotation, pan) and dreamt again with --steps
-steps on its --octaves-after largest octaves.
-Killed or stopped? Run the same command again: it resumes where it stopped.
-"""
-
-
-EPILOG_IMAGES = """examples:
-  dreamreel images photos/ -o dreams/
-  dreamreel images photos/ -o dreams/ --format jpg --preset quick --workers 2
-
-Files that are not images (or are broken) are listed with their reason at the end, and the exit
-code is 3; everything else is dreamt. Run the same command again to finish an interrupted batch.
-"""
-
-
-def parse_time(text: str) -> float:
-    """Seconds from '12.5', '1:30' or '01:02:03.5' (finite, not negative)."""
-    import math
-
-    try:
-        parts = [float(p) for p in text.split(":")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a time (seconds or [HH:]MM:SS[.ms])") from None
-    if len(parts) > 3 or any(not math.isfinite(p) or p < 0 for p in parts):
-        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a time (seconds or [HH:]MM:SS[.ms])")
-    seconds = 0.0
-    for p in parts:
-        seconds = seconds * 60 + p
-    if not math.isfinite(seconds):
-        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a time (seconds or [HH:]MM:SS[.ms])")
-    return seconds
-
-
-def finite_float(text: str) -> float:
-    """A number, not nan or infinite (float() takes both)."""
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a finite number")
-    return value
-
-
-# The flag that sets a config key, where one does; any other key is set with --set KEY=VALUE.
-FLAGS = {
-    "model": "--model",
-    "weights": "--weights",
-    "layers": "--layers",
-    "guide": "--guide",
-    "seed": "--seed",
-    "max_side": "--max-side",
-    "precision": "--precision",
-    "video.coherence": "--coherence",
-    "video.blend": "--blend",
-}
-
-
-def in_flags(text: str) -> str:
-    """An engine message (dreamcore.errors) in the command line's words: each setting it names
-    (```weights=FILE```) as the flag that sets it (``--weights FILE``; a class target ```layers=class:N```
-    as ``--class N``; a key without a flag as ``--set KEY=VALUE``, or alone as its name), and each
-    layer listing as the ``dreamreel layers`` command that prints it."""
-    import ast
-    import re
-
-    keys = {*SCHEMA, *(f"video.{k}" for k in VIDEO_SCHEMA), *FLAGS}
-
-    def flag(m: re.Match[str]) -> str:
-        key, value = m.group(1), m.group(2)
-        if key not in keys:
-            return m.group(0)
-        if key == "layers" and value and value.startswith("class:"):
-            return f"--class {value[len('class:') :]}"
-        if key in FLAGS:
-            return FLAGS[key] if value is None else f"{FLAGS[key]} {value}"
-        return key if value is None else f"--set {key}={value}"
-
-    def command(m: re.Match[str]) -> str:
-        every = " --all" if m.group(2) == "layer_names" else ""
-        return f"`{PROG} layers --model {ast.literal_eval(m.group(1))}{every}`"
-
-    return SETTING.sub(flag, LISTING.sub(command, text))
-
-
-def _shown(text: str, limit: int = 60) -> str:
-    return repr(text if len(text) <= limit else text[:limit] + "...")
-
-
-# ffmpeg is given times in microseconds (media: "%.6f"): a duration shorter than that would read as 0,
-# which ffmpeg takes as no limit at all.
-TIME_RESOLUTION = 1e-6
-
-
-def check_duration(flag: str, value: float | None) -> None:
-
-    if value is not None and value < TIME_RESOLUTION:
-        raise UsageError(f"{flag} {value:g}: give a positive time of at least 0.000001 s")
 
 
 class _TqdmLogHandler(logging.Handler):
@@ -467,36 +63,6 @@ def _setup_logging() -> None:
         log.addHandler(_TqdmLogHandler())
     log.setLevel(logging.INFO)
     log.propagate = False
-
-
-def _config_from_args(args: argparse.Namespace) -> Any:
-
-    return with_guide(build_config(args.preset, args.config, args.sets, engine_flags(args)), args)
-
-
-def with_guide(cfg: Any, args: argparse.Namespace) -> Any:
-    """The config with --guide's image (commands other than video take an image only)."""
-    if not args.guide:
-        return cfg
-
-    return cfg.replace(guide=read_still(args.guide))
-
-
-def engine_flags(args: argparse.Namespace) -> dict[str, Any]:
-
-    layers = parse_layers(args.layers) if args.layers else None
-    if args.class_ is not None:
-        if args.class_ < 0:
-            raise UsageError(f"--class {args.class_}: classes count from 0")
-        layers = {**(layers or {}), f"class:{args.class_}": 1.0}
-    return {
-        "layers": layers,
-        "model": args.model,
-        "weights": args.weights,
-        "seed": args.seed,
-        "max_side": args.max_side,
-        "precision": args.precision,
-    }
 
 
 def _with_bar(job: Callable[..., R], req: Any, quiet: bool) -> R:
@@ -519,25 +85,10 @@ def _stopped(what: str, where: str) -> int:
 
 def cmd_image(args: argparse.Namespace) -> int:
 
-    cfg = _config_from_args(args)
-    out = check_output_path(args.output, args.overwrite)
-    picture = read_image(args.input)
-    resolve_noted(cfg)
-
-    start = time.monotonic()
-    load_tensorflow()
-    engine = Engine(cfg)
-    rgb, alpha = to_float_rgb(picture.pixels)
     with _DreamBar(disable=args.quiet, desc=os.path.basename(args.input)) as bar:
-        dreamt = engine.dream_rgb(rgb, progress=bar.update)
-    pixels = from_float_rgb(dreamt, alpha, picture.pixels.dtype)
-    write_image(out, pixels, overwrite=args.overwrite)  # never over a file that appeared while we dreamt
-    r = engine.resolved
-    network = os.path.basename(r.model) if r.weights == "file" else f"{r.model}/{os.path.basename(r.weights)}"
-    print(
-        f"{PROG}: wrote {out} ({pixels.shape[1]}x{pixels.shape[0]}, {network}, {time.monotonic() - start:.1f} s)",
-        file=sys.stderr,
-    )
+        done = run_image(args, bar.update)
+    height, width = done.pixels.shape[:2]
+    print(f"{PROG}: wrote {done.output} ({width}x{height}, {done.network}, {done.seconds:.1f} s)", file=sys.stderr)
     return EXIT_OK
 
 
@@ -578,42 +129,12 @@ class _DreamBar:
 
 def cmd_video(args: argparse.Namespace) -> int:
 
-    cfg, vcfg, keyframes = build_job_settings(
-        args.preset, args.config, args.sets, engine_flags(args), {"coherence": args.coherence, "blend": args.blend}
-    )
-    out = check_film_output(args.output, args.overwrite)
-    if args.frames is not None and args.frames < 1:
-        raise UsageError(f"--frames {args.frames}: give at least 1")
-    if args.workers is not None and args.workers < 1:
-        raise UsageError(f"--workers {args.workers}: give at least 1")
-    check_duration("--duration", args.duration)
+    cfg, vcfg, keyframes, out = video_settings(args)
     if args.preview:
         from pathlib import Path
 
         return _preview(args, str(Path(out).with_name(Path(out).stem + "-preview.png")), cfg, vcfg, keyframes, 6)
-    if args.guide:
-        open_guide(args.guide)  # a bad guide is said before any work
-        check_guided_layers(cfg.layers)
-    req = VideoRequest(
-        input=args.input,
-        output=out,
-        config=cfg,
-        video=vcfg,
-        workdir=args.workdir,
-        restart=args.restart,
-        keep_work=args.keep_work or args.keep_frames,
-        keep_frames=args.keep_frames,
-        start=args.start,
-        duration=args.duration,
-        frames=args.frames,
-        workers=args.workers,
-        scheduler=args.scheduler,
-        quiet=args.quiet,
-        keyframes=keyframes,
-        guide=args.guide,
-        guide_end=args.guide_end,
-        overwrite=args.overwrite,
-    )
+    req = video_request(args, cfg, vcfg, keyframes, out)
     start = time.monotonic()
     try:
         result = _with_bar(dream_video, req, req.quiet)
@@ -635,128 +156,29 @@ def _replayed(n: int) -> str:
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
-    cfg, vcfg, keyframes = build_job_settings(
-        args.preset, args.config, args.sets, engine_flags(args), {"coherence": args.coherence, "blend": args.blend}
-    )
-    if not 1 <= args.count <= 64:
-        raise UsageError(f"--count {args.count}: give an integer from 1 to 64")
-    if args.frames is not None and args.frames < 1:
-        raise UsageError(f"--frames {args.frames}: give at least 1")
-    check_duration("--duration", args.duration)
-    out = args.output or f"{Path(args.input.rstrip('/')).stem}-preview.png"
-    return _preview(args, out, cfg, vcfg, keyframes, args.count)
-
-
-def _preview_guide(cfg: Any, args: argparse.Namespace) -> tuple[Any, tuple[str, str] | None]:
-    """A preview's config with --guide's image, or the guide clip and its --guide-end. A clip guides
-    a clip's preview frame by frame, as in `video`; an image preview takes its first frame (said)."""
-    if not args.guide:
-        return cfg, None
-
-    check_guided_layers(cfg.layers)
-    still, clip = open_guide(args.guide)
-    if clip is None:
-        return cfg.replace(guide=still), None
-    if not is_still_input(args.input):
-        return cfg, (str(clip), args.guide_end)
-    logging.getLogger("dreamcore").warning(
-        "images are guided by a still: the preview takes the guide clip's first frame"
-    )
-    return cfg.replace(guide=first_frame(clip)), None
+    t0 = time.monotonic()
+    sheet, estimate = preview_job(args)
+    print(f"{PROG}: wrote {sheet} ({time.monotonic() - t0:.0f} s). {estimate_line(estimate)}", file=sys.stderr)
+    return EXIT_OK
 
 
 def _preview(args: argparse.Namespace, out: str, cfg: Any, vcfg: Any, keyframes: Any, count: int) -> int:
     """Preview ``args.input`` (a clip or images) into the contact sheet ``out``, with the estimate."""
     t0 = time.monotonic()
-    cfg, guide_clip = _preview_guide(cfg, args)
-    clip, end = guide_clip or (None, "loop")
-    sheet, estimate = run_preview(
-        PreviewRequest(
-            input=args.input,
-            output=out,
-            config=cfg,
-            video=vcfg,
-            keyframes=keyframes,
-            count=count,
-            start=args.start,
-            duration=args.duration,
-            frames=args.frames,
-            overwrite=args.overwrite,
-            guide_clip=clip,
-            guide_end=end,
-        )
-    )
+    sheet, estimate = preview_sheet(args, out, cfg, vcfg, keyframes, count)
     print(
-        f"{PROG}: wrote {sheet} ({time.monotonic() - t0:.0f} s). The full job would take about "
-        f"{human(estimate.seconds)}{f' ({estimate.seconds:.0f} s)' if estimate.seconds >= 90 else ''} on this "
-        f"machine: {'; '.join(estimate.lines)}",
+        f"{PROG}: wrote {sheet} ({time.monotonic() - t0:.0f} s). {estimate_line(estimate)}",
         file=sys.stderr,
     )
     return EXIT_OK
 
 
-def parse_fps(text: str) -> Any:
-    from fractions import Fraction
-
-    try:
-        rate = Fraction(text)
-    except (ValueError, ZeroDivisionError):
-        raise UsageError(f"--fps {text}: not a rate (e.g. 24, 29.97 or 30000/1001)") from None
-    if not 1 <= rate <= 240:
-        raise UsageError(f"--fps {text}: give a rate from 1 to 240")
-    return rate.limit_denominator(1001)
-
-
 def cmd_zoom(args: argparse.Namespace) -> int:
 
-    cfg, _, keyframes = build_job_settings(args.preset or "zoom", args.config, args.sets, engine_flags(args))
-    cfg = with_guide(cfg, args)
-    video_keys = [k for k in keyframes.keys if k.startswith("video.")]
-    if video_keys:
-        raise UsageError(f"{video_keys[0]}: zoom has no video settings")
-    out = check_film_output(args.output, args.overwrite)
-    fps = parse_fps(args.fps)
-    if args.frames is not None:
-        frames = args.frames
-    else:
-        duration = 10.0 if args.duration is None else args.duration
-        check_duration("--duration", duration)
-        frames = round(duration * fps)
-    if frames < 1:
-        raise UsageError(f"--frames {frames}: give at least 1")
-    if not 0.5 <= args.zoom <= 2:
-        raise UsageError(
-            f"--zoom {args.zoom:g}: give a scale per frame from 0.5 to 2 (1 is still; 1.02 a steady zoom in)"
-        )
-    if not 1 <= args.steps <= 1000:
-        raise UsageError(f"--steps {args.steps}: give an integer from 1 to 1000")
-    octaves = SCHEMA["octaves"]  # the follow-up frames dream at most the config's octaves
-    if not octaves.check(args.octaves_after):
-        raise UsageError(f"--octaves-after {args.octaves_after}: give {octaves.values}")
-    try:
-        dx, dy = (finite_float(v) for v in args.pan.split(","))
-    except (ValueError, argparse.ArgumentTypeError):
-        raise UsageError(f"--pan {args.pan[:60]}: expected DX,DY in pixels, e.g. 1.5,0") from None
-    req = ZoomRequest(
-        input=args.input,
-        output=out,
-        config=cfg,
-        frames=frames,
-        fps=fps,
-        motion=Motion(zoom=args.zoom, rotate=args.rotate, pan_x=dx, pan_y=dy),
-        steps=args.steps,
-        octaves=args.octaves_after,
-        chunk_frames=max(1, args.chunk_frames),
-        keyframes=keyframes,
-        audio=args.audio,
-        workdir=args.workdir,
-        restart=args.restart,
-        keep_work=args.keep_work,
-        quiet=args.quiet,
-        overwrite=args.overwrite,
-    )
+    req = zoom_job(args)
+    fps = req.fps
+    out = req.output
     start = time.monotonic()
     try:
         result = _with_bar(dream_zoom, req, req.quiet)
@@ -773,7 +195,7 @@ def cmd_zoom(args: argparse.Namespace) -> int:
 def cmd_images(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    cfg = _config_from_args(args)
+    cfg = config_from_args(args)
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers {args.workers}: give at least 1")
     req = BatchRequest(
@@ -833,6 +255,38 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_studio(args: argparse.Namespace) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("gradio") is None:
+        raise UsageError('the studio needs Gradio: pip install "dreamreel[studio]"')
+    if not os.path.isdir(args.folder):
+        raise UsageError(f"{args.folder}: not a folder")
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: give at least 1")
+    if args.port is not None and not 1 <= args.port <= 65535:
+        raise UsageError(f"--port {args.port}: give a port from 1 to 65535")
+    password = None
+    if args.password:
+        import getpass
+
+        password = os.environ.get("DREAMREEL_STUDIO_PASSWORD") or getpass.getpass("studio password: ")
+        if not password:
+            raise UsageError("--password: the password is empty")
+    from pipeline.studio.app import launch  # lazy: Gradio is the studio extra's
+
+    launch(
+        args.folder,
+        host=args.host,
+        port=args.port,
+        password=password,
+        open_browser=not args.no_browser,
+        max_upload=args.max_upload,
+        slots=args.jobs,
+    )
+    return EXIT_OK
+
+
 COMMANDS = {
     "image": cmd_image,
     "images": cmd_images,
@@ -841,6 +295,7 @@ COMMANDS = {
     "preview": cmd_preview,
     "layers": cmd_layers,
     "presets": cmd_presets,
+    "studio": cmd_studio,
 }
 
 
@@ -880,26 +335,12 @@ def _run(args: argparse.Namespace, debug: bool) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (DreamError, PipelineError) as exc:
+    except Exception as exc:
         if debug:
             raise
-        code = exc.exit_code if isinstance(exc, PipelineError) else EXIT_USAGE
-        print(f"{PROG}: error: {one_line(in_flags(str(exc)))}", file=sys.stderr)
+        code, line = error_line(exc)
+        print(line, file=sys.stderr)
         return code
-    except MemoryError:
-        if debug:
-            raise
-        print(f"{PROG}: error: out of memory (try --max-side or a smaller --set tile=...)", file=sys.stderr)
-        return EXIT_FAILED
-    except Exception as exc:  # the last line of defence: one line, no traceback
-        if debug:
-            raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(
-            f"{PROG}: error: {one_line(f'{type(exc).__name__}: {first}')} (DREAMREEL_DEBUG=1 shows the traceback)",
-            file=sys.stderr,
-        )
-        return EXIT_FAILED
 
 
 if __name__ == "__main__":

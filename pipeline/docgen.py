@@ -19,7 +19,7 @@ from typing import Any
 from dreamcore.config import SCHEMA, VIDEO_SCHEMA, DreamConfig, Field, VideoConfig
 from dreamcore.keyframes import ENGINE_KEYS, VIDEO_KEYS
 from dreamcore.preset import load_preset, preset_description, preset_names
-from pipeline.cli import FLAGS, build_parser
+from pipeline.commands import FLAGS, build_parser
 
 # What each key does, in a few words (the schema says what it takes). tests/test_docs.py checks that
 # every key of the schema has a line here.
@@ -245,7 +245,7 @@ def _command(parser: argparse.ArgumentParser, summary: str) -> list[str]:
 
 
 def cli_reference(parser: argparse.ArgumentParser | None = None) -> str:
-    """Every subcommand of ``dreamreel`` (default: ``pipeline.cli.build_parser()``) with its usage,
+    """Every subcommand of ``dreamreel`` (default: ``pipeline.commands.build_parser()``) with its usage,
     each argument with its value and help text, and its examples."""
     if parser is None:
         parser = build_parser()

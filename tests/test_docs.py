@@ -15,7 +15,7 @@ import pytest
 
 from dreamcore.config import SCHEMA, VIDEO_SCHEMA
 from pipeline import docgen
-from pipeline.cli import build_parser
+from pipeline.commands import build_parser
 from tests.media import REPO
 
 

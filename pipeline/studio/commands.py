@@ -1,0 +1,120 @@
+"""The studio's settings as ``dreamreel`` command lines, and the folder it may read and write.
+
+Every dream the page makes is one of these command lines, run by the command line's own code
+(``pipeline.commands``): what the page shows under a result is what a terminal in the studio's folder
+gives, byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shlex
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import InputError
+
+PROG = "dreamreel"
+STATE = ".dreamreel-studio"  # the studio's own files, under its folder: uploads, quick dreams, jobs
+OUTPUTS = "dreams"  # what the studio makes for the user, under its folder
+QUICK_SIDE = 320  # a quick dream's long side (pixels): seconds on a 2-core CPU
+
+
+@dataclass(frozen=True)
+class Look:
+    """The dream settings of the page's panel; ``None`` or ``""`` leaves the preset's value."""
+
+    model: str = "auto"
+    weights: str = ""
+    preset: str = "default"
+    layers: str = ""  # the CLI's --layers text: NAME=W or NAME:C=W, comma separated
+    step: str = ""  # as typed: the command line checks them and says what is wrong
+    octaves: str = ""
+    iterations: str = ""
+    seed: str = ""
+    precision: str = ""
+    guide: str = ""  # a path under the studio's folder
+
+    def argv(self) -> list[str]:
+        """The engine options of a command line, in the order `dreamreel image --help` lists them."""
+        out: list[str] = []
+        if self.preset and self.preset != "default":
+            out += ["--preset", self.preset]
+        for key, value in (("step", self.step), ("octaves", self.octaves), ("iterations", self.iterations)):
+            if value.strip():
+                out += ["--set", f"{key}={value.strip()}"]
+        if self.layers.strip():
+            out += ["--layers", "".join(self.layers.split())]
+        if self.guide:
+            out += ["--guide", self.guide]
+        if self.model and self.model != "auto":
+            out += ["--model", self.model]
+        if self.weights:
+            out += ["--weights", self.weights]
+        if self.seed.strip():
+            out += ["--seed", self.seed.strip()]
+        if self.precision:
+            out += ["--precision", self.precision]
+        return out
+
+
+def shown(argv: list[str]) -> str:
+    """A command line as a user copies it into a terminal."""
+    return shlex.join([PROG, *argv])
+
+
+class Folder:
+    """The folder a studio was started for: every path typed in the page is read under it, and
+    everything the studio writes goes under it (``dreams/`` for results, ``.dreamreel-studio/``
+    for its own files)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+
+    def inside(self, text: str, what: str = "path") -> str:
+        """``text`` (relative to the folder, or absolute) as a path relative to the folder; a path
+        that leads outside it (``..``, an absolute path elsewhere, a link out) is refused."""
+        text = text.strip()
+        if not text:
+            raise InputError(f"no {what} given")
+        path = (self.root / text).resolve()
+        if not path.is_relative_to(self.root):
+            raise InputError(f"{text}: outside the studio's folder {self.root} (start the studio in a folder above it)")
+        return str(path.relative_to(self.root)) or "."
+
+    def state(self, *parts: str) -> Path:
+        path = self.root.joinpath(STATE, *parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def outputs(self) -> Path:
+        path = self.root / OUTPUTS
+        path.mkdir(exist_ok=True)
+        return path
+
+    def keep_upload(self, temp: str) -> str:
+        """An uploaded file (in the web server's temporary folder) copied under the studio's own
+        folder, its name kept: a job started from it resumes after a restart, and its command line
+        works in a terminal. Returns the path relative to the folder."""
+        src = Path(temp)
+        digest = hashlib.sha256()
+        with open(src, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        dest = self.state("uploads", digest.hexdigest()[:12]) / src.name
+        if not dest.exists():
+            part = dest.with_name(dest.name + ".part")
+            shutil.copyfile(src, part)
+            part.replace(dest)
+        return str(dest.relative_to(self.root))
+
+    def new_output(self, stem: str, suffix: str) -> str:
+        """A name in ``dreams/`` that nothing has yet: ``STEM.png``, else ``STEM-2.png``, ..."""
+        folder = self.outputs()
+        n = 1
+        while True:
+            name = f"{stem}{suffix}" if n == 1 else f"{stem}-{n}{suffix}"
+            if not (folder / name).exists() and not (folder / f".{name}.dreamreel-work").exists():
+                return f"{OUTPUTS}/{name}"
+            n += 1
