@@ -110,3 +110,13 @@ def test_every_mutant_still_finds_its_line() -> None:
 
     for mutant in MUTANTS:
         assert (REPO / mutant.path).read_text().count(mutant.old) == 1, mutant.name
+
+
+def test_studio_benchmark_reports_each_network(tmp_path: Path, monkeypatch, capsys) -> None:
+    from benchmarks.studio import main
+    from tests.media import SAMPLE_IMAGE
+
+    monkeypatch.chdir(tmp_path)  # it works in a folder of its own
+    main(["--photo", str(SAMPLE_IMAGE), "--side", "96", "--repeat", "1", "--networks", "inception_v3"])
+    out = capsys.readouterr().out
+    assert "at 96x" in out and out.splitlines()[-1].startswith("inception_v3")

@@ -22,6 +22,7 @@ from pipeline.studio.work import BUILT_IN_MODELS, EXPLORE_MODES, Refused, Studio
 LOCAL = "127.0.0.1"
 CSS = """
 .dr-error { color: #b3261e; font-weight: 600; }
+.dr-note { color: #8a5a00; }
 .dr-bar { height: 14px; background: #e5e5e5; border-radius: 7px; overflow: hidden; }
 .dr-bar > div { height: 100%; background: #7b5cd6; }
 """
@@ -38,6 +39,10 @@ def _ok(text: str) -> str:
     return f'<p id="dr-message">{html.escape(text, quote=False)}</p>'
 
 
+def _note(text: str) -> str:
+    return f'<p class="dr-note">{html.escape(text, quote=False)}</p>'
+
+
 def _clock(seconds: float | None) -> str:
     if seconds is None:
         return ""
@@ -49,7 +54,8 @@ def build(studio: Studio) -> Any:
     """The page of one studio."""
     import gradio as gr  # lazy: the studio extra
 
-    with gr.Blocks(title="dreamreel studio", analytics_enabled=False) as page:
+    # Gradio keeps what it shows in its cache folder: files older than a day go, checked hourly.
+    with gr.Blocks(title="dreamreel studio", analytics_enabled=False, delete_cache=(3600, 86400)) as page:
         ui = _layout(gr, studio.folder)
         _wire_settings(gr, page, studio, ui)
         _wire_image(gr, studio, ui)
@@ -112,7 +118,8 @@ def _source(gr: Any, ui: SimpleNamespace, prefix: str, what: str) -> None:
 
 
 def _command(gr: Any) -> Any:
-    return gr.Code(label="The command line that gives it (run in the folder)", language="shell")
+    label = "The command line that gives it (run in the folder)"
+    return gr.Code(label=label, language="shell", wrap_lines=True, lines=2)
 
 
 def _image_tab(gr: Any, ui: SimpleNamespace) -> None:
@@ -160,7 +167,9 @@ def _video_tab(gr: Any, ui: SimpleNamespace, coherence: tuple[str, ...]) -> None
             ui.preview = gr.Button("Preview and estimate", elem_id="dr-preview")
             ui.run = gr.Button("Run the job", variant="primary", elem_id="dr-run")
         ui.video_msg = gr.HTML(elem_id="dr-video-message")
-        ui.sheet = gr.Image(label="Preview", type="filepath", interactive=False, elem_id="dr-sheet")
+        ui.sheet = gr.Image(
+            label="Preview", type="filepath", interactive=False, elem_id="dr-sheet", buttons=["download", "fullscreen"]
+        )
         ui.video_cmd = _command(gr)
 
 
@@ -188,6 +197,7 @@ def _jobs_tab(gr: Any, ui: SimpleNamespace) -> None:
             ui.resume = gr.Button("Resume", elem_id="dr-resume")
         ui.bar = gr.HTML(elem_id="dr-bar")
         ui.player = gr.Video(label="Result", elem_id="dr-player", interactive=False)
+        ui.playing = gr.State(None)
         ui.job_cmd = _command(gr)
         ui.timer = gr.Timer(1.0)
 
@@ -229,7 +239,8 @@ def _wire_image(gr: Any, studio: Studio, ui: SimpleNamespace) -> None:
         except Refused as exc:
             return _said(exc.line), None, None, ""
         said = f"{'Quick dream' if quick else 'Dreamt'} in {done.seconds:.1f} s with {done.network}: {done.output}"
-        return _ok(said), (done.before, done.after), str(root / done.output), done.command
+        said_all = _ok(said) + "".join(_note(n) for n in done.notes)
+        return said_all, (done.before, done.after), str(root / done.output), done.command
 
     def quick(upload: str | None, path: str, *values: Any) -> Any:
         return dream_image(True, upload, path, values, None)
@@ -280,6 +291,7 @@ def _wire_explore(gr: Any, studio: Studio, ui: SimpleNamespace) -> None:
             _ok(f"Took the settings of dream {index + 1}" if setting else ""),
         )
 
+    take.__annotations__["evt"] = gr.SelectData  # resolved here: Gradio reads it to pass the click
     ui.gallery.select(take, [ui.tiles], [ui.preset, ui.layers, ui.explore_msg], api_name=False)
 
 
@@ -328,10 +340,10 @@ def _wire_clips(gr: Any, studio: Studio, ui: SimpleNamespace) -> None:
 
 def _progress_html(current: Any) -> str:
     eta = f" · ETA {_clock(current.eta_s)}" if current.eta_s is not None else ""
+    frames = f"{current.done}/{current.total} frames" if current.total else "planning"
     return (
         f'<div id="dr-progress" data-done="{current.done}" data-total="{current.total}" '
-        f'data-state="{current.state}">{html.escape(current.id)}: {current.state}, '
-        f"{current.done}/{current.total} frames{eta}</div>"
+        f'data-state="{current.state}">{html.escape(current.id)}: {current.state}, {frames}{eta}</div>'
         f'<div class="dr-bar"><div style="width:{100 * current.fraction:.1f}%"></div></div>'
     )
 
@@ -339,7 +351,7 @@ def _progress_html(current: Any) -> str:
 def _wire_jobs(gr: Any, page: Any, studio: Studio, ui: SimpleNamespace) -> None:
     root = studio.folder.root
 
-    def view(chosen: str | None) -> Any:
+    def view(chosen: str | None, playing: str | None) -> Any:
         studio.board.pump()
         states = studio.board.states()
         rows = [
@@ -349,18 +361,20 @@ def _wire_jobs(gr: Any, page: Any, studio: Studio, ui: SimpleNamespace) -> None:
         ids = [s.id for s in states]
         current = next((s for s in states if s.id == chosen), states[0] if states else None)
         if current is None:
-            return rows, gr.update(choices=ids, value=None), "", None, ""
+            return rows, gr.update(choices=ids, value=None), "", None, "", None
         video = str(root / current.output) if current.state == "done" else None
-        return rows, gr.update(choices=ids, value=current.id), _progress_html(current), video, current.command
+        # The player is given a film only when it changes: sent again each second, it would restart.
+        player = gr.update() if video == playing else video
+        return rows, gr.update(choices=ids, value=current.id), _progress_html(current), player, current.command, video
 
     def jobs(chosen: str | None) -> list[list[Any]]:
         """Every job of the folder, newest first: [id, input, state, frames done/total, ETA, message]."""
-        return list(view(chosen)[0])
+        return list(view(chosen, None)[0])
 
-    shows = [ui.table, ui.pick, ui.bar, ui.player, ui.job_cmd]
-    ui.timer.tick(view, [ui.pick], shows, api_name=False, show_progress="hidden")
-    ui.pick.input(view, [ui.pick], shows, api_name=False)
-    page.load(view, [ui.pick], shows, api_name=False)
+    shows = [ui.table, ui.pick, ui.bar, ui.player, ui.job_cmd, ui.playing]
+    ui.timer.tick(view, [ui.pick, ui.playing], shows, api_name=False, show_progress="hidden")
+    ui.pick.input(view, [ui.pick, ui.playing], shows, api_name=False)
+    page.load(view, [ui.pick, ui.playing], shows, api_name=False)
     gr.api(jobs, api_name="jobs")
 
     def cancel(job: str | None) -> str:
@@ -422,17 +436,24 @@ def launch(
         auth_message="dreamreel studio: any user name, the studio's password" if password else None,
         max_file_size=max_upload,
         allowed_paths=[str(folder.outputs()), str(folder.state())],
-        prevent_thread_lock=not block,
+        prevent_thread_lock=True,
         show_error=False,
-        quiet=not block,
+        quiet=True,
         ssr_mode=False,
         mcp_server=False,
         footer_links=["api"],
         theme="soft",
         css=CSS,
     )
+    print(
+        f"dreamreel studio: {folder.root} on {page.local_url} (Ctrl-C stops it; running jobs stop and keep their work)",
+        file=sys.stderr,
+    )
     if block:
-        studio.board.close()
+        try:
+            page.block_thread()
+        finally:
+            studio.board.close()
     return page
 
 

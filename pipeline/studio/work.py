@@ -9,7 +9,9 @@ The page (``app``) is a thin layer over these; the API tests call them through `
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -47,6 +49,7 @@ class Dreamt:
     command: str  # the command line that gives it
     seconds: float
     network: str
+    notes: tuple[str, ...] = ()  # what the command line would print as warnings (an offline fallback, ...)
 
 
 def _refused(exc: Exception) -> Refused:
@@ -74,6 +77,26 @@ def _parse(argv: list[str]) -> Any:
         raise Refused(f"dreamreel {argv[0]}: {last[0].split(': ', 1)[-1]}", int(exc.code or 2)) from None
     except argparse.ArgumentError as exc:  # pragma: no cover - exit_on_error is on
         raise Refused(str(exc), 2) from None
+
+
+@contextlib.contextmanager
+def _warnings() -> Iterator[list[str]]:
+    """The warnings the engine logs meanwhile, in the command line's words (for the page)."""
+    from pipeline.commands import in_flags  # lazy: as above
+
+    said: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(f"warning: {in_flags(record.getMessage())}")
+
+    log = logging.getLogger("dreamcore")
+    handler = Keep(logging.WARNING)
+    log.addHandler(handler)
+    try:
+        yield said
+    finally:
+        log.removeHandler(handler)
 
 
 def display(pixels: np.ndarray) -> np.ndarray:
@@ -147,8 +170,9 @@ class Studio:
         quick: bool,
         progress: Callable[..., None] | None = None,
         output: str | None = None,
+        side: int = QUICK_SIDE,
     ) -> Dreamt:
-        """``dreamreel image``: quick (at most QUICK_SIDE pixels dreamt, into the studio's own
+        """``dreamreel image``: quick (at most ``side`` pixels dreamt, into the studio's own
         folder) or full size (a new file in ``dreams/``)."""
         from pipeline.commands import run_image  # lazy: TensorFlow behind it
         from pipeline.io.imagefile import read_image  # lazy: as above
@@ -160,15 +184,17 @@ class Studio:
             output = self.folder.new_output(f"{stem}-dream", ".png")
         argv = ["image", source, "-o", output, *(["--overwrite"] if quick else []), *look.argv()]
         if quick:
-            argv += ["--max-side", str(QUICK_SIDE)]
+            argv += ["--max-side", str(side)]
         args = _parse(argv)
         try:
             before = read_image(source).pixels
-            with _dreaming:
+            with _dreaming, _warnings() as notes:
                 done = run_image(args, progress)
         except Exception as exc:
             raise _refused(exc) from None
-        return Dreamt(display(before), display(done.pixels), output, shown(argv), done.seconds, done.network)
+        return Dreamt(
+            display(before), display(done.pixels), output, shown(argv), done.seconds, done.network, tuple(notes)
+        )
 
     def explore(self, source: str, look: Look, mode: str, count: int) -> Iterator[tuple[int, int, Any]]:
         """The image dreamt quickly once per layer (the picked ones, or the network's), per channel
@@ -177,7 +203,8 @@ class Studio:
         for i, (caption, variant, settings) in enumerate(variants):
             out = str((self.folder.state("explore") / f"{i:02d}.png").relative_to(self.folder.root))
             try:
-                result: Any = (self.dream(source, variant, quick=True, output=out), caption, settings)
+                dreamt = self.dream(source, variant, quick=True, output=out, side=EXPLORE_SIDE)
+                result: Any = (dreamt, caption, settings)
             except Refused as exc:
                 result = exc
             yield i, len(variants), result
