@@ -253,3 +253,35 @@ def test_a_job_outlives_its_studio_being_killed_and_equals_the_command_lines(tmp
     assert len(studio_frames) == 12
     assert [f.tobytes() for f in studio_frames] == [f.tobytes() for f in read_frames(folder / "cli.mp4")]
     assert (folder / "dreams/clip-dream.mp4").read_bytes() == (folder / "cli.mp4").read_bytes()
+
+
+def test_a_second_studio_on_the_same_folder_is_refused(served):
+    import subprocess
+    import sys
+
+    from tests.media import REPO
+
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline", "studio", str(served.folder), "--no-browser"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith("another dreamreel studio serves this folder"), done.stderr
+
+
+def test_a_server_path_passed_as_an_upload_is_not_read(served):
+    """A caller of the HTTP API naming a file of the server as its 'upload' (not uploading it, as
+    gradio_client would) gets an error, and nothing from outside the folder is read or kept."""
+    import httpx
+
+    secret = served.folder.parent / "outside.png"
+    upload = {"path": str(secret), "meta": {"_type": "gradio.FileData"}}
+    call = httpx.post(f"{served.url}gradio_api/call/quick", json={"data": [upload, "", *settings()]}, timeout=30)
+    event = call.json()["event_id"]
+    with httpx.stream("GET", f"{served.url}gradio_api/call/quick/{event}", timeout=120) as stream:
+        said = "\n".join(stream.iter_lines())
+    assert "event: error" in said and "Quick dream" not in said, said
+    assert not list((served.folder / ".dreamreel-studio" / "uploads").rglob("outside.png"))

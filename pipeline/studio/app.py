@@ -16,6 +16,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from pipeline.errors import UsageError
 from pipeline.studio.commands import QUICK_SIDE, Folder
 from pipeline.studio.work import BUILT_IN_MODELS, EXPLORE_MODES, Refused, Studio, clip_options, zoom_options
 
@@ -415,6 +416,7 @@ def launch(
     each keeping what it finished."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     folder = Folder(root)
+    folder.claim()  # one studio per folder: two would run each other's queue
     os.chdir(folder.root)  # the command lines it runs are relative to its folder, as shown
     studio = Studio(folder, slots)
     studio.board.start_pumping()
@@ -428,6 +430,26 @@ def launch(
         )
     logging.getLogger("httpx").setLevel(logging.WARNING)
     page.queue(default_concurrency_limit=1)
+    try:
+        _serve(page, folder, host, port, password, open_browser, max_upload)
+    except OSError as exc:
+        studio.board.close()
+        raise UsageError(f"--host {host} --port {port or 'auto'}: cannot listen there ({exc})") from None
+    print(
+        f"dreamreel studio: {folder.root} on {page.local_url} (Ctrl-C stops it; running jobs stop and keep their work)",
+        file=sys.stderr,
+    )
+    if block:
+        try:
+            page.block_thread()
+        finally:
+            studio.board.close()
+    return page
+
+
+def _serve(
+    page: Any, folder: Folder, host: str, port: int | None, password: str | None, open_browser: bool, max_upload: str
+) -> None:
     page.launch(
         server_name=host,
         server_port=port,
@@ -445,16 +467,6 @@ def launch(
         theme="soft",
         css=CSS,
     )
-    print(
-        f"dreamreel studio: {folder.root} on {page.local_url} (Ctrl-C stops it; running jobs stop and keep their work)",
-        file=sys.stderr,
-    )
-    if block:
-        try:
-            page.block_thread()
-        finally:
-            studio.board.close()
-    return page
 
 
 def _same(given: str, password: str) -> bool:

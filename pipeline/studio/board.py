@@ -205,6 +205,8 @@ class Board:
             state = "stopped"
         if ended is not None and not alive:
             message = ended["message"]
+        elif state == "stopped" and event is None:
+            message = "not started (its studio stopped first): resume starts it"
         elif state == "stopped":
             message = "stopped before it ended (its studio or its process was stopped); what it finished is kept"
         else:

@@ -8,12 +8,13 @@ gives, byte for byte.
 from __future__ import annotations
 
 import hashlib
+import os
 import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import InputError
+from pipeline.errors import InputError, UsageError
 
 PROG = "dreamreel"
 STATE = ".dreamreel-studio"  # the studio's own files, under its folder: uploads, quick dreams, jobs
@@ -82,6 +83,20 @@ class Folder:
         if not path.is_relative_to(self.root):
             raise InputError(f"{text}: outside the studio's folder {self.root} (start the studio in a folder above it)")
         return str(path.relative_to(self.root)) or "."
+
+    def claim(self) -> None:
+        """Hold the folder for this process (a lock the system drops when it ends, however it ends);
+        a second studio on the same folder is refused."""
+        import fcntl
+
+        if not os.access(self.root, os.W_OK):
+            raise UsageError(f"{self.root}: cannot be written, and the studio writes its results under it")
+        path = self.state() / "studio.lock"
+        self._lock = open(path, "a+")  # noqa: SIM115 - held for the process's life
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise UsageError(f"{self.root}: another dreamreel studio serves this folder") from None
 
     def state(self, *parts: str) -> Path:
         path = self.root.joinpath(STATE, *parts)
