@@ -100,11 +100,11 @@ class Served:
                 self.proc.wait(30)
 
 
-def studio_folder(folder: Path, clip_size: str = "96x64") -> Path:
+def studio_folder(folder: Path, clip_size: str = "96x64", seconds: float = 0.5) -> Path:
     """A folder with what the tests dream: a picture, a 12-frame clip, and things that are not media."""
     folder.mkdir(parents=True, exist_ok=True)
     Image.fromarray(synthetic_image(96, 128, seed=3)).save(folder / "photo.png")
-    make_clip(folder / "clip.mp4", size=clip_size, rate="24", seconds=0.5)
+    make_clip(folder / "clip.mp4", size=clip_size, rate="24", seconds=seconds)
     (folder / "notes.txt").write_text("not a picture\n")
     (folder / "notes.png").write_text("not a picture either\n")
     from tests.clips import ffmpeg

@@ -15,7 +15,7 @@ pytest.importorskip("gradio_client")
 from pipeline.cli import main  # noqa: E402
 from pipeline.errors import InputError  # noqa: E402
 from pipeline.studio.commands import Folder, Look  # noqa: E402
-from tests.clips import read_frames  # noqa: E402
+from tests.clips import make_clip, read_frames  # noqa: E402
 from tests.studio import Served, pixels, settings, studio_folder, wait_jobs  # noqa: E402
 
 
@@ -23,6 +23,10 @@ from tests.studio import Served, pixels, settings, studio_folder, wait_jobs  # n
 def served(tmp_path_factory):
     folder = studio_folder(tmp_path_factory.mktemp("studio") / "work")
     (folder.parent / "outside.png").write_bytes((folder / "photo.png").read_bytes())
+    make_clip(folder / "slow.mp4", size="160x120", rate="24", seconds=0.5)
+    # A folder named like dreamreel's own package: the studio's job processes must not import it.
+    (folder / "pipeline").mkdir()
+    (folder / "pipeline" / "__init__.py").write_text("raise SystemExit('the studio folder was imported')\n")
     studio = Served(folder)
     yield studio
     studio.stop()
@@ -101,35 +105,58 @@ def test_bad_input_is_said_as_the_command_line_says_it_and_nothing_is_written(se
     # A bad setting: the flag it came from.
     said = client.predict(None, "photo.png", *settings(octaves="many"), api_name="/quick")[0]
     assert "--set octaves=many" in said or "octaves" in said
-    # Nothing written: no dream, no job (the uploaded copy is the studio's own).
-    after = listing(served.folder) - before
-    assert all(p.startswith(".dreamreel-studio/uploads") for p in after), after
-    assert client.predict(None, api_name="/jobs") == [] or all(
-        row[1] not in ("sound.m4a", "outside.png") for row in client.predict(None, api_name="/jobs")
+    # An uploaded clip with no video stream: refused, and its copy not kept.
+    said = client.predict(
+        handle_file(str(served.folder / "sound.m4a")), "", "12", "", "", "", *settings(), api_name="/run_video"
+    )[0]
+    assert "no video stream" in said
+    # Nothing written: no dream, no job, no copy of a refused upload.
+    assert listing(served.folder) == before
+    assert all(
+        row[1] not in ("sound.m4a", "outside.png", "notes.png") for row in client.predict(None, api_name="/jobs")
     )
     assert served.proc.poll() is None  # the studio keeps running
 
 
 def test_jobs_queue_one_at_a_time_cancel_and_resume(served):
     client = served.client()
-    first = client.predict(None, "photo.png", "10", "24", "1.02", "0", *settings(), api_name="/run_zoom")
-    second = client.predict(None, "clip.mp4", "12", "", "", "", *settings(), api_name="/run_video")
+    slow = settings(octaves="3", iterations="6")
+    # Every frame dreamt in full (no carried dream), so that the cancel lands mid-job.
+    first = client.predict(None, "slow.mp4", "", "", "", "none", *slow, api_name="/run_video")
+    second = client.predict(None, "photo.png", "10", "24", "1.02", "-0.5", *settings(), api_name="/run_zoom")
     a, b = first[-1], second[-1]
-    assert "dreamreel zoom photo.png -o dreams/photo-zoom.mp4 --frames 10" in first[1]
+    assert "dreamreel zoom photo.png -o dreams/photo-zoom.mp4 --frames 10" in second[1]
+    assert "--rotate=-0.5" in second[1]  # a negative value is not taken for a flag
     rows = {row[0]: row for row in client.predict(None, api_name="/jobs")}
     assert rows[a][2] == "running" and rows[b][2] == "queued"
-    # Cancel the running one: it stops keeping its work, and the queued one starts.
+    # Cancel the running one once it has frames: it stops keeping its work, and the queued one starts.
+    wait_jobs(client, lambda rows: {r[0]: r[3] for r in rows}.get(a, "").split("/")[0] not in ("", "0", "1"))
     assert "cancelling" in client.predict(a, api_name="/cancel")
     rows = wait_jobs(client, lambda rows: {r[0]: r[2] for r in rows}.get(a) == "stopped")
     assert "kept" in {r[0]: r for r in rows}[a][5]
     wait_jobs(client, lambda rows: {r[0]: r[2] for r in rows}.get(b) in ("running", "done"))
+    assert "not running" in client.predict(a, api_name="/cancel")
     assert "resuming" in client.predict(a, api_name="/resume")
+    assert "only a stopped job resumes" in client.predict(a, api_name="/resume")  # a second click
     rows = wait_jobs(client, lambda rows: all(r[2] == "done" for r in rows if r[0] in (a, b)))
     done = {r[0]: r for r in rows}
-    assert done[a][3] == "10/10" and done[b][3] == "12/12"
+    assert done[a][3] == "12/12" and done[b][3] == "10/10"
+    resumed = int(done[a][5].split(" resumed")[0].rsplit(", ", 1)[1])
+    assert resumed >= 2, done[a]  # it went on from the frames it had
+    assert len(read_frames(served.folder / "dreams/slow-dream.mp4")) == 12
     assert len(read_frames(served.folder / "dreams/photo-zoom.mp4")) == 10
-    assert len(read_frames(served.folder / "dreams/clip-dream.mp4")) == 12
     assert not (served.folder / "dreams/.photo-zoom.mp4.dreamreel-work").exists()  # removed after success
+
+
+def test_two_jobs_asked_at_once_never_share_an_output(served):
+    client = served.client()
+    made = [client.predict(None, "clip.mp4", "2", "", "", "", *settings(), api_name="/run_video") for _ in range(2)]
+    # Neither has made its output nor its work folder yet (the second is queued): still, two names.
+    outputs = [said[1].split(" -o ")[1].split()[0] for said in made]
+    assert len(set(outputs)) == 2, outputs
+    for said in reversed(made):
+        client.predict(said[-1], api_name="/cancel")
+    wait_jobs(client, lambda rows: all(r[2] == "stopped" for r in rows if r[0] in (made[0][-1], made[1][-1])))
 
 
 def test_paths_are_confined_to_the_folder(tmp_path):
@@ -198,29 +225,34 @@ def test_listening_beyond_this_machine_warns_and_a_password_and_upload_limit_hol
         assert "warning: the studio listens on 0.0.0.0" in studio.output()
         with pytest.raises(Exception):  # noqa: B017 - refused at login, whatever the client raises
             Client(studio.url, verbose=False, auth=("me", "wrong"))
+        import httpx
+
+        assert httpx.post(f"{studio.url}gradio_api/call/jobs", json={"data": [None]}).status_code in (401, 403)
         client = Client(studio.url, verbose=False, auth=("me", "s3cret"))
         with pytest.raises(Exception, match="(?i)too large|size|exceed"):
             client.predict(handle_file(str(big)), "", *settings(), api_name="/quick")
-        assert not (folder / ".dreamreel-studio" / "uploads").exists()
+        assert not any((folder / ".dreamreel-studio" / "uploads").iterdir())
         assert client.predict(None, api_name="/jobs") == []
     finally:
         studio.stop()
 
 
-def test_a_job_outlives_its_studio_being_killed_and_equals_the_command_lines(tmp_path, capsys, monkeypatch):
+def test_a_studio_killed_mid_job_lists_it_again_and_its_resumed_film_equals_the_command_lines(
+    tmp_path, capsys, monkeypatch
+):
     import json
     import time
 
     import psutil
 
-    folder = studio_folder(tmp_path / "work", clip_size="160x120")
+    folder = studio_folder(tmp_path / "work", clip_size="160x120", seconds=1.0)  # 24 frames
     slow = settings(octaves="3", iterations="6")
     studio = Served(folder)
     try:
         client = studio.client()
         # Every frame dreamt in full (no carried dream), so that the kill lands mid-job.
         said, command, job = client.predict(None, "clip.mp4", "", "", "", "none", *slow, api_name="/run_video")
-        wait_jobs(client, lambda rows: rows and rows[0][3] and 3 <= int(rows[0][3].split("/")[0]) < 12, every_s=0.2)
+        wait_jobs(client, lambda rows: rows and rows[0][3] and 3 <= int(rows[0][3].split("/")[0]) < 20, every_s=0.2)
         runner = json.loads((folder / ".dreamreel-studio/jobs" / job / "runner.json").read_text())["pid"]
         studio.kill()
     finally:
@@ -250,7 +282,7 @@ def test_a_job_outlives_its_studio_being_killed_and_equals_the_command_lines(tmp
     monkeypatch.chdir(folder)
     assert main(argv) == 0
     studio_frames = read_frames(folder / "dreams/clip-dream.mp4")
-    assert len(studio_frames) == 12
+    assert len(studio_frames) == 24
     assert [f.tobytes() for f in studio_frames] == [f.tobytes() for f in read_frames(folder / "cli.mp4")]
     assert (folder / "dreams/clip-dream.mp4").read_bytes() == (folder / "cli.mp4").read_bytes()
 

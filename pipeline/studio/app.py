@@ -235,8 +235,9 @@ def _wire_image(gr: Any, studio: Studio, ui: SimpleNamespace) -> None:
                 progress(((octave - 1) * its + it) / max(1, octaves * its), desc=f"octave {octave}/{octaves}")
 
         try:
-            source = studio.source(upload, path, "image")
-            done = studio.dream(source, _look(studio, values), quick, step)
+            with studio.attempt():
+                source = studio.source(upload, path, "image")
+                done = studio.dream(source, _look(studio, values), quick, step)
         except Refused as exc:
             return _said(exc.line), None, None, ""
         said = f"{'Quick dream' if quick else 'Dreamt'} in {done.seconds:.1f} s with {done.network}: {done.output}"
@@ -262,8 +263,10 @@ def _wire_explore(gr: Any, studio: Studio, ui: SimpleNamespace) -> None:
         shown: list[tuple[Any, str]] = []
         kept: list[dict[str, Any]] = []
         try:
-            source = studio.source(upload, path, "image")
-            look = _look(studio, values)
+            with studio.attempt():  # the picture and the settings are checked before the first dream
+                source = studio.source(upload, path, "image")
+                look = _look(studio, values)
+                studio.check_image(source)
             yield _ok("Exploring..."), shown, kept
             for i, total, result in studio.explore(source, look, how, int(n)):
                 if isinstance(result, Refused):
@@ -301,8 +304,9 @@ def _wire_clips(gr: Any, studio: Studio, ui: SimpleNamespace) -> None:
 
     def preview(upload: str | None, path: str, n: Any, t0: str, dur: str, coh: str, *values: Any) -> Any:
         try:
-            source = studio.source(upload, path, "clip")
-            sheet, estimate, command = studio.preview(source, _look(studio, values), clip_options(n, t0, dur, coh))
+            with studio.attempt():
+                source = studio.source(upload, path, "clip")
+                sheet, estimate, command = studio.preview(source, _look(studio, values), clip_options(n, t0, dur, coh))
         except Refused as exc:
             return _said(exc.line), None, ""
         return _ok(estimate), str(root / sheet), command
@@ -317,8 +321,10 @@ def _wire_clips(gr: Any, studio: Studio, ui: SimpleNamespace) -> None:
 
     def run_video(upload: str | None, path: str, n: Any, t0: str, dur: str, coh: str, *values: Any) -> Any:
         try:
-            source = studio.source(upload, path, "clip")
-            return started(*studio.start_video(source, _look(studio, values), clip_options(n, t0, dur, coh)))
+            with studio.attempt():
+                source = studio.source(upload, path, "clip")
+                job = studio.start_video(source, _look(studio, values), clip_options(n, t0, dur, coh))
+            return started(*job)
         except Refused as exc:
             return _said(exc.line), "", gr.update(), gr.update()
 
@@ -326,8 +332,10 @@ def _wire_clips(gr: Any, studio: Studio, ui: SimpleNamespace) -> None:
 
     def run_zoom(upload: str | None, path: str, n: Any, rate: str, z: Any, rot: Any, *values: Any) -> Any:
         try:
-            source = studio.source(upload, path, "image")
-            return started(*studio.start_zoom(source, _look(studio, values), zoom_options(n, rate, z, rot)))
+            with studio.attempt():
+                source = studio.source(upload, path, "image")
+                job = studio.start_zoom(source, _look(studio, values), zoom_options(n, rate, z, rot))
+            return started(*job)
         except Refused as exc:
             return _said(exc.line), "", gr.update(), gr.update()
 
@@ -457,7 +465,9 @@ def _serve(
         auth=(lambda _user, given: _same(given, password)) if password else None,
         auth_message="dreamreel studio: any user name, the studio's password" if password else None,
         max_file_size=max_upload,
-        allowed_paths=[str(folder.outputs()), str(folder.state())],
+        # What the page shows: results, and the studio's quick dreams, tiles and sheets. Not the uploads
+        # or the jobs' folders (a file served from here opens as itself, in the studio's origin).
+        allowed_paths=[str(folder.outputs()), *(str(folder.state(part)) for part in ("quick", "explore", "preview"))],
         prevent_thread_lock=True,
         show_error=False,
         quiet=True,

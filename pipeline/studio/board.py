@@ -14,6 +14,7 @@ A job's state is read from its folder each time, never kept only in memory:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,7 @@ class Board:
         self.slots = max(1, slots)
         self.jobs_dir = folder.state("jobs")
         self._lock = threading.Lock()
+        self._resuming = threading.Lock()
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
         self._queue: deque[str] = deque()
         self._closed = threading.Event()
@@ -65,29 +68,44 @@ class Board:
 
     # --- asking -------------------------------------------------------------------------------
 
-    def submit(self, kind: str, argv: list[str], label: str, output: str) -> str:
-        """A new job for ``dreamreel ARGV`` (run in the studio's folder); it starts when a slot is free."""
+    def submit(self, kind: str, argv: Callable[[str], list[str]], label: str, stem: str) -> tuple[str, list[str]]:
+        """A new job for the command line ``argv(OUTPUT)`` (run in the studio's folder), its output a
+        name in ``dreams/`` that no file and no other job has; it starts when a slot is free.
+        Returns the job's id and its command line."""
         with self._lock:
             taken = [int(p.name.split("-")[0]) for p in self.jobs_dir.iterdir() if p.name.split("-")[0].isdigit()]
             job_id = f"{max(taken, default=0) + 1:04d}-{kind}"
+            output = self.folder.new_output(stem, ".mp4", frozenset(self._outputs()))
+            made = argv(output)
             path = self.jobs_dir / job_id
             path.mkdir()
             write_json(
                 path / JOB,
-                {"id": job_id, "kind": kind, "argv": argv, "label": label, "output": output, "t": time.time()},
+                {"id": job_id, "kind": kind, "argv": made, "label": label, "output": output, "t": time.time()},
             )
             self._queue.append(job_id)
         self.pump()
-        return job_id
+        return job_id, made
+
+    def _outputs(self) -> set[str]:
+        """The outputs of this folder's jobs (a queued job has not made its output, nor its work folder)."""
+        outputs = set()
+        for job_id in self.ids():
+            job = _read_json(self.jobs_dir / job_id / JOB)
+            if job is not None:
+                outputs.add(str(job.get("output")))
+        return outputs
 
     def resume(self, job_id: str) -> None:
         """Run a stopped job's command line again: it goes on from its work folder."""
-        state = self.state(self._known(job_id))
-        if state.state != "stopped":
-            raise ValueError(f"job {job_id} is {state.state}: only a stopped job resumes")
-        with self._lock:
-            (self.jobs_dir / job_id / EXIT).unlink(missing_ok=True)
-            self._queue.append(job_id)
+        self._known(job_id)
+        with self._resuming:  # two clicks: the second finds the job queued
+            state = self.state(job_id)
+            if state.state != "stopped":
+                raise ValueError(f"job {job_id} is {state.state}: only a stopped job resumes")
+            with self._lock:
+                (self.jobs_dir / job_id / EXIT).unlink(missing_ok=True)
+                self._queue.append(job_id)
         self.pump()
 
     def cancel(self, job_id: str) -> None:
@@ -103,6 +121,8 @@ class Board:
                 )
                 return
             proc = self._procs.get(job_id)
+        if proc is None and self._runner_pid(job_id) is None:
+            raise ValueError(f"job {job_id} is not running")
         if proc is not None and proc.poll() is None:
             # The runner writes its pid once it catches SIGTERM: until then, the signal would kill
             # it outright (its work is kept either way, but then it cannot say so).
@@ -113,7 +133,8 @@ class Board:
         else:
             pid = self._runner_pid(job_id)  # a runner left by a studio that died, still stopping
             if pid is not None:
-                os.kill(pid, signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
 
     def _known(self, job_id: str) -> str:
         if job_id not in self.ids():
@@ -134,14 +155,17 @@ class Board:
 
     def _start(self, job_id: str) -> subprocess.Popen[bytes]:
         path = self.jobs_dir / job_id
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # Not the studio's password; and no module of the studio's folder can shadow the runner's own:
+        # it starts in its job's folder (ours), without the current folder on its path.
+        env = {k: v for k, v in os.environ.items() if k != "DREAMREEL_STUDIO_PASSWORD"}
+        env.update(PYTHONUNBUFFERED="1", PYTHONSAFEPATH="1")
         # The runner imports this checkout's packages however the studio found them.
         here = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
         with open(path / LOG, "ab") as log:
             return subprocess.Popen(
-                [sys.executable, "-m", "pipeline.studio.runner", str(path)],
-                cwd=self.folder.root,
+                [sys.executable, "-m", "pipeline.studio.runner", str(path), str(self.folder.root), str(os.getpid())],
+                cwd=path,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -183,7 +207,13 @@ class Board:
         return sorted((p.name for p in self.jobs_dir.iterdir() if (p / JOB).is_file()), reverse=True)
 
     def states(self) -> list[JobState]:
-        return [self.state(job_id) for job_id in self.ids()]
+        out = []
+        for job_id in self.ids():
+            try:
+                out.append(self.state(job_id))
+            except (OSError, ValueError, KeyError, TypeError) as exc:  # one damaged folder is one row
+                out.append(JobState(job_id, "?", "?", "stopped", 0, 0, None, f"unreadable: {exc}", "", ""))
+        return out
 
     def state(self, job_id: str) -> JobState:
         path = self.jobs_dir / job_id
@@ -237,10 +267,11 @@ class Board:
         try:
             proc = psutil.Process(info["pid"])
             cmd = proc.cmdline()
-        except (psutil.Error, OSError):
+            zombie = proc.status() == psutil.STATUS_ZOMBIE
+        except (psutil.Error, OSError, KeyError, TypeError):
             return None
         folder = str(self.jobs_dir / job_id)
-        if proc.status() == psutil.STATUS_ZOMBIE or "pipeline.studio.runner" not in cmd or folder not in cmd:
+        if zombie or "pipeline.studio.runner" not in cmd or folder not in cmd:
             return None
         return int(info["pid"])
 

@@ -7,6 +7,7 @@ gives, byte for byte.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shlex
@@ -41,23 +42,33 @@ class Look:
         """The engine options of a command line, in the order `dreamreel image --help` lists them."""
         out: list[str] = []
         if self.preset and self.preset != "default":
-            out += ["--preset", self.preset]
+            out += option("--preset", self.preset)
         for key, value in (("step", self.step), ("octaves", self.octaves), ("iterations", self.iterations)):
             if value.strip():
                 out += ["--set", f"{key}={value.strip()}"]
         if self.layers.strip():
-            out += ["--layers", "".join(self.layers.split())]
+            out += option("--layers", "".join(self.layers.split()))
         if self.guide:
-            out += ["--guide", self.guide]
+            out += option("--guide", positional(self.guide))
         if self.model and self.model != "auto":
-            out += ["--model", self.model]
-        if self.weights:
-            out += ["--weights", self.weights]
-        if self.seed.strip():
-            out += ["--seed", self.seed.strip()]
-        if self.precision:
-            out += ["--precision", self.precision]
+            out += option("--model", positional(self.model))
+        out += option("--weights", self.weights)
+        out += option("--seed", self.seed.strip())
+        out += option("--precision", self.precision)
         return out
+
+
+def option(flag: str, value: str) -> list[str]:
+    """A flag and its value as argv items; ``--flag=VALUE`` when the value starts with ``-`` (a
+    negative rotation), which argparse would otherwise take for a flag. Nothing for no value."""
+    if not value:
+        return []
+    return [f"{flag}={value}"] if value.startswith("-") else [flag, value]
+
+
+def positional(path: str) -> str:
+    """A relative path as a command line takes it: ``./-x.png``, not ``-x.png`` (a flag)."""
+    return f"./{path}" if path.startswith("-") else path
 
 
 def shown(argv: list[str]) -> str:
@@ -108,28 +119,44 @@ class Folder:
         path.mkdir(exist_ok=True)
         return path
 
-    def keep_upload(self, temp: str) -> str:
+    def keep_upload(self, temp: str) -> tuple[str, bool]:
         """An uploaded file (in the web server's temporary folder) copied under the studio's own
         folder, its name kept: a job started from it resumes after a restart, and its command line
-        works in a terminal. Returns the path relative to the folder."""
+        works in a terminal. Returns the path relative to the folder, and whether it was copied now
+        (else the same bytes were kept before)."""
         src = Path(temp)
         digest = hashlib.sha256()
         with open(src, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
         dest = self.state("uploads", digest.hexdigest()[:12]) / src.name
-        if not dest.exists():
+        created = not dest.exists()
+        if created:
             part = dest.with_name(dest.name + ".part")
-            shutil.copyfile(src, part)
-            part.replace(dest)
-        return str(dest.relative_to(self.root))
+            try:
+                shutil.copyfile(src, part)
+                part.replace(dest)
+            finally:
+                part.unlink(missing_ok=True)
+        return str(dest.relative_to(self.root)), created
 
-    def new_output(self, stem: str, suffix: str) -> str:
-        """A name in ``dreams/`` that nothing has yet: ``STEM.png``, else ``STEM-2.png``, ..."""
+    def discard_upload(self, rel: str) -> None:
+        """Remove a copy :meth:`keep_upload` made now, for an input that was then refused."""
+        path = self.root / rel
+        uploads = self.root / STATE / "uploads"
+        if path.parent.parent == uploads and path.is_file():
+            path.unlink()
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()
+
+    def new_output(self, stem: str, suffix: str, taken: frozenset[str] = frozenset()) -> str:
+        """A name in ``dreams/`` that nothing has yet (nor ``taken``, the outputs of jobs that have
+        not made theirs yet): ``STEM.png``, else ``STEM-2.png``, ..."""
         folder = self.outputs()
         n = 1
         while True:
             name = f"{stem}{suffix}" if n == 1 else f"{stem}-{n}{suffix}"
-            if not (folder / name).exists() and not (folder / f".{name}.dreamreel-work").exists():
+            free = not (folder / name).exists() and not (folder / f".{name}.dreamreel-work").exists()
+            if free and f"{OUTPUTS}/{name}" not in taken:
                 return f"{OUTPUTS}/{name}"
             n += 1

@@ -74,8 +74,7 @@ class _Stop:
         if self.asked.is_set():
             cancel.set()
 
-    def watch_parent(self) -> None:
-        parent = os.getppid()
+    def watch_parent(self, parent: int) -> None:
         while not self.asked.is_set():
             if os.getppid() != parent:  # the studio is gone: stop as a cancel does, keeping the work
                 self()
@@ -116,11 +115,14 @@ def run(folder: Path, stop: _Stop) -> int:
 
 
 def main() -> int:
+    """``JOB_FOLDER STUDIO_FOLDER STUDIO_PID``: the studio's pid is given, not read, so that a studio
+    that died before this line is noticed too."""
     stop = _Stop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, stop)
-    threading.Thread(target=stop.watch_parent, daemon=True).start()
-    folder = Path(sys.argv[1])
+    folder, root, parent = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    threading.Thread(target=stop.watch_parent, args=(parent,), daemon=True).start()
+    os.chdir(root)  # the command line's paths are the studio folder's
     write_json(folder / PID, {"pid": os.getpid(), "t": time.time()})
     return run(folder, stop)
 

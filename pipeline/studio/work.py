@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.studio.board import Board
-from pipeline.studio.commands import QUICK_SIDE, Folder, Look, shown
+from pipeline.studio.commands import QUICK_SIDE, Folder, Look, option, positional, shown
 
 BUILT_IN_MODELS = ("auto", "inception_v3", "vgg16_hed")
 EXPLORE_MODES = ("layers", "channels", "presets")
@@ -29,6 +29,8 @@ EXPLORE_SIDE = 192  # an explore tile's long side (pixels)
 
 # TensorFlow's graphs are not shared between dreams run at once: one dream at a time in the page.
 _dreaming = threading.Lock()
+# The uploads a button's run kept, per thread (Gradio runs each event in a worker thread).
+_fresh = threading.local()
 
 
 class Refused(Exception):
@@ -118,19 +120,47 @@ class Studio:
     def __init__(self, folder: Folder, slots: int = 1):
         self.folder = folder
         self.board = Board(folder, slots)
+        for part in ("uploads", "quick", "explore", "preview"):  # made once, not by a refused input
+            folder.state(part)
 
     # --- inputs -------------------------------------------------------------------------------
 
     def source(self, upload: str | None, path: str | None, what: str) -> str:
-        """The input: an uploaded file (kept under the studio's folder) or a path under the folder."""
-        if upload:
-            return self.folder.keep_upload(upload)
-        if path and path.strip():
-            try:
+        """The input: an uploaded file (kept under the studio's folder) or a path under the folder.
+        Within :meth:`attempt`, a copy made now is removed again if the input is then refused."""
+        try:
+            if upload:
+                return self._keep(upload)
+            if path and path.strip():
                 return self.folder.inside(path, what)
-            except Exception as exc:
-                raise _refused(exc) from None
+        except Refused:
+            raise
+        except Exception as exc:
+            raise _refused(exc) from None
         raise Refused(f"dreamreel: error: no {what} given: drop a file or type a path under the studio's folder", 2)
+
+    def _keep(self, upload: str) -> str:
+        try:
+            rel, created = self.folder.keep_upload(upload)
+        except OSError as exc:
+            raise _refused(exc) from None
+        if created:
+            getattr(_fresh, "files", []).append(rel)
+        return rel
+
+    @contextlib.contextmanager
+    def attempt(self) -> Iterator[None]:
+        """What a button does: uploads kept during it are removed again when it is refused, so a
+        refused input leaves nothing written."""
+        _fresh.files = []
+        try:
+            yield
+        except Refused:
+            for rel in _fresh.files:
+                self.folder.discard_upload(rel)
+            raise
+        finally:
+            _fresh.files = []
 
     def look(self, **values: Any) -> Look:
         """The panel's settings; a model file and a guide are paths under the studio's folder."""
@@ -140,7 +170,9 @@ class Studio:
             if model not in BUILT_IN_MODELS:
                 model = self.folder.inside(model, "model file")
             if guide:
-                guide = self.folder.keep_upload(guide)
+                guide = self._keep(guide)
+        except Refused:
+            raise
         except Exception as exc:
             raise _refused(exc) from None
 
@@ -163,6 +195,15 @@ class Studio:
 
     # --- one image ----------------------------------------------------------------------------
 
+    def check_image(self, source: str) -> None:
+        """Refuse a picture the command line would refuse (before any dream is started)."""
+        from pipeline.io.imagefile import read_image  # lazy: as above
+
+        try:
+            read_image(source)
+        except Exception as exc:
+            raise _refused(exc) from None
+
     def dream(
         self,
         source: str,
@@ -182,7 +223,7 @@ class Studio:
             output = str((self.folder.state("quick") / f"{stem}.png").relative_to(self.folder.root))
         elif output is None:
             output = self.folder.new_output(f"{stem}-dream", ".png")
-        argv = ["image", source, "-o", output, *(["--overwrite"] if quick else []), *look.argv()]
+        argv = ["image", positional(source), "-o", output, *(["--overwrite"] if quick else []), *look.argv()]
         if quick:
             argv += ["--max-side", str(side)]
         args = _parse(argv)
@@ -225,6 +266,8 @@ class Studio:
         if mode == "layers":
             chosen = picked[:count]
             return [(name, dataclasses.replace(look, layers=f"{name}=1"), {"layers": f"{name}=1"}) for name in chosen]
+        if not picked:
+            raise Refused("dreamreel: error: explore channels: this network has no dream layers: name one in Layers", 2)
         layer = picked[0]
         return [
             (f"{layer}:{c}", dataclasses.replace(look, layers=f"{layer}:{c}=1"), {"layers": f"{layer}:{c}=1"})
@@ -258,7 +301,7 @@ class Studio:
         from pipeline.commands import estimate_line, preview_job  # lazy: TensorFlow behind it
 
         sheet = str((self.folder.state("preview") / f"{Path(source).stem}.png").relative_to(self.folder.root))
-        argv = ["preview", source, "-o", sheet, "--overwrite", *clip_options, *look.argv()]
+        argv = ["preview", positional(source), "-o", sheet, "--overwrite", *clip_options, *look.argv()]
         args = _parse(argv)
         try:
             with _dreaming:
@@ -273,30 +316,38 @@ class Studio:
         from pipeline.commands import video_job  # lazy: as above
         from pipeline.io import media  # lazy: as above
 
-        output = self.folder.new_output(f"{Path(source).stem}-dream", ".mp4")
-        argv = ["video", source, "-o", output, *clip_options, *look.argv()]
-        args = _parse(argv)
-        try:
-            video_job(args)
+        def check(argv: list[str]) -> None:
+            video_job(_parse(argv))
             media.probe(source)
-        except Exception as exc:
-            raise _refused(exc) from None
-        return self.board.submit("video", argv, Path(source).name, output), shown(argv)
+
+        return self._start("video", source, "-dream", [*clip_options, *look.argv()], check)
 
     def start_zoom(self, source: str, look: Look, zoom_options: list[str]) -> tuple[str, str]:
         """The same for a zoom grown from a still."""
         from pipeline.commands import zoom_job  # lazy: as above
         from pipeline.io.imagefile import read_image  # lazy: as above
 
-        output = self.folder.new_output(f"{Path(source).stem}-zoom", ".mp4")
-        argv = ["zoom", source, "-o", output, *zoom_options, *look.argv()]
-        args = _parse(argv)
-        try:
-            zoom_job(args)
+        def check(argv: list[str]) -> None:
+            zoom_job(_parse(argv))
             read_image(source)
+
+        return self._start("zoom", source, "-zoom", [*zoom_options, *look.argv()], check)
+
+    def _start(
+        self, kind: str, source: str, tail: str, options: list[str], check: Callable[[list[str]], None]
+    ) -> tuple[str, str]:
+        def argv(output: str) -> list[str]:
+            return [kind, positional(source), "-o", output, *options]
+
+        try:
+            check(argv(self.folder.new_output(f"{Path(source).stem}{tail}", ".mp4")))
+        except Refused:
+            raise
         except Exception as exc:
             raise _refused(exc) from None
-        return self.board.submit("zoom", argv, Path(source).name, output), shown(argv)
+        # The output's name is chosen again where jobs are made, so two jobs never share one.
+        job_id, made = self.board.submit(kind, argv, Path(source).name, f"{Path(source).stem}{tail}")
+        return job_id, shown(made)
 
 
 def clip_options(frames: Any, start: Any, duration: Any, coherence: Any) -> list[str]:
@@ -312,7 +363,5 @@ def zoom_options(frames: Any, fps: Any, zoom: Any, rotate: Any) -> list[str]:
 def _options(*pairs: tuple[str, Any]) -> list[str]:
     out: list[str] = []
     for flag, value in pairs:
-        text = "" if value is None else str(value).strip()
-        if text:
-            out += [flag, text]
+        out += option(flag, "" if value is None else str(value).strip())
     return out
