@@ -120,3 +120,40 @@ def test_studio_benchmark_reports_each_network(tmp_path: Path, monkeypatch, caps
     main(["--photo", str(SAMPLE_IMAGE), "--side", "96", "--repeat", "1", "--networks", "inception_v3"])
     out = capsys.readouterr().out
     assert "at 96x" in out and out.splitlines()[-1].startswith("inception_v3")
+
+
+def test_zoom_quality_benchmark_reports_sharpness_colour_and_cost(tmp_path: Path, capsys) -> None:
+    from benchmarks.zoomquality import main
+    from tests.media import SAMPLE_IMAGE
+
+    main(
+        [
+            "--image",
+            str(SAMPLE_IMAGE),
+            "--frames",
+            "4",
+            "--every",
+            "2",
+            "--variants",
+            "linear,lanczos",
+            "--model",
+            "inception_v3",
+            "--set",
+            "weights=untrained",
+            "--set",
+            "layers={mixed2: 1}",
+            "--set",
+            "octaves=1",
+            "--set",
+            "iterations=2",
+            "--set",
+            "max_side=96",
+            "--work",
+            str(tmp_path),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert "frames measured: [0, 2, 3]" in out
+    for variant in ("linear", "lanczos"):
+        assert any(line.startswith(variant) for line in out.splitlines()), out
+    assert out.count("largest distance from frame 0") == 2

@@ -237,6 +237,7 @@ def test_listening_beyond_this_machine_warns_and_a_password_and_upload_limit_hol
         studio.stop()
 
 
+@pytest.mark.slow  # 40 s: the queue test covers cancel and resume in the default run
 def test_a_studio_killed_mid_job_lists_it_again_and_its_resumed_film_equals_the_command_lines(
     tmp_path, capsys, monkeypatch
 ):
