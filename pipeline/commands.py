@@ -504,6 +504,7 @@ class ImageDone:
     pixels: Any
     network: str
     seconds: float
+    source: Any  # the input's pixels, as read
 
 
 def run_image(args: argparse.Namespace, progress: Callable[..., None] | None = None) -> ImageDone:
@@ -523,7 +524,7 @@ def run_image(args: argparse.Namespace, progress: Callable[..., None] | None = N
     write_image(out, pixels, overwrite=args.overwrite)  # never over a file that appeared while we dreamt
     r = engine.resolved
     network = os.path.basename(r.model) if r.weights == "file" else f"{r.model}/{os.path.basename(r.weights)}"
-    return ImageDone(str(out), pixels, network, time.monotonic() - start)
+    return ImageDone(str(out), pixels, network, time.monotonic() - start, picture.pixels)
 
 
 def video_settings(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:

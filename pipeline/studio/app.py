@@ -361,7 +361,6 @@ def _wire_jobs(gr: Any, page: Any, studio: Studio, ui: SimpleNamespace) -> None:
     root = studio.folder.root
 
     def view(chosen: str | None, playing: str | None) -> Any:
-        studio.board.pump()
         states = studio.board.states()
         rows = [
             [s.id, s.label, s.state, f"{s.done}/{s.total}" if s.total else "", _clock(s.eta_s), s.message]

@@ -114,6 +114,10 @@ class Folder:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def scratch(self, part: str, name: str) -> str:
+        """A file of the studio's own (a quick dream, a tile, a sheet), relative to the folder."""
+        return str((self.state(part) / name).relative_to(self.root))
+
     def outputs(self) -> Path:
         path = self.root / OUTPUTS
         path.mkdir(exist_ok=True)

@@ -45,8 +45,8 @@ class Refused(Exception):
 class Dreamt:
     """One dream made in the page."""
 
-    before: np.ndarray  # the input, 8-bit RGB(A)
-    after: np.ndarray  # the dream, 8-bit RGB(A)
+    before: np.ndarray  # the input, 8-bit RGB
+    after: np.ndarray  # the dream, 8-bit RGB
     output: str  # the file written, relative to the studio's folder
     command: str  # the command line that gives it
     seconds: float
@@ -63,8 +63,6 @@ def _refused(exc: Exception) -> Refused:
 
 def _parse(argv: list[str]) -> Any:
     """A command line as ``dreamreel`` parses it (argparse's complaint as a one-line refusal)."""
-    import argparse
-    import contextlib
     import io
 
     from pipeline.commands import build_parser  # lazy: as above
@@ -77,8 +75,6 @@ def _parse(argv: list[str]) -> Any:
     except SystemExit as exc:
         last = err.getvalue().strip().splitlines()[-1:] or ["bad command line"]
         raise Refused(f"dreamreel {argv[0]}: {last[0].split(': ', 1)[-1]}", int(exc.code or 2)) from None
-    except argparse.ArgumentError as exc:  # pragma: no cover - exit_on_error is on
-        raise Refused(str(exc), 2) from None
 
 
 @contextlib.contextmanager
@@ -99,19 +95,6 @@ def _warnings() -> Iterator[list[str]]:
         yield said
     finally:
         log.removeHandler(handler)
-
-
-def display(pixels: np.ndarray) -> np.ndarray:
-    """Any picture dreamreel reads or writes (8 or 16 bit, grey, alpha) as 8-bit RGB or RGBA."""
-    if pixels.dtype == np.uint16:
-        pixels = (pixels >> 8).astype(np.uint8)
-    elif pixels.dtype != np.uint8:
-        pixels = np.clip(np.asarray(pixels, np.float32) * 255 + 0.5, 0, 255).astype(np.uint8)
-    if pixels.ndim == 2:
-        pixels = np.stack([pixels] * 3, axis=2)
-    elif pixels.shape[2] == 2:
-        pixels = np.concatenate([np.repeat(pixels[..., :1], 3, axis=2), pixels[..., 1:]], axis=2)
-    return pixels
 
 
 class Studio:
@@ -140,10 +123,7 @@ class Studio:
         raise Refused(f"dreamreel: error: no {what} given: drop a file or type a path under the studio's folder", 2)
 
     def _keep(self, upload: str) -> str:
-        try:
-            rel, created = self.folder.keep_upload(upload)
-        except OSError as exc:
-            raise _refused(exc) from None
+        rel, created = self.folder.keep_upload(upload)  # its callers say what went wrong
         if created:
             getattr(_fresh, "files", []).append(rel)
         return rel
@@ -216,11 +196,11 @@ class Studio:
         """``dreamreel image``: quick (at most ``side`` pixels dreamt, into the studio's own
         folder) or full size (a new file in ``dreams/``)."""
         from pipeline.commands import run_image  # lazy: TensorFlow behind it
-        from pipeline.io.imagefile import read_image  # lazy: as above
+        from pipeline.io.imagefile import rgb8  # lazy: as above
 
         stem = Path(source).stem
         if output is None and quick:
-            output = str((self.folder.state("quick") / f"{stem}.png").relative_to(self.folder.root))
+            output = self.folder.scratch("quick", f"{stem}.png")
         elif output is None:
             output = self.folder.new_output(f"{stem}-dream", ".png")
         argv = ["image", positional(source), "-o", output, *(["--overwrite"] if quick else []), *look.argv()]
@@ -228,13 +208,12 @@ class Studio:
             argv += ["--max-side", str(side)]
         args = _parse(argv)
         try:
-            before = read_image(source).pixels
             with _dreaming, _warnings() as notes:
                 done = run_image(args, progress)
         except Exception as exc:
             raise _refused(exc) from None
         return Dreamt(
-            display(before), display(done.pixels), output, shown(argv), done.seconds, done.network, tuple(notes)
+            rgb8(done.source), rgb8(done.pixels), output, shown(argv), done.seconds, done.network, tuple(notes)
         )
 
     def explore(self, source: str, look: Look, mode: str, count: int) -> Iterator[tuple[int, int, Any]]:
@@ -242,7 +221,7 @@ class Studio:
         of the first layer, or per preset: yields (i, n, (Dreamt, caption, settings) or Refused)."""
         variants = self.variants(look, mode, count)
         for i, (caption, variant, settings) in enumerate(variants):
-            out = str((self.folder.state("explore") / f"{i:02d}.png").relative_to(self.folder.root))
+            out = self.folder.scratch("explore", f"{i:02d}.png")
             try:
                 dreamt = self.dream(source, variant, quick=True, output=out, side=EXPLORE_SIDE)
                 result: Any = (dreamt, caption, settings)
@@ -258,7 +237,7 @@ class Studio:
             raise Refused(f"dreamreel: error: explore {mode!r}: choose {', '.join(EXPLORE_MODES)}", 2)
         count = max(1, int(count))
         if mode == "presets":
-            names = [p for p in preset_names()][:count]
+            names = list(preset_names())[:count]
             return [(p, dataclasses.replace(look, preset=p, layers=""), {"preset": p, "layers": ""}) for p in names]
         picked = [part.split("=")[0].split(":")[0] for part in look.layers.split(",") if part.strip()]
         if not picked:
@@ -300,7 +279,7 @@ class Studio:
         """``dreamreel preview``: (contact sheet, the time the job would take, the command line)."""
         from pipeline.commands import estimate_line, preview_job  # lazy: TensorFlow behind it
 
-        sheet = str((self.folder.state("preview") / f"{Path(source).stem}.png").relative_to(self.folder.root))
+        sheet = self.folder.scratch("preview", f"{Path(source).stem}.png")
         argv = ["preview", positional(source), "-o", sheet, "--overwrite", *clip_options, *look.argv()]
         args = _parse(argv)
         try:
